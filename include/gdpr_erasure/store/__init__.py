@@ -1,0 +1,29 @@
+"""The compliance store (intake table, step results, append-only audit ledger)."""
+
+from gdpr_erasure.store.audit import AuditEntry, ChainReport
+from gdpr_erasure.store.status import RequestStatus, StepStatus
+from gdpr_erasure.store.store import (
+    AuditRecordExists,
+    ComplianceStore,
+    ErasureRequest,
+    InvalidTransition,
+    RequestNotFound,
+    StepResult,
+    StoreError,
+    SubmitResult,
+)
+
+__all__ = [
+    "AuditEntry",
+    "AuditRecordExists",
+    "ChainReport",
+    "ComplianceStore",
+    "ErasureRequest",
+    "InvalidTransition",
+    "RequestNotFound",
+    "RequestStatus",
+    "StepResult",
+    "StepStatus",
+    "StoreError",
+    "SubmitResult",
+]

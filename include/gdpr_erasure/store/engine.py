@@ -1,0 +1,115 @@
+"""Where the compliance store lives, and how to connect to it safely.
+
+Resolution order for the database URL:
+
+1. an explicit URL (``--db-url`` on the CLI, or a caller's argument);
+2. the ``GDPR_COMPLIANCE_DB_URL`` environment variable;
+3. the Airflow connection ``compliance_db`` (``postgres`` or ``sqlite`` type, or any type with
+   an ``sqlalchemy_url`` extra);
+4. the embedded default: a SQLite file under ``$AIRFLOW_HOME/gdpr_erasure/compliance.db``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONN_ID = "compliance_db"
+URL_ENV_VAR = "GDPR_COMPLIANCE_DB_URL"
+
+
+def default_sqlite_url() -> str:
+    home = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
+    return f"sqlite:///{home / 'gdpr_erasure' / 'compliance.db'}"
+
+
+def url_from_connection(conn) -> str:
+    """Turn an Airflow connection into an SQLAlchemy URL."""
+    extra = conn.extra_dejson or {}
+    if extra.get("sqlalchemy_url"):
+        return str(extra["sqlalchemy_url"])
+    conn_type = (conn.conn_type or "").lower()
+    if conn_type in {"postgres", "postgresql"}:
+        return URL.create(
+            "postgresql+psycopg2",
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host or None,
+            port=conn.port or None,
+            database=conn.schema or None,
+        ).render_as_string(hide_password=False)
+    if conn_type == "sqlite":
+        return f"sqlite:///{conn.host}"
+    raise ValueError(
+        f"connection {conn.conn_id!r} has type {conn_type!r}; use postgres, sqlite, "
+        "or set an 'sqlalchemy_url' extra"
+    )
+
+
+def resolve_db_url(url: str | None = None, conn_id: str = DEFAULT_CONN_ID) -> str:
+    if url:
+        return url
+    if os.environ.get(URL_ENV_VAR):
+        return os.environ[URL_ENV_VAR]
+    conn = _airflow_connection(conn_id)
+    if conn is not None:
+        return url_from_connection(conn)
+    return default_sqlite_url()
+
+
+def _airflow_connection(conn_id: str):
+    try:
+        from airflow.sdk import BaseHook
+        from airflow.sdk.exceptions import AirflowNotFoundException
+    except ImportError:  # the store is usable without Airflow (intake service, scripts)
+        return None
+    try:
+        return BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return None
+
+
+def describe_url(url: str) -> str:
+    """The URL with its password hidden, for logs and CLI output."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def create_store_engine(url: str) -> Engine:
+    """An engine with the settings each backend needs for safe concurrent use."""
+    sa_url = make_url(url)
+    if sa_url.get_backend_name() == "sqlite":
+        return _sqlite_engine(sa_url)
+    return create_engine(sa_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _sqlite_engine(sa_url: URL) -> Engine:
+    if not sa_url.database or sa_url.database == ":memory:":
+        raise ValueError("the compliance store needs a SQLite file, not an in-memory database")
+    Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(sa_url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see _on_begin).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        # BEGIN IMMEDIATE takes the write lock at the start of every transaction, so a
+        # read-then-update (claiming, appending to the audit chain) is atomic across processes:
+        # SQLite's equivalent of SELECT ... FOR UPDATE SKIP LOCKED.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

@@ -1,0 +1,119 @@
+"""Tables of the compliance store: one schema for SQLite (embedded default) and PostgreSQL.
+
+* ``erasure_requests`` - the intake table: one row per request, its identifiers while they are
+  needed, and where it is in its life (:mod:`gdpr_erasure.store.status`).
+* ``erasure_steps`` - what each step did for a request (resolved ids, counts, provider ids).
+  One row per (request, step) so parallel purge tasks never overwrite each other's results.
+* ``audit_log`` - the append-only, hash-chained ledger. The database itself rejects UPDATE and
+  DELETE (and TRUNCATE on PostgreSQL) through triggers, so not even a buggy or hostile caller
+  with the application's credentials can rewrite history through SQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from gdpr_erasure.store.status import RequestStatus, StepStatus
+from gdpr_erasure.store.types import UtcDateTime
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+
+def _in(column: str, values) -> str:
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
+
+
+erasure_requests = Table(
+    "erasure_requests",
+    metadata,
+    Column("id", String(64), primary_key=True, comment="caller's idempotency id or a generated one"),
+    # Identifiers: raw while the request is being worked, keyed hashes afterwards.
+    Column("email", Text),
+    Column("phone", String(32)),
+    Column("stripe_customer_id", String(255)),
+    Column("user_id", String(255)),
+    Column("identifiers_hash", String(64), comment="HMAC-SHA256 of the normalised identifiers"),
+    Column("source", String(32), nullable=False, default="api"),
+    Column("status", String(20), nullable=False, default=RequestStatus.PENDING.value),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("claimed_by", String(250), comment="run that holds the lease"),
+    Column("lease_expires_at", UtcDateTime()),
+    Column("last_error", Text, comment="reason of the last failure; never contains identifiers"),
+    Column("received_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("completed_at", UtcDateTime()),
+    Column("pii_erased_at", UtcDateTime()),
+    CheckConstraint(_in("status", RequestStatus), name="ck_erasure_requests_status"),
+    CheckConstraint("attempts >= 0", name="ck_erasure_requests_attempts"),
+)
+Index("ix_erasure_requests_status_received", erasure_requests.c.status, erasure_requests.c.received_at)
+
+erasure_steps = Table(
+    "erasure_steps",
+    metadata,
+    Column("request_id", String(64), ForeignKey("erasure_requests.id"), primary_key=True),
+    Column("step", String(40), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("result", Text, nullable=False, default="{}", comment="JSON; pseudonymous ids and counts only"),
+    Column("attempts", Integer, nullable=False, default=1),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    CheckConstraint(_in("status", StepStatus), name="ck_erasure_steps_status"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+    # One record per request, enforced by the database: a rerun cannot write a second one.
+    Column("request_id", String(64), nullable=False, unique=True),
+    Column("recorded_at", UtcDateTime(), nullable=False),
+    Column("record", Text, nullable=False, comment="canonical JSON of the record"),
+    # UNIQUE prev_hash: the chain cannot fork, two records cannot claim the same predecessor.
+    Column("prev_hash", String(64), nullable=False, unique=True),
+    Column("record_hash", String(64), nullable=False, unique=True),
+)
+
+store_meta = Table(
+    "store_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+APPEND_ONLY_MESSAGE = "audit_log is append-only"
+
+SQLITE_TRIGGERS = [
+    f"""CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}: UPDATE rejected'); END""",
+    f"""CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}: DELETE rejected'); END""",
+]
+
+# '%%' because the driver treats '%' as a parameter marker; PostgreSQL receives '%'.
+POSTGRES_TRIGGERS = [
+    f"""CREATE OR REPLACE FUNCTION gdpr_audit_log_append_only() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION '{APPEND_ONLY_MESSAGE}: %% rejected', TG_OP
+                USING ERRCODE = 'insufficient_privilege';
+        END $$""",
+    "DROP TRIGGER IF EXISTS audit_log_no_update_delete ON audit_log",
+    """CREATE TRIGGER audit_log_no_update_delete BEFORE UPDATE OR DELETE ON audit_log
+        FOR EACH ROW EXECUTE FUNCTION gdpr_audit_log_append_only()""",
+    "DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log",
+    """CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+        FOR EACH STATEMENT EXECUTE FUNCTION gdpr_audit_log_append_only()""",
+]

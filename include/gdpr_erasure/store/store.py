@@ -1,0 +1,442 @@
+"""The compliance store: intake of erasure requests, their progress, and the audit ledger.
+
+SQLAlchemy Core on one schema for SQLite and PostgreSQL. Every state change is a single
+conditional UPDATE (compare-and-set on ``status``), so two workers can never both move a request,
+and claiming is atomic: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from gdpr_erasure.identifiers import SubjectIdentifiers
+from gdpr_erasure.store import schema
+from gdpr_erasure.store.audit import (
+    GENESIS_HASH,
+    AuditEntry,
+    ChainReport,
+    canonical_json,
+    chain_hash,
+    verify_chain,
+)
+from gdpr_erasure.store.engine import create_store_engine, resolve_db_url
+from gdpr_erasure.store.status import ALLOWED_SOURCES, RequestStatus, StepStatus
+from gdpr_erasure.store.types import utcnow
+
+R = schema.erasure_requests
+STEPS = schema.erasure_steps
+AUDIT = schema.audit_log
+
+DEFAULT_LEASE = timedelta(hours=6)
+
+
+class StoreError(Exception):
+    """Base class of the store's errors. Messages carry request ids, never identifiers."""
+
+
+class RequestNotFound(StoreError):
+    pass
+
+
+class InvalidTransition(StoreError):
+    def __init__(self, request_id: str, current: str, target: str) -> None:
+        super().__init__(f"request {request_id}: cannot move from {current} to {target}")
+        self.request_id = request_id
+        self.current = current
+        self.target = target
+
+
+class AuditRecordExists(StoreError):
+    """The request already has its audit record; the ledger holds one per request."""
+
+
+@dataclass(frozen=True)
+class ErasureRequest:
+    """A row of the intake table. ``repr`` shows which identifiers exist, not their values."""
+
+    id: str
+    status: RequestStatus
+    attempts: int
+    source: str
+    received_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    claimed_by: str | None
+    lease_expires_at: datetime | None
+    last_error: str | None
+    identifiers: SubjectIdentifiers | None
+    identifiers_hash: str | None
+    pii_erased_at: datetime | None
+
+    def __repr__(self) -> str:
+        present = self.identifiers.present() if self.identifiers else []
+        return f"ErasureRequest(id={self.id!r}, status={self.status.value}, identifiers={present})"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: str
+    status: StepStatus
+    result: dict[str, Any]
+    attempts: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    request: ErasureRequest
+    created: bool
+
+
+def _row_to_request(row) -> ErasureRequest:
+    m = row._mapping
+    identifiers = None
+    if m["pii_erased_at"] is None and any(m[k] for k in ("email", "phone", "stripe_customer_id", "user_id")):
+        identifiers = SubjectIdentifiers(
+            email=m["email"].lower() if m["email"] else None,
+            phone=m["phone"],
+            stripe_customer_id=m["stripe_customer_id"],
+            user_id=m["user_id"],
+            email_as_given=m["email"],
+        )
+    return ErasureRequest(
+        id=m["id"],
+        status=RequestStatus(m["status"]),
+        attempts=m["attempts"],
+        source=m["source"],
+        received_at=m["received_at"],
+        updated_at=m["updated_at"],
+        completed_at=m["completed_at"],
+        claimed_by=m["claimed_by"],
+        lease_expires_at=m["lease_expires_at"],
+        last_error=m["last_error"],
+        identifiers=identifiers,
+        identifiers_hash=m["identifiers_hash"],
+        pii_erased_at=m["pii_erased_at"],
+    )
+
+
+def _row_to_audit_entry(row) -> AuditEntry:
+    return AuditEntry(
+        seq=row.seq,
+        request_id=row.request_id,
+        recorded_at=row.recorded_at,
+        record=json.loads(row.record),
+        record_json=row.record,
+        prev_hash=row.prev_hash,
+        record_hash=row.record_hash,
+    )
+
+
+class ComplianceStore:
+    """Access to the compliance database.
+
+    :param engine: an engine from :func:`gdpr_erasure.store.engine.create_store_engine`.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str | None = None) -> ComplianceStore:
+        """Open the store at ``url`` or, if None, wherever :func:`resolve_db_url` points."""
+        return cls(create_store_engine(resolve_db_url(url)))
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def init_db(self) -> None:
+        """Create tables, indexes and the append-only triggers. Safe to run any number of times."""
+        with self.engine.begin() as conn:
+            schema.metadata.create_all(conn, checkfirst=True)
+            ddl = schema.POSTGRES_TRIGGERS if self.dialect == "postgresql" else schema.SQLITE_TRIGGERS
+            for statement in ddl:
+                conn.exec_driver_sql(statement)
+            self._upsert(
+                conn,
+                schema.store_meta,
+                {"key": "schema_version", "value": str(schema.SCHEMA_VERSION)},
+                ["key"],
+            )
+
+    def schema_version(self) -> int | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(schema.store_meta.c.value).where(schema.store_meta.c.key == "schema_version")
+            ).scalar_one_or_none()
+        return int(value) if value is not None else None
+
+    # -- intake ----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        request_id: str,
+        identifiers: SubjectIdentifiers,
+        *,
+        received_at: datetime | None = None,
+        source: str = "api",
+    ) -> SubmitResult:
+        """Add a pending request. The same ``request_id`` again returns the stored one unchanged."""
+        now = utcnow()
+        values = {
+            "id": request_id,
+            "email": identifiers.email_as_given or identifiers.email,
+            "phone": identifiers.phone,
+            "stripe_customer_id": identifiers.stripe_customer_id,
+            "user_id": identifiers.user_id,
+            "source": source,
+            "status": RequestStatus.PENDING.value,
+            "attempts": 0,
+            "received_at": received_at or now,
+            "updated_at": now,
+        }
+        with self.engine.begin() as conn:
+            created = self._insert_ignore(conn, R, values, ["id"]) == 1
+            row = conn.execute(select(R).where(R.c.id == request_id)).one()
+        return SubmitResult(_row_to_request(row), created)
+
+    def get(self, request_id: str) -> ErasureRequest:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(R).where(R.c.id == request_id)).one_or_none()
+        if row is None:
+            raise RequestNotFound(f"request {request_id} not found")
+        return _row_to_request(row)
+
+    def list_requests(
+        self, statuses: Iterable[RequestStatus] | None = None, limit: int = 1000
+    ) -> list[ErasureRequest]:
+        query = select(R).order_by(R.c.received_at, R.c.id).limit(limit)
+        if statuses is not None:
+            query = query.where(R.c.status.in_([s.value for s in statuses]))
+        with self.engine.connect() as conn:
+            return [_row_to_request(row) for row in conn.execute(query)]
+
+    def counts_by_status(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(R.c.status, func.count()).group_by(R.c.status)).all()
+        return {status: count for status, count in rows}
+
+    # -- claiming and state ----------------------------------------------------------------
+
+    def claim(
+        self,
+        limit: int,
+        claimed_by: str,
+        *,
+        lease: timedelta = DEFAULT_LEASE,
+        request_ids: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Atomically move up to ``limit`` claimable requests to ``in_progress``; return their ids.
+
+        Claimable: ``pending``, or ``in_progress`` whose lease has expired (its run died).
+        Oldest first. Concurrent callers never receive the same request.
+        """
+        if limit <= 0:
+            return []
+        now = utcnow()
+        claimable = or_(
+            R.c.status == RequestStatus.PENDING.value,
+            and_(R.c.status == RequestStatus.IN_PROGRESS.value, R.c.lease_expires_at < now),
+        )
+        candidates = select(R.c.id).where(claimable)
+        if request_ids is not None:
+            candidates = candidates.where(R.c.id.in_(list(request_ids)))
+        # SKIP LOCKED: a second claimer passes over rows the first has locked instead of waiting
+        # and then double-claiming. SQLAlchemy leaves the clause out on SQLite, where BEGIN
+        # IMMEDIATE (see engine.py) serialises claimers instead.
+        candidates = (
+            candidates.order_by(R.c.received_at, R.c.id).limit(limit).with_for_update(skip_locked=True)
+        )
+        statement = (
+            update(R)
+            .where(R.c.id.in_(candidates.scalar_subquery()))
+            .values(
+                status=RequestStatus.IN_PROGRESS.value,
+                claimed_by=claimed_by,
+                lease_expires_at=now + lease,
+                attempts=R.c.attempts + 1,
+                updated_at=now,
+            )
+            .returning(R.c.id, R.c.received_at)
+        )
+        with self.engine.begin() as conn:
+            rows = conn.execute(statement).all()
+        return [row.id for row in sorted(rows, key=lambda r: (r.received_at, r.id))]
+
+    def transition(
+        self,
+        request_id: str,
+        target: RequestStatus,
+        *,
+        error: str | None = None,
+        expected: Iterable[RequestStatus] | None = None,
+    ) -> ErasureRequest:
+        """Move a request to ``target`` if the state machine allows it from its current status.
+
+        :param error: reason to record (for ``failed`` / ``needs_attention``); must hold no PII.
+        :param expected: narrow the allowed source statuses further (compare-and-set).
+        """
+        sources = set(ALLOWED_SOURCES[target])
+        if expected is not None:
+            sources &= set(expected)
+        now = utcnow()
+        values: dict[str, Any] = {"status": target.value, "updated_at": now}
+        if target is RequestStatus.COMPLETED:
+            values |= {"completed_at": now, "lease_expires_at": None, "last_error": None}
+        elif target in (RequestStatus.FAILED, RequestStatus.NEEDS_ATTENTION):
+            values |= {"last_error": error, "lease_expires_at": None}
+        elif target is RequestStatus.PENDING:
+            values |= {"claimed_by": None, "lease_expires_at": None}
+        statement = (
+            update(R)
+            .where(R.c.id == request_id, R.c.status.in_([s.value for s in sources]))
+            .values(**values)
+            .returning(*R.c)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(statement).one_or_none()
+            if row is None:
+                current = conn.execute(select(R.c.status).where(R.c.id == request_id)).scalar_one_or_none()
+                if current is None:
+                    raise RequestNotFound(f"request {request_id} not found")
+                raise InvalidTransition(request_id, current, target.value)
+        return _row_to_request(row)
+
+    # -- step results ----------------------------------------------------------------------
+
+    def record_step(
+        self, request_id: str, step: str, status: StepStatus, result: dict[str, Any] | None = None
+    ) -> None:
+        """Record (or overwrite) the outcome of one step; ``result`` is JSON without PII."""
+        now = utcnow()
+        values = {
+            "request_id": request_id,
+            "step": step,
+            "status": status.value,
+            "result": canonical_json(result or {}),
+            "attempts": 1,
+            "updated_at": now,
+        }
+        with self.engine.begin() as conn:
+            self._upsert(
+                conn,
+                STEPS,
+                values,
+                ["request_id", "step"],
+                update={
+                    "status": values["status"],
+                    "result": values["result"],
+                    "updated_at": now,
+                    "attempts": STEPS.c.attempts + 1,
+                },
+            )
+
+    def steps(self, request_id: str) -> dict[str, StepResult]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(STEPS).where(STEPS.c.request_id == request_id)).all()
+        return {
+            row.step: StepResult(
+                row.step, StepStatus(row.status), json.loads(row.result), row.attempts, row.updated_at
+            )
+            for row in rows
+        }
+
+    # -- audit ledger ----------------------------------------------------------------------
+
+    def append_audit(self, request_id: str, record: dict[str, Any]) -> AuditEntry:
+        """Append the request's audit record to the chain. Raises :class:`AuditRecordExists`
+        if it already has one, so a rerun can never write a second record."""
+        record_json = canonical_json(record)
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # Appends must be serial for the chain to be linear; readers are not blocked.
+                conn.exec_driver_sql("LOCK TABLE audit_log IN EXCLUSIVE MODE")
+            if conn.execute(select(AUDIT.c.seq).where(AUDIT.c.request_id == request_id)).first():
+                raise AuditRecordExists(f"request {request_id} already has an audit record")
+            head = conn.execute(
+                select(AUDIT.c.seq, AUDIT.c.record_hash).order_by(AUDIT.c.seq.desc()).limit(1)
+            ).first()
+            seq, prev_hash = (head.seq + 1, head.record_hash) if head else (1, GENESIS_HASH)
+            recorded_at = utcnow()
+            entry = AuditEntry(
+                seq=seq,
+                request_id=request_id,
+                recorded_at=recorded_at,
+                record=json.loads(record_json),
+                record_json=record_json,
+                prev_hash=prev_hash,
+                record_hash=chain_hash(seq, prev_hash, recorded_at, record_json),
+            )
+            conn.execute(
+                insert(AUDIT).values(
+                    seq=entry.seq,
+                    request_id=request_id,
+                    recorded_at=recorded_at,
+                    record=record_json,
+                    prev_hash=prev_hash,
+                    record_hash=entry.record_hash,
+                )
+            )
+        return entry
+
+    def audit_entries(self, after_seq: int = 0, limit: int | None = None) -> list[AuditEntry]:
+        query = select(AUDIT).where(AUDIT.c.seq > after_seq).order_by(AUDIT.c.seq)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_row_to_audit_entry(row) for row in conn.execute(query)]
+
+    def audit_entry(self, request_id: str) -> AuditEntry | None:
+        """The request's audit record, or None if it has none yet."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(AUDIT).where(AUDIT.c.request_id == request_id)).one_or_none()
+        return _row_to_audit_entry(row) if row is not None else None
+
+    def verify_audit_chain(self, batch: int = 1000) -> ChainReport:
+        """Verify the whole ledger, reading it in batches so memory stays flat."""
+
+        def entries():
+            after = 0
+            while True:
+                chunk = self.audit_entries(after_seq=after, limit=batch)
+                if not chunk:
+                    return
+                yield from chunk
+                after = chunk[-1].seq
+
+        return verify_chain(entries())
+
+    # -- dialect helpers ---------------------------------------------------------------------
+
+    def _insert_for(self):
+        return postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+
+    def _insert_ignore(self, conn: Connection, table, values: dict, keys: list[str]) -> int:
+        statement = self._insert_for()(table).values(**values).on_conflict_do_nothing(index_elements=keys)
+        return conn.execute(statement).rowcount
+
+    def _upsert(
+        self, conn: Connection, table, values: dict, keys: list[str], update: dict | None = None
+    ) -> None:
+        statement = self._insert_for()(table).values(**values)
+        changes = update if update is not None else {k: v for k, v in values.items() if k not in keys}
+        conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes))
+
+
+def ping(store: ComplianceStore) -> None:
+    """Raise if the database cannot be reached."""
+    with store.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
