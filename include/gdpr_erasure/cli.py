@@ -20,9 +20,48 @@ def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
     )
 
 
+def _open_store(args: argparse.Namespace):
+    from gdpr_erasure.store import ComplianceStore
+
+    return ComplianceStore.from_url(args.db_url)
+
+
+def _cmd_db_init(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    store.init_db()
+    print(f"compliance store ready: {store.engine.url.render_as_string(hide_password=True)}")
+    print(f"schema version {store.schema_version()}, backend {store.dialect}")
+    return 0
+
+
+def _cmd_db_status(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    counts = store.counts_by_status()
+    report = store.verify_audit_chain()
+    width = max((len(k) for k in counts), default=6)
+    for status, count in sorted(counts.items()):
+        print(f"{status:<{width}}  {count}")
+    print(f"audit records: {report.checked}, chain {'intact' if report.ok else 'BROKEN'}")
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gdpr-erasure", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+
+    db = commands.add_parser("db", help="the compliance store")
+    db.add_argument(
+        "--db-url",
+        help="SQLAlchemy URL (default: $GDPR_COMPLIANCE_DB_URL, the compliance_db connection, "
+        "or SQLite under $AIRFLOW_HOME)",
+    )
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("init", help="create tables and triggers (idempotent)").set_defaults(
+        func=_cmd_db_init
+    )
+    db_commands.add_parser("status", help="requests per status and the audit chain").set_defaults(
+        func=_cmd_db_status
+    )
 
     sandbox = commands.add_parser("sandbox", help="local emulator of the Stripe, Twilio and Segment APIs")
     sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)

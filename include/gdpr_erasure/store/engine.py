@@ -75,11 +75,6 @@ def _airflow_connection(conn_id: str):
         return None
 
 
-def describe_url(url: str) -> str:
-    """The URL with its password hidden, for logs and CLI output."""
-    return make_url(url).render_as_string(hide_password=True)
-
-
 def create_store_engine(url: str) -> Engine:
     """An engine with the settings each backend needs for safe concurrent use."""
     sa_url = make_url(url)

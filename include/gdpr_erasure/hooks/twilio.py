@@ -1,0 +1,286 @@
+"""Twilio, through the official SDK (twilio-python): Memory profiles, the 2010 API
+(Messages, Calls, Recordings, Transcriptions) and Conversations.
+
+Connection ``twilio_default``:
+
+* ``login``: an API key SID (``SK...``, recommended) or the Account SID (``AC...``);
+* ``password``: the API key secret or auth token;
+* extra ``account_sid``: the ``AC...`` account (required when ``login`` is an API key);
+* extra ``memory_store_id``: the Memory store (``mem_store_...``) holding unified profiles;
+* extra ``api_base``: another server instead of ``https://<subdomain>.twilio.com`` (the sandbox);
+  requests go to ``<api_base>/<subdomain>/<path>``.
+
+Facts that shape this hook (see docs/api-notes.md): there is no ``Profiles`` resource in the 2010
+API; unified profiles live in Memory (``/v1/Stores/{store}/Profiles``). Messages are listed with
+two queries (``To`` and ``From``, exact E.164). ``X-Twilio-Webhook-Enabled`` exists only on
+Conversations. twilio-python does not retry 429 (error 20429), so :mod:`.retry` does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from functools import cached_property
+from typing import Any, Literal, TypeVar
+
+from airflow.sdk import BaseHook
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+from twilio.rest.memory.v1.lookup import LookupList
+
+from gdpr_erasure.hooks.errors import ApiConfigurationError, PermanentApiError, TransientApiError
+from gdpr_erasure.hooks.retry import DEFAULT_POLICY, RetryPolicy, call_with_retries, parse_retry_after
+from gdpr_erasure.pii import quiet_identifier_loggers, scrub
+
+T = TypeVar("T")
+DeleteOutcome = Literal["deleted", "already_absent"]
+
+PAGE_SIZE = 100
+_TWILIO_HOST = re.compile(r"^https://(?P<sub>[a-z0-9-]+)(?:\.[a-z0-9-]+)*\.twilio\.com(?P<path>/.*)?$")
+# Twilio answers 404 with code 20404 when a resource does not exist (or no longer does).
+_NOT_FOUND_CODES = {20404}
+# 20429 too many requests; 20009 "message cannot be deleted yet" (delivery not final): both pass.
+_TRANSIENT_CODES = {20429, 20009}
+
+
+class RoutingHttpClient(TwilioHttpClient):
+    """Sends ``https://<sub>.twilio.com/<path>`` to ``<base>/<sub>/<path>`` (the sandbox).
+
+    twilio-python builds absolute URLs per product domain and has no base-URL setting, so
+    the rewrite happens at the transport. Request logging is left to the quiet logger.
+    """
+
+    def __init__(self, base_url: str | None, timeout: float = 30.0) -> None:
+        super().__init__(timeout=timeout)
+        self.base_url = base_url.rstrip("/") if base_url else None
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any):
+        if self.base_url:
+            match = _TWILIO_HOST.match(url)
+            if match:
+                url = f"{self.base_url}/{match['sub']}{match['path'] or ''}"
+        return super().request(method, url, *args, **kwargs)
+
+
+class TwilioHook(BaseHook):
+    """Find and erase a person's Twilio data.
+
+    :param twilio_conn_id: Airflow connection (see module docs).
+    :param retry_policy: backoff for 429 (20429), 5xx, 20009 and connection errors.
+    """
+
+    conn_name_attr = "twilio_conn_id"
+    default_conn_name = "twilio_default"
+    conn_type = "twilio"
+    hook_name = "Twilio"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema", "port", "host"],
+            "relabeling": {"login": "API key SID (SK...) or Account SID", "password": "Secret / auth token"},
+        }
+
+    def __init__(
+        self, twilio_conn_id: str = default_conn_name, retry_policy: RetryPolicy = DEFAULT_POLICY
+    ) -> None:
+        super().__init__()
+        self.twilio_conn_id = twilio_conn_id
+        self.retry_policy = retry_policy
+        quiet_identifier_loggers()
+
+    @cached_property
+    def _conn(self):
+        return self.get_connection(self.twilio_conn_id)
+
+    @cached_property
+    def extra(self) -> dict[str, Any]:
+        return self._conn.extra_dejson or {}
+
+    @cached_property
+    def account_sid(self) -> str:
+        sid = self.extra.get("account_sid") or self._conn.login
+        if not sid or not str(sid).startswith("AC"):
+            raise ApiConfigurationError(f"connection {self.twilio_conn_id} needs an AC... account_sid")
+        return sid
+
+    @cached_property
+    def memory_store_id(self) -> str:
+        store = self.extra.get("memory_store_id")
+        if not store:
+            raise ApiConfigurationError(f"connection {self.twilio_conn_id} has no memory_store_id extra")
+        return store
+
+    def get_conn(self) -> Client:
+        return self.client
+
+    @cached_property
+    def client(self) -> Client:
+        login, secret = self._conn.login, self._conn.password
+        if not login or not secret:
+            raise ApiConfigurationError(f"connection {self.twilio_conn_id} needs login and password")
+        return Client(
+            username=login,
+            password=secret,
+            account_sid=self.account_sid,
+            http_client=RoutingHttpClient(self.extra.get("api_base")),
+        )
+
+    # -- Memory (unified profiles) ---------------------------------------------------------
+
+    def lookup_memory_profiles(self, id_type: Literal["email", "phone"], value: str) -> list[str]:
+        """Profile ids (``mem_profile_...``) holding this identifier; empty when none do."""
+        identifier = LookupList.Identifier({"idType": id_type, "value": value})
+        lookup = self._call(
+            "lookup memory profiles",
+            lambda: self.client.memory.v1.lookup(self.memory_store_id).create(identifier),
+            missing_ok=True,
+        )
+        return list(lookup.profiles or []) if lookup is not None else []
+
+    def memory_profile_exists(self, profile_id: str) -> bool:
+        found = self._call(
+            "fetch memory profile",
+            lambda: self.client.memory.v1.profiles(self.memory_store_id, profile_id).fetch(),
+            missing_ok=True,
+        )
+        return found is not None
+
+    def delete_memory_profile(self, profile_id: str) -> DeleteOutcome:
+        """Ask Memory to delete a profile (202: asynchronous; verify with :meth:`memory_profile_exists`)."""
+        return self._delete(
+            "delete memory profile",
+            lambda: self.client.memory.v1.profiles(self.memory_store_id, profile_id).delete(),
+        )
+
+    # -- 2010 API: communication history ---------------------------------------------------
+
+    def list_message_sids(self, phone: str) -> list[str]:
+        """SIDs of messages sent to or from ``phone`` (two queries; the API has no OR filter)."""
+        messages = self.client.api.v2010.account.messages
+        sids = self._collect("list messages", lambda: messages.page(to=phone, page_size=PAGE_SIZE))
+        sids += self._collect("list messages", lambda: messages.page(from_=phone, page_size=PAGE_SIZE))
+        return _unique(sids)
+
+    def delete_message(self, sid: str) -> DeleteOutcome:
+        """Delete a message and its media. Too recent (20009) is retried by the policy."""
+        return self._delete("delete message", lambda: self.client.api.v2010.account.messages(sid).delete())
+
+    def list_call_sids(self, phone: str) -> list[str]:
+        calls = self.client.api.v2010.account.calls
+        sids = self._collect("list calls", lambda: calls.page(to=phone, page_size=PAGE_SIZE))
+        sids += self._collect("list calls", lambda: calls.page(from_=phone, page_size=PAGE_SIZE))
+        return _unique(sids)
+
+    def delete_call(self, sid: str) -> DeleteOutcome:
+        return self._delete("delete call", lambda: self.client.api.v2010.account.calls(sid).delete())
+
+    def list_recording_sids(self, call_sid: str) -> list[str]:
+        recordings = self.client.api.v2010.account.recordings
+        return self._collect(
+            "list recordings", lambda: recordings.page(call_sid=call_sid, page_size=PAGE_SIZE)
+        )
+
+    def delete_recording(self, sid: str) -> DeleteOutcome:
+        return self._delete(
+            "delete recording", lambda: self.client.api.v2010.account.recordings(sid).delete()
+        )
+
+    def list_transcription_sids(self, recording_sid: str) -> list[str]:
+        transcriptions = self.client.api.v2010.account.recordings(recording_sid).transcriptions
+        return self._collect("list transcriptions", lambda: transcriptions.page(page_size=PAGE_SIZE))
+
+    def delete_transcription(self, sid: str) -> DeleteOutcome:
+        return self._delete(
+            "delete transcription", lambda: self.client.api.v2010.account.transcriptions(sid).delete()
+        )
+
+    # -- Conversations -----------------------------------------------------------------------
+
+    def list_participant_conversations(self, address: str) -> list[dict[str, Any]]:
+        """The conversations where ``address`` (a phone) takes part: ids and state only."""
+        pcs = self.client.conversations.v1.participant_conversations
+        rows: list[dict[str, Any]] = []
+        for item in self._pages("list participant conversations", lambda: pcs.page(address=address)):
+            rows.append(
+                {
+                    "conversation_sid": item.conversation_sid,
+                    "participant_sid": item.participant_sid,
+                    "chat_service_sid": item.chat_service_sid,
+                    "conversation_state": item.conversation_state,
+                }
+            )
+        return rows
+
+    def delete_conversation(self, conversation_sid: str) -> DeleteOutcome:
+        # Explicitly false so deleting personal data fires no webhooks at our own systems.
+        return self._delete(
+            "delete conversation",
+            lambda: self.client.conversations.v1.conversations(conversation_sid).delete(
+                x_twilio_webhook_enabled="false"
+            ),
+        )
+
+    def delete_participant(self, conversation_sid: str, participant_sid: str) -> DeleteOutcome:
+        return self._delete(
+            "delete conversation participant",
+            lambda: (
+                self.client.conversations.v1.conversations(conversation_sid)
+                .participants(participant_sid)
+                .delete(x_twilio_webhook_enabled="false")
+            ),
+        )
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _pages(self, operation: str, first_page: Callable[[], Any]) -> Iterator[Any]:
+        """Every record of every page; each page fetch is retried on its own."""
+        page = self._call(operation, first_page)
+        while page is not None:
+            yield from page
+            current = page
+            page = self._call(operation, lambda p=current: p.next_page())
+
+    def _collect(self, operation: str, first_page: Callable[[], Any]) -> list[str]:
+        return [item.sid for item in self._pages(operation, first_page)]
+
+    def _delete(self, operation: str, call: Callable[[], Any]) -> DeleteOutcome:
+        result = self._call(operation, lambda: call() or True, missing_ok=True)
+        return "already_absent" if result is None else "deleted"
+
+    def _call(self, operation: str, call: Callable[[], T], *, missing_ok: bool = False) -> T | None:
+        def attempt():
+            try:
+                return call()
+            except TwilioRestException as exc:
+                if missing_ok and exc.status == 404:
+                    return None
+                raise self._translate(exc, operation) from None
+            except TwilioException as exc:  # transport problems surface as plain TwilioException
+                raise TransientApiError("twilio", operation, detail=scrub(str(exc))) from None
+            except OSError as exc:
+                raise TransientApiError("twilio", operation, detail=type(exc).__name__) from None
+
+        return call_with_retries(attempt, policy=self.retry_policy)
+
+    def _translate(self, exc: TwilioRestException, operation: str):
+        last = getattr(self.client.http_client, "last_response", None)
+        headers = getattr(last, "headers", None) or {}
+        retry_after = parse_retry_after(headers.get("Retry-After") or headers.get("retry-after"))
+        transient = exc.status == 429 or exc.status >= 500 or exc.code in _TRANSIENT_CODES
+        cls = TransientApiError if transient else PermanentApiError
+        # exc.msg and exc.uri can carry the phone number (it is in the list query): scrub, drop uri.
+        return cls(
+            "twilio",
+            operation,
+            status=exc.status,
+            code=exc.code,
+            detail=scrub(exc.msg),
+            retry_after=retry_after,
+        )
+
+
+def _unique(sids: list[str]) -> list[str]:
+    """Messages to self appear in both queries; keep the first of each."""
+    return list(dict.fromkeys(sids))
