@@ -18,6 +18,7 @@ Conversations. twilio-python does not retry 429 (error 20429), so :mod:`.retry` 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from functools import cached_property
@@ -26,10 +27,16 @@ from typing import Any, Literal, TypeVar
 from airflow.sdk import BaseHook
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
 from twilio.rest import Client
 from twilio.rest.memory.v1.lookup import LookupList
 
-from gdpr_erasure.hooks.errors import ApiConfigurationError, PermanentApiError, TransientApiError
+from gdpr_erasure.hooks.errors import (
+    ApiConfigurationError,
+    ExternalApiError,
+    PermanentApiError,
+    TransientApiError,
+)
 from gdpr_erasure.hooks.retry import DEFAULT_POLICY, RetryPolicy, call_with_retries, parse_retry_after
 from gdpr_erasure.pii import quiet_identifier_loggers, scrub
 
@@ -54,13 +61,17 @@ class RoutingHttpClient(TwilioHttpClient):
     def __init__(self, base_url: str | None, timeout: float = 30.0) -> None:
         super().__init__(timeout=timeout)
         self.base_url = base_url.rstrip("/") if base_url else None
+        #: The SDK's exceptions drop response headers; the hook reads Retry-After from here.
+        self.last_response: Response | None = None
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any):
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
         if self.base_url:
             match = _TWILIO_HOST.match(url)
             if match:
                 url = f"{self.base_url}/{match['sub']}{match['path'] or ''}"
-        return super().request(method, url, *args, **kwargs)
+        self.last_response = None
+        self.last_response = super().request(method, url, *args, **kwargs)
+        return self.last_response
 
 
 class TwilioHook(BaseHook):
@@ -214,22 +225,26 @@ class TwilioHook(BaseHook):
         return rows
 
     def delete_conversation(self, conversation_sid: str) -> DeleteOutcome:
-        # Explicitly false so deleting personal data fires no webhooks at our own systems.
-        return self._delete(
-            "delete conversation",
-            lambda: self.client.conversations.v1.conversations(conversation_sid).delete(
-                x_twilio_webhook_enabled="false"
-            ),
-        )
+        return self._delete_without_webhooks("delete conversation", f"/Conversations/{conversation_sid}")
 
     def delete_participant(self, conversation_sid: str, participant_sid: str) -> DeleteOutcome:
-        return self._delete(
+        return self._delete_without_webhooks(
             "delete conversation participant",
-            lambda: (
-                self.client.conversations.v1.conversations(conversation_sid)
-                .participants(participant_sid)
-                .delete(x_twilio_webhook_enabled="false")
-            ),
+            f"/Conversations/{conversation_sid}/Participants/{participant_sid}",
+        )
+
+    def _delete_without_webhooks(self, operation: str, uri: str) -> DeleteOutcome:
+        """DELETE on Conversations with ``X-Twilio-Webhook-Enabled: false``, so erasing personal
+        data fires no webhooks that would copy it elsewhere.
+
+        Sent through the SDK's version object rather than ``conversations(sid).delete(
+        x_twilio_webhook_enabled=...)``: twilio-python 9.13 builds that header and then
+        overwrites it with an empty dict, so the documented argument never reaches Twilio.
+        """
+        version = self.client.conversations.v1
+        return self._delete(
+            operation,
+            lambda: version.delete(method="DELETE", uri=uri, headers={"X-Twilio-Webhook-Enabled": "false"}),
         )
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -254,31 +269,43 @@ class TwilioHook(BaseHook):
             try:
                 return call()
             except TwilioRestException as exc:
-                if missing_ok and exc.status == 404:
-                    return None
-                raise self._translate(exc, operation) from None
-            except TwilioException as exc:  # transport problems surface as plain TwilioException
-                raise TransientApiError("twilio", operation, detail=scrub(str(exc))) from None
-            except OSError as exc:
+                status, code, message = exc.status, exc.code, exc.msg
+            except TwilioException as exc:
+                # Page fetches raise a plain TwilioException("Unable to fetch page", response).
+                response = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], Response) else None
+                if response is None:
+                    raise TransientApiError(
+                        "twilio", operation, detail=scrub(str(exc.args[0]) if exc.args else "")
+                    ) from None
+                status, code, message = response.status_code, *_code_and_message(response.text)
+            except OSError as exc:  # requests' connection errors; their text holds the URL
                 raise TransientApiError("twilio", operation, detail=type(exc).__name__) from None
+            if missing_ok and status == 404:
+                return None
+            raise self._translate(operation, status, code, message) from None
 
         return call_with_retries(attempt, policy=self.retry_policy)
 
-    def _translate(self, exc: TwilioRestException, operation: str):
+    def _translate(self, operation: str, status: int, code: int | None, message: str) -> ExternalApiError:
         last = getattr(self.client.http_client, "last_response", None)
         headers = getattr(last, "headers", None) or {}
         retry_after = parse_retry_after(headers.get("Retry-After") or headers.get("retry-after"))
-        transient = exc.status == 429 or exc.status >= 500 or exc.code in _TRANSIENT_CODES
+        transient = status == 429 or status >= 500 or code in _TRANSIENT_CODES
         cls = TransientApiError if transient else PermanentApiError
-        # exc.msg and exc.uri can carry the phone number (it is in the list query): scrub, drop uri.
+        # Twilio's message and the request URI can carry the phone number: scrub, drop the URI.
         return cls(
-            "twilio",
-            operation,
-            status=exc.status,
-            code=exc.code,
-            detail=scrub(exc.msg),
-            retry_after=retry_after,
+            "twilio", operation, status=status, code=code, detail=scrub(message), retry_after=retry_after
         )
+
+
+def _code_and_message(text: str) -> tuple[int | None, str]:
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None, ""
+    if not isinstance(body, dict):
+        return None, ""
+    return body.get("code"), str(body.get("message") or "")
 
 
 def _unique(sids: list[str]) -> list[str]:
