@@ -18,6 +18,8 @@ only, so emails and phones must first be resolved to the profile's ``user_id`` v
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import quote
@@ -41,6 +43,20 @@ _CONFIG_KEYS = ("space_id", "profile_api_token", "profile_api_url")
 SegmentApi = Literal["public", "profiles"]
 IdType = Literal["user_id", "email", "phone", "anonymous_id", "segment_id"]
 REGULATION_FINAL = frozenset({"FINISHED", "FAILED", "PARTIAL_SUCCESS", "INVALID", "NOT_SUPPORTED"})
+
+
+_SEGMENT_ID_IN_URL = re.compile(r"/profiles/(use_[A-Za-z0-9]+)/")
+
+
+@dataclass
+class SegmentProfile:
+    """A Unify profile: its ``use_...`` id (when Segment tells us) and its external ids."""
+
+    segment_id: str | None
+    external_ids: list[dict[str, Any]] = field(default_factory=list)
+
+    def ids_of_type(self, id_type: str) -> list[str]:
+        return [item["id"] for item in self.external_ids if item.get("type") == id_type and item.get("id")]
 
 
 class _Bearer(AuthBase):
@@ -122,22 +138,27 @@ class SegmentHook(BaseHook):
 
     # -- Profile API -----------------------------------------------------------------------
 
-    def get_external_ids(self, id_type: IdType, value: str) -> list[dict[str, Any]] | None:
-        """All external ids of the profile holding ``id_type:value``; None if there is no profile.
+    def get_profile(self, id_type: IdType, value: str) -> SegmentProfile | None:
+        """The profile holding ``id_type:value`` with all its external ids; None if there is none.
 
-        Each item has ``type`` (``user_id``, ``email``, ``anonymous_id``...) and ``id``.
+        Each external id has ``type`` (``user_id``, ``email``, ``anonymous_id``...) and ``id``. The
+        profile's own ``segment_id`` (``use_...``) is read from the cursor URL, which Segment
+        builds from it.
         """
         path = self._profile_path(id_type, value, "external_ids")
-        ids: list[dict[str, Any]] = []
+        profile = SegmentProfile(segment_id=None, external_ids=[])
         params: dict[str, Any] = {"limit": PROFILE_PAGE_LIMIT}
         while True:
             body = self._request("profiles", "GET", path, "get external ids", params=params, missing_ok=True)
             if body is None:
-                return ids or None
-            ids.extend(body.get("data") or [])
+                return profile if profile.external_ids else None
+            profile.external_ids.extend(body.get("data") or [])
             cursor = body.get("cursor") or {}
+            match = _SEGMENT_ID_IN_URL.search(cursor.get("url") or "")
+            if match and profile.segment_id is None:
+                profile.segment_id = match.group(1)
             if not cursor.get("has_more") or not cursor.get("next"):
-                return ids
+                return profile
             params = {"limit": PROFILE_PAGE_LIMIT, "next": cursor["next"]}
 
     def profile_exists(self, id_type: IdType, value: str) -> bool:

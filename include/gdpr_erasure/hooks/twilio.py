@@ -209,20 +209,24 @@ class TwilioHook(BaseHook):
 
     # -- Conversations -----------------------------------------------------------------------
 
-    def list_participant_conversations(self, address: str) -> list[dict[str, Any]]:
-        """The conversations where ``address`` (a phone) takes part: ids and state only."""
+    def list_participant_conversations(
+        self, *, address: str | None = None, identity: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Conversations where the person takes part, found by messaging ``address`` (their
+        phone) or by chat ``identity`` (often an email or user id): ids and state only."""
+        if (address is None) == (identity is None):
+            raise ValueError("give exactly one of address or identity")
         pcs = self.client.conversations.v1.participant_conversations
-        rows: list[dict[str, Any]] = []
-        for item in self._pages("list participant conversations", lambda: pcs.page(address=address)):
-            rows.append(
-                {
-                    "conversation_sid": item.conversation_sid,
-                    "participant_sid": item.participant_sid,
-                    "chat_service_sid": item.chat_service_sid,
-                    "conversation_state": item.conversation_state,
-                }
-            )
-        return rows
+        query = {"address": address} if address is not None else {"identity": identity}
+        return [
+            {
+                "conversation_sid": item.conversation_sid,
+                "participant_sid": item.participant_sid,
+                "chat_service_sid": item.chat_service_sid,
+                "conversation_state": item.conversation_state,
+            }
+            for item in self._pages("list participant conversations", lambda: pcs.page(**query))
+        ]
 
     def delete_conversation(self, conversation_sid: str) -> DeleteOutcome:
         return self._delete_without_webhooks("delete conversation", f"/Conversations/{conversation_sid}")

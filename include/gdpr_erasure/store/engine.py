@@ -98,6 +98,7 @@ def _sqlite_engine(sa_url: URL) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA secure_delete=ON")  # erased identifiers must not linger in free pages
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -1,0 +1,399 @@
+"""Deterministic generation of the sandbox's people and of their data in every service.
+
+``seed_state`` fills a fresh :class:`~sandbox.state.SandboxState` from its settings: ``people``
+generated people (``person-001`` ...) with a random subset of data, plus fixed edge-case people
+that are always present under stable keys. All names are fake, every email uses a reserved
+example domain and every phone number is in a range reserved for fiction (+1 NXX 555-01xx,
++44 7700 900xxx), so seeded data can never reach a real person.
+
+Seeded timestamps are fixed relative to :data:`BASE_TIME`, so a seed gives the same data on
+every run, whatever the date.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sandbox.ids import SEGMENT_SOURCE_ID
+from sandbox.state import (
+    Call,
+    Charge,
+    Conversation,
+    Customer,
+    MemoryProfile,
+    Message,
+    Participant,
+    Person,
+    Recording,
+    SegmentProfile,
+    Transcription,
+    isoformat,
+)
+
+if TYPE_CHECKING:
+    from sandbox.state import SandboxState
+
+BASE_TIME = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+# The business side of every message and call (fictional numbers too).
+BUSINESS_NUMBERS = ("+14155550100", "+14155550101")
+
+# Edge cases always present, keyed by name. Each one lacks (or carries) one specific thing.
+EDGE_CASES = (
+    "no_stripe",  # no Stripe customer
+    "multi_stripe",  # two Stripe customers sharing one email
+    "no_segment",  # no Segment profile
+    "quiet_phone",  # a phone with no messages, calls or conversations
+    "segment_failed",  # a regulation for this user ends FAILED
+    "segment_stuck",  # a regulation for this user stays RUNNING forever
+    "many_messages",  # more than 50 messages in each direction: list calls need paging
+    "in_flight",  # a message and a call still in progress: DELETE answers 20009 until they settle
+)
+
+FIRST_NAMES = (
+    "Ada", "Bruno", "Chiara", "Dmitri", "Elena", "Farid", "Greta", "Hiro", "Ines", "Jonas",
+    "Kwame", "Lucia", "Mateo", "Nadia", "Oskar", "Priya", "Quentin", "Rosa", "Samir", "Tove",
+    "Ugo", "Vera", "Wen", "Ximena", "Yusuf", "Zofia", "Amara", "Bjorn", "Carmen", "Dario",
+)  # fmt: skip
+LAST_NAMES = (
+    "Abbott", "Bianchi", "Costa", "Dubois", "Eriksen", "Fischer", "Garcia", "Haddad", "Ivanova",
+    "Jensen", "Kowalski", "Lindqvist", "Moreau", "Novak", "Okafor", "Petrov", "Quinn", "Rossi",
+    "Sato", "Tanaka", "Umarov", "Varga", "Weber", "Xu", "Yilmaz", "Zeller",
+)  # fmt: skip
+EMAIL_DOMAINS = ("example.com", "example.org", "example.net")
+US_AREA_CODES = ("201", "212", "305", "312", "415", "503", "617", "702", "808", "919")
+CITIES = (
+    ("Springfield", "IL", "62701", "US"),
+    ("Portland", "OR", "97201", "US"),
+    ("Manchester", None, "M1 1AE", "GB"),
+    ("Leeds", None, "LS1 4AP", "GB"),
+)
+MESSAGE_BODIES = (
+    "Your order has shipped.",
+    "Reply STOP to unsubscribe.",
+    "Thanks, see you on Tuesday!",
+    "Can you call me back?",
+    "Your verification code is 482913.",
+    "Running 10 minutes late.",
+    "Appointment confirmed for 3pm.",
+    "Got it, thanks.",
+)
+TRANSCRIPTS = (
+    "Hi, this is a message about my recent order, please call me back.",
+    "Hello, I would like to change my delivery address.",
+    "Calling to confirm the appointment tomorrow morning.",
+)
+PLANS = ("free", "team", "business")
+
+
+@dataclass
+class Plan:
+    """Which kinds of data one person gets, and how much of each."""
+
+    customers: int = 1
+    charges: tuple[int, int] = (0, 3)
+    messages: int = 0
+    calls: int = 0
+    conversations: int = 0
+    memory: bool = True
+    segment: bool = True
+
+
+def seed_state(state: SandboxState) -> None:
+    """Populate ``state`` from ``state.settings`` (same settings give the same data)."""
+    seeder = _Seeder(state)
+    for index in range(1, state.settings.people + 1):
+        seeder.add_person(f"person-{index:03d}", seeder.random_plan(), flags=[])
+    for key in EDGE_CASES:
+        seeder.add_person(key, seeder.edge_plan(key), flags=[key])
+
+
+class _Seeder:
+    """Creates people and their resources in every service, drawing from the state's RNG."""
+
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+        self.rng: random.Random = state.rng
+        self.ids = state.ids
+        self.emails: set[str] = set()
+        self.phones: set[str] = set(BUSINESS_NUMBERS)
+
+    # -- plans -------------------------------------------------------------------------------
+
+    def random_plan(self) -> Plan:
+        rng = self.rng
+        return Plan(
+            customers=1 if rng.random() < 0.85 else 0,
+            messages=rng.randint(1, 30) if rng.random() < 0.8 else 0,
+            calls=rng.randint(1, 4) if rng.random() < 0.6 else 0,
+            conversations=rng.randint(1, 2) if rng.random() < 0.4 else 0,
+            memory=rng.random() < 0.75,
+            segment=rng.random() < 0.8,
+        )
+
+    def edge_plan(self, key: str) -> Plan:
+        plan = Plan(customers=1, charges=(1, 2), messages=6, calls=2, conversations=1)
+        if key == "no_stripe":
+            plan.customers = 0
+        elif key == "multi_stripe":
+            plan.customers = 2
+        elif key == "no_segment":
+            plan.segment = False
+        elif key == "quiet_phone":
+            plan.messages = plan.calls = plan.conversations = 0
+        elif key == "many_messages":
+            plan.messages = 130
+        return plan
+
+    # -- people ------------------------------------------------------------------------------
+
+    def add_person(self, key: str, plan: Plan, flags: list[str]) -> None:
+        first, last = self.rng.choice(FIRST_NAMES), self.rng.choice(LAST_NAMES)
+        person = Person(key, first, last, self._email(first, last), self._phone(), flags=flags)
+        self.state.people[key] = person
+        for _ in range(plan.customers):
+            self._customer(person, plan)
+        self._messages(person, plan.messages, balanced=plan.messages > 100)
+        for _ in range(plan.calls):
+            self._call(person)
+        for index in range(plan.conversations):
+            self._conversation(person, by_identity=index == 1)
+        if plan.memory:
+            self._memory_profile(person)
+        if plan.segment:
+            self._segment_profile(person)
+        if "in_flight" in flags:
+            self._in_flight(person)
+
+    def _email(self, first: str, last: str) -> str:
+        while True:
+            number = self.rng.randint(1, 99)
+            email = f"{first}.{last}{number}@{self.rng.choice(EMAIL_DOMAINS)}".lower()
+            if email not in self.emails:
+                self.emails.add(email)
+                return email
+
+    def _phone(self) -> str:
+        while True:
+            if self.rng.random() < 0.6:
+                phone = f"+1{self.rng.choice(US_AREA_CODES)}55501{self.rng.randint(0, 99):02d}"
+            else:
+                phone = f"+447700900{self.rng.randint(0, 999):03d}"
+            if phone not in self.phones:
+                self.phones.add(phone)
+                return phone
+
+    def _moment(self, max_days: int = 365) -> datetime:
+        return BASE_TIME - timedelta(seconds=self.rng.randint(60, max_days * 86400))
+
+    # -- Stripe ------------------------------------------------------------------------------
+
+    def _customer(self, person: Person, plan: Plan) -> None:
+        city, region, postal, country = self.rng.choice(CITIES)
+        created = int(self._moment(900).timestamp())
+        customer = Customer(
+            id=self.ids.stripe("cus"),
+            created=created,
+            email=person.email,
+            name=person.name,
+            phone=person.phone,
+            description=f"Customer since {datetime.fromtimestamp(created, UTC):%Y}",
+            address={
+                "city": city,
+                "country": country,
+                "line1": f"{self.rng.randint(1, 250)} High Street",
+                "line2": None,
+                "postal_code": postal,
+                "state": region,
+            },
+            metadata={"crm_id": f"crm-{self.ids.hex(8)}"},
+        )
+        self.state.customers[customer.id] = customer
+        person.stripe_customer_ids.append(customer.id)
+        for _ in range(self.rng.randint(*plan.charges)):
+            self._charge(customer)
+
+    def _charge(self, customer: Customer) -> None:
+        charge = Charge(
+            id=self.ids.stripe("ch"),
+            customer=customer.id,
+            amount=self.rng.choice((990, 1990, 4900, 12500)),
+            currency="usd",
+            created=customer.created + self.rng.randint(3600, 86400 * 60),
+            description="Subscription payment",
+            billing_details={
+                "address": dict(customer.address or {}),
+                "email": customer.email,
+                "name": customer.name,
+                "phone": customer.phone,
+            },
+            receipt_email=customer.email,
+        )
+        self.state.charges[charge.id] = charge
+
+    # -- Twilio ------------------------------------------------------------------------------
+
+    def _messages(self, person: Person, count: int, balanced: bool) -> None:
+        for index in range(count):
+            inbound = index % 2 == 0 if balanced else self.rng.random() < 0.5
+            self._message(person, inbound)
+
+    def _message(self, person: Person, inbound: bool, status: str | None = None) -> Message:
+        business = self.rng.choice(BUSINESS_NUMBERS)
+        sent = self._moment()
+        if status is None:
+            status = (
+                "received" if inbound else self.rng.choice(("delivered",) * 8 + ("undelivered", "failed"))
+            )
+        message = Message(
+            sid=self.ids.twilio_sid("SM"),
+            from_=person.phone if inbound else business,
+            to=business if inbound else person.phone,
+            body=self.rng.choice(MESSAGE_BODIES),
+            direction="inbound" if inbound else "outbound-api",
+            status=status,
+            date_created=sent - timedelta(seconds=2),
+            date_sent=sent,
+        )
+        self.state.messages[message.sid] = message
+        return message
+
+    def _call(self, person: Person, status: str | None = None) -> Call:
+        inbound = self.rng.random() < 0.5
+        business = self.rng.choice(BUSINESS_NUMBERS)
+        if status is None:
+            status = self.rng.choice(("completed",) * 6 + ("no-answer", "busy"))
+        call = Call(
+            sid=self.ids.twilio_sid("CA"),
+            from_=person.phone if inbound else business,
+            to=business if inbound else person.phone,
+            direction="inbound" if inbound else "outbound-api",
+            status=status,
+            start_time=self._moment(),
+            duration=self.rng.randint(20, 600) if status == "completed" else 0,
+        )
+        self.state.calls[call.sid] = call
+        if status == "completed":
+            for _ in range(self.rng.randint(0, 2)):
+                self._recording(call)
+        return call
+
+    def _recording(self, call: Call) -> None:
+        recording = Recording(
+            sid=self.ids.twilio_sid("RE"),
+            call_sid=call.sid,
+            date_created=call.start_time + timedelta(seconds=5),
+            duration=max(1, call.duration - 10),
+        )
+        self.state.recordings[recording.sid] = recording
+        if self.rng.random() < 0.5:
+            transcription = Transcription(
+                sid=self.ids.twilio_sid("TR"),
+                recording_sid=recording.sid,
+                date_created=recording.date_created + timedelta(minutes=1),
+                duration=recording.duration,
+                text=self.rng.choice(TRANSCRIPTS),
+            )
+            self.state.transcriptions[transcription.sid] = transcription
+
+    def _conversation(self, person: Person, by_identity: bool) -> None:
+        created = self._moment()
+        conversation = Conversation(
+            sid=self.ids.twilio_sid("CH"),
+            friendly_name=f"Support thread {self.ids.hex(4)}",
+            unique_name=None,
+            state=self.rng.choice(("active", "inactive", "closed")),
+            date_created=created,
+            date_updated=created + timedelta(hours=self.rng.randint(1, 48)),
+        )
+        self.state.conversations[conversation.sid] = conversation
+        if by_identity:
+            person.chat_identity = person.email
+            self._participant(conversation, identity=person.email, user_sid=self.ids.twilio_sid("US"))
+        else:
+            self._participant(conversation, address=person.phone, proxy=self.rng.choice(BUSINESS_NUMBERS))
+        # The agent on the other side: not the data subject, must survive the erasure.
+        self._participant(
+            conversation, identity=f"agent-{self.ids.hex(6)}", user_sid=self.ids.twilio_sid("US")
+        )
+
+    def _participant(
+        self,
+        conversation: Conversation,
+        *,
+        address: str | None = None,
+        proxy: str | None = None,
+        identity: str | None = None,
+        user_sid: str | None = None,
+    ) -> None:
+        participant = Participant(
+            sid=self.ids.twilio_sid("MB"),
+            conversation_sid=conversation.sid,
+            address=address,
+            proxy_address=proxy,
+            identity=identity,
+            user_sid=user_sid,
+        )
+        self.state.participants[participant.sid] = participant
+
+    def _in_flight(self, person: Person) -> None:
+        """A message and a call that are still in progress and settle after ``in_flight_seconds``."""
+        settles_at = self.state.clock() + self.state.settings.in_flight_seconds
+        message = self._message(person, inbound=False, status="sending")
+        message.final_status, message.settles_at = "delivered", settles_at
+        call = self._call(person, status="in-progress")
+        call.final_status, call.settles_at = "completed", settles_at
+
+    # -- Twilio Memory and Segment -----------------------------------------------------------
+
+    def _memory_profile(self, person: Person) -> None:
+        profile = MemoryProfile(
+            id=self.ids.ttid("mem_profile"),
+            created_at=isoformat(self._moment()).replace(".000000Z", "Z"),
+            traits={
+                "Contact": {
+                    "email": person.email,
+                    "phone": person.phone,
+                    "firstName": person.first_name,
+                    "lastName": person.last_name,
+                }
+            },
+        )
+        self.state.memory_profiles[profile.id] = profile
+        person.memory_profile_id = profile.id
+
+    def _segment_profile(self, person: Person) -> None:
+        person.segment_user_id = f"usr_{self.ids.hex(12)}"
+        person.segment_id = f"use_{self.ids.ksuid()}"
+        person.anonymous_id = self.ids.uuid()
+        values = (
+            ("user_id", person.segment_user_id),
+            ("email", person.email),
+            ("phone", person.phone),
+            ("anonymous_id", person.anonymous_id),
+        )
+        external_ids = [
+            {
+                "source_id": SEGMENT_SOURCE_ID,
+                "collection": "users",
+                "id": value,
+                "type": id_type,
+                "created_at": isoformat(self._moment()),
+                "encoding": "none",
+                "first_message_id": f"ajs-next-{self.ids.hex(32)}",
+            }
+            for id_type, value in values
+        ]
+        traits = {
+            "first_name": person.first_name,
+            "last_name": person.last_name,
+            "email": person.email,
+            "phone": person.phone,
+            "plan": self.rng.choice(PLANS),
+            "logins_last_30_days": self.rng.randint(0, 40),
+        }
+        profile = SegmentProfile(segment_id=person.segment_id, external_ids=external_ids, traits=traits)
+        self.state.segment_profiles[profile.segment_id] = profile

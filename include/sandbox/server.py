@@ -1,0 +1,176 @@
+"""The sandbox's ASGI app and the ``serve`` entry point (uvicorn on a loopback address only).
+
+URL layout on one port:
+
+* ``/stripe/...`` -> ``api.stripe.com``
+* ``/twilio/api/...``, ``/twilio/conversations/...``, ``/twilio/memory/...`` -> ``<sub>.twilio.com``
+* ``/segment/profiles/...`` -> ``profiles.segment.com``; ``/segment/api/...`` -> ``api.segmentapis.com``
+* ``/_sandbox/...`` -> control and introspection (see :mod:`sandbox.control`)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from typing import TextIO
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sandbox import control
+from sandbox.segment_api import ProfileService, PublicApiService
+from sandbox.state import SandboxState, Settings
+from sandbox.stripe_api import StripeService
+from sandbox.twilio_api import TwilioApiService
+from sandbox.twilio_conversations import ConversationsService
+from sandbox.twilio_memory import MemoryService
+from sandbox.web import ApiFamily, dispatch
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def api_families() -> list[ApiFamily]:
+    """The emulated APIs, each under its own prefix."""
+    return [
+        ApiFamily("/stripe", [StripeService()]),
+        ApiFamily("/twilio", [TwilioApiService(), ConversationsService(), MemoryService()]),
+        ApiFamily("/segment", [ProfileService(), PublicApiService()]),
+    ]
+
+
+def _family_route(family: ApiFamily) -> Route:
+    async def endpoint(request: Request) -> Response:
+        return await dispatch(family, request, request.app.state.sandbox)
+
+    return Route(family.prefix + "/{path:path}", endpoint, methods=ALL_METHODS)
+
+
+def create_app(state: SandboxState | None = None, initial_settings: Settings | None = None) -> Starlette:
+    """The ASGI app serving ``state`` (a freshly seeded one by default).
+
+    ``initial_settings`` is what ``POST /_sandbox/reset`` starts from; it defaults to the
+    state's current settings.
+    """
+    state = state or SandboxState()
+    app = Starlette(routes=[*control.routes, *(_family_route(f) for f in api_families())])
+    app.state.sandbox = state
+    app.state.initial_settings = initial_settings or state.settings
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket ourselves so that port 0 yields a known free port."""
+    address = "127.0.0.1" if host == "localhost" else host.strip("[]")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def _serve(app: Starlette, sock: socket.socket, out: TextIO) -> None:
+    host, port = sock.getsockname()[:2]
+    # The socket is already bound (port 0 resolved); uvicorn serves it and binds nothing itself.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    if server.started:
+        print(f"sandbox listening on {_url(sock)}", file=out, flush=True)
+    await task
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8999,
+    seed: int = 1,
+    people: int = 20,
+    faults: list[str] | None = None,
+    regulation_seconds: float = 3.0,
+) -> int:
+    """Run the sandbox until interrupted; returns the process exit code.
+
+    Refuses any host that is not a loopback address: the sandbox holds fake personal data and
+    accepts any test credentials, so it must never be reachable from another machine.
+    """
+    if not is_loopback(host):
+        print(f"sandbox: refusing to bind {host!r}: only loopback addresses are allowed", file=sys.stderr)
+        return 2
+    try:
+        settings = Settings().updated(
+            {"seed": seed, "people": people, "regulation_seconds": regulation_seconds}
+        )
+        if people > control.MAX_PEOPLE:
+            raise ValueError(f"people must be at most {control.MAX_PEOPLE}")
+        state = SandboxState(settings)
+        for spec in faults or []:
+            state.faults.apply_spec(spec)
+    except ValueError as exc:
+        print(f"sandbox: {exc}", file=sys.stderr)
+        return 2
+    try:
+        sock = _bind(host, port)
+    except OSError as exc:
+        print(f"sandbox: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    app = create_app(state, initial_settings=settings)
+    with _stop_on_sigterm():
+        try:
+            asyncio.run(_serve(app, sock, sys.stdout))
+        except (KeyboardInterrupt, _Stopped):
+            pass
+        finally:
+            sock.close()
+    return 0
+
+
+class _Stopped(Exception):
+    """Raised by the SIGTERM handler once uvicorn has shut down gracefully."""
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Make SIGTERM end ``serve`` with exit code 0.
+
+    uvicorn handles SIGTERM itself (graceful shutdown) and then re-raises it; without a handler
+    of ours the default action would kill the process with status -15.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,499 @@
+"""Emulation of the Stripe endpoints the pipeline calls (``api.stripe.com``, under ``/stripe``).
+
+Customers (list by email, retrieve, update, delete) and the preview Redaction Jobs API. Bodies
+are form-encoded as stripe-python sends them; responses follow ``stripe.subset.json`` and every
+one carries a ``Request-Id`` header. POST requests honour ``Idempotency-Key`` the way Stripe
+documents it: the first result is stored and replayed for the same key and parameters, and a
+reuse with other parameters or on another endpoint is an ``idempotency_error``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.responses import Response
+
+from sandbox.state import Customer, RedactionJob, SandboxState
+from sandbox.web import Call, Service, json_response, parse_basic_auth
+
+DEFAULT_API_VERSION = "2026-07-29.dahlia"
+SUPPORT = "Please see https://stripe.com/docs or we can help at https://support.stripe.com/."
+UPDATABLE_FIELDS = ("email", "name", "phone", "description")
+ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
+REDACTION_OBJECT_KINDS = (
+    "charges",
+    "checkout_sessions",
+    "customers",
+    "identity_verification_sessions",
+    "invoices",
+    "issuing_cardholders",
+    "payment_intents",
+    "radar_value_list_items",
+    "setup_intents",
+)
+LIST_LIMIT_MAX = 100
+
+
+class StripeError(Exception):
+    """A Stripe error response: ``{"error": {...}}`` with an HTTP status."""
+
+    def __init__(self, status: int, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = {"message": message, "type": "invalid_request_error", **fields}
+
+
+def missing(kind: str, object_id: str, param: str = "id") -> StripeError:
+    """Stripe's 404 for an unknown (or deleted) object."""
+    return StripeError(
+        404,
+        f"No such {kind}: '{object_id}'",
+        code="resource_missing",
+        doc_url="https://stripe.com/docs/error-codes/resource-missing",
+        param=param,
+    )
+
+
+def parse_nested(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Decode Stripe's bracket notation: ``metadata[k]=v``, ``objects[customers][0]=cus_1``.
+
+    Both ``a[]=x`` and the indexed ``a[0]=x`` (what stripe-python sends) become lists.
+    """
+    root: dict[str, Any] = {}
+    for key, value in pairs:
+        head, _, rest = key.partition("[")
+        parts = [head] + (re.findall(r"\[([^\]]*)\]", "[" + rest) if rest else [])
+        node: Any = root
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            following = None if last else parts[index + 1]
+            is_list = following == "" or (following is not None and following.isdigit())
+            if isinstance(node, list):
+                if last:
+                    node.append(value)
+                    break
+                child_container: Any = [] if is_list else {}
+                node.append(child_container)
+                node = child_container
+                continue
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, [] if is_list else {})
+    return root
+
+
+def customer_body(customer: Customer) -> dict[str, Any]:
+    """The full ``customer`` object (field set of the spec's customer fixture)."""
+    return {
+        "id": customer.id,
+        "object": "customer",
+        "address": customer.address,
+        "balance": 0,
+        "created": customer.created,
+        "currency": "usd",
+        "default_source": None,
+        "delinquent": False,
+        "description": customer.description,
+        "discount": None,
+        "email": customer.email,
+        "invoice_prefix": customer.id[4:11].upper(),
+        "invoice_settings": {
+            "custom_fields": None,
+            "default_payment_method": None,
+            "footer": None,
+            "rendering_options": None,
+        },
+        "livemode": False,
+        "metadata": dict(customer.metadata),
+        "name": customer.name,
+        "next_invoice_sequence": 1,
+        "phone": customer.phone,
+        "preferred_locales": [],
+        "shipping": None,
+        "tax_exempt": "none",
+        "test_clock": None,
+    }
+
+
+def deleted_customer_body(customer_id: str) -> dict[str, Any]:
+    return {"id": customer_id, "object": "customer", "deleted": True}
+
+
+def job_body(job: RedactionJob) -> dict[str, Any]:
+    """The ``privacy.redaction_job`` object."""
+    return {
+        "id": job.id,
+        "object": "privacy.redaction_job",
+        "created": job.created,
+        "livemode": False,
+        "objects": {kind: job.objects.get(kind) for kind in REDACTION_OBJECT_KINDS},
+        "status": job.status,
+        "validation_behavior": job.validation_behavior,
+        "validation_errors": {
+            "object": "list",
+            "data": job.validation_errors[:10],
+            "has_more": len(job.validation_errors) > 10,
+            "url": f"/v1/privacy/redaction_jobs/{job.id}/validation_errors",
+        },
+    }
+
+
+class StripeService(Service):
+    api = "stripe"
+    name = "api.stripe.com"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.route("GET", "/v1/customers", list_customers)
+        self.route("GET", "/v1/customers/search", search_customers)
+        self.route("GET", "/v1/customers/{customer}", retrieve_customer)
+        self.route("POST", "/v1/customers/{customer}", update_customer)
+        self.route("DELETE", "/v1/customers/{customer}", delete_customer)
+        self.route("POST", "/v1/privacy/redaction_jobs", create_job)
+        self.route("GET", "/v1/privacy/redaction_jobs/{job}", retrieve_job)
+        self.route("POST", "/v1/privacy/redaction_jobs/{job}/run", run_job)
+        self.route("POST", "/v1/privacy/redaction_jobs/{job}/validate", validate_job)
+        self.route("POST", "/v1/privacy/redaction_jobs/{job}/cancel", cancel_job)
+        self.route("GET", "/v1/privacy/redaction_jobs/{job}/validation_errors", list_validation_errors)
+
+    # -- service hooks -----------------------------------------------------------------------
+
+    def authenticate(self, call: Call) -> Response | None:
+        key = _api_key(call.header("authorization"))
+        if key is None:
+            message = (
+                "You did not provide an API key. You need to provide your API key in the "
+                "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
+                "YOUR_SECRET_KEY'). See https://stripe.com/docs/api#authentication for details, "
+                "or we can help at https://support.stripe.com/."
+            )
+            return self._unauthorized(message)
+        if not re.fullmatch(r"(sk|rk)_test_\w+", key):
+            # Only test-mode keys are accepted: a live key must never be used with the sandbox.
+            return self._unauthorized(f"Invalid API Key provided: {key[:8]}****{key[-4:]}")
+        return None
+
+    def _unauthorized(self, message: str) -> Response:
+        body = {"error": {"message": message, "type": "invalid_request_error"}}
+        return json_response(body, 401, {"WWW-Authenticate": 'Basic realm="Stripe"'})
+
+    def not_found(self, call: Call) -> Response:
+        message = f"Unrecognized request URL ({call.method}: {call.path}). {SUPPORT}"
+        return json_response({"error": {"message": message, "type": "invalid_request_error"}}, 404)
+
+    def fault(self, call: Call, status: int, retry_after: str) -> Response:
+        if status == 429:
+            error = {
+                "code": "rate_limit",
+                "doc_url": "https://stripe.com/docs/error-codes/rate-limit",
+                "message": "Request rate limit exceeded. You can learn more about rate limits here "
+                "https://stripe.com/docs/rate-limits.",
+                "type": "invalid_request_error",
+            }
+        else:
+            error = {"message": "An unknown error occurred", "type": "api_error"}
+        return json_response({"error": error}, status)
+
+    def run(self, call: Call) -> Response:
+        """Run the handler, turning :class:`StripeError` into Stripe's error body.
+
+        POST requests go through the idempotency layer first.
+        """
+        key = call.header("idempotency-key")
+        if call.method == "POST" and key:
+            return self._idempotent(call, key)
+        return self._execute(call)
+
+    def _execute(self, call: Call) -> Response:
+        try:
+            return super().run(call)
+        except StripeError as exc:
+            return json_response({"error": exc.error}, exc.status)
+
+    def _idempotent(self, call: Call, key: str) -> Response:
+        """Replay the stored result of ``key`` or store the result of this first request."""
+        store = call.state.idempotency
+        endpoint = f"{call.method} {call.path}"
+        params = sorted(call.form_pairs())
+        seen = store.get(key)
+        if seen is None:
+            response = self._execute(call)
+            if response.status_code == 400:
+                # Stripe saves no result when the parameters failed validation: a retry with
+                # corrected parameters may reuse the key.
+                return response
+            store[key] = {
+                "endpoint": endpoint,
+                "params": params,
+                "status": response.status_code,
+                "body": bytes(response.body),
+                "request_id": call.state.ids.request_id(),
+            }
+            response.headers["Request-Id"] = store[key]["request_id"]
+            return response
+        if seen["endpoint"] != endpoint:
+            message = (
+                "Keys for idempotent requests can only be used for the same endpoint they were first "
+                f"used for ('{seen['endpoint']}' vs '{endpoint}'). Try using a key other than "
+                f"'{key}' if you meant to execute a different request."
+            )
+            return json_response({"error": {"message": message, "type": "idempotency_error"}}, 400)
+        if seen["params"] != params:
+            message = (
+                "Keys for idempotent requests can only be used with the same parameters they were "
+                f"first used with. Try using a key other than '{key}' if you meant to execute a "
+                "different request."
+            )
+            return json_response({"error": {"message": message, "type": "idempotency_error"}}, 400)
+        replay = Response(seen["body"], status_code=seen["status"], media_type="application/json")
+        replay.headers["Idempotent-Replayed"] = "true"
+        replay.headers["Original-Request"] = seen["request_id"]
+        return replay
+
+    def finish(self, call: Call, response: Response) -> Response:
+        if "request-id" not in response.headers:
+            response.headers["Request-Id"] = call.state.ids.request_id()
+        response.headers["Stripe-Version"] = call.header("stripe-version") or DEFAULT_API_VERSION
+        key = call.header("idempotency-key")
+        if key is not None:
+            call.log["idempotency_key"] = key  # logged for faulted calls too
+        if key and call.method == "POST":
+            response.headers["Idempotency-Key"] = key
+        return response
+
+
+def _api_key(header: str | None) -> str | None:
+    """The secret key from ``Bearer <key>`` or from Basic auth with the key as username."""
+    if header and header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    basic = parse_basic_auth(header)
+    return basic[0] or None if basic else None
+
+
+# --- parameter helpers --------------------------------------------------------------------------
+
+
+def _params(call: Call) -> dict[str, Any]:
+    pairs = call.form_pairs() if call.method == "POST" else list(call.query.multi_items())
+    return parse_nested(pairs)
+
+
+def _reject_unknown(params: dict[str, Any], allowed: set[str]) -> None:
+    for name in params:
+        if name not in allowed:
+            raise StripeError(400, f"Received unknown parameter: {name}", param=name)
+
+
+def _limit(params: dict[str, Any]) -> int:
+    raw = params.get("limit", "10")
+    if not isinstance(raw, str) or not re.fullmatch(r"-?\d+", raw):
+        raise StripeError(400, f"Invalid integer: {raw}", param="limit")
+    limit = int(raw)
+    if limit < 1:
+        raise StripeError(400, "This value must be greater than or equal to 1.", param="limit")
+    if limit > LIST_LIMIT_MAX:
+        raise StripeError(400, "This value must be less than or equal to 100.", param="limit")
+    return limit
+
+
+def _page(items: list[Any], params: dict[str, Any], key: Any, kind: str) -> tuple[list[Any], bool]:
+    """Cursor paging over ``items`` (newest first) with starting_after / ending_before."""
+    limit = _limit(params)
+    ids = [key(item) for item in items]
+    after, before = params.get("starting_after"), params.get("ending_before")
+    if after is not None:
+        if after not in ids:
+            raise missing(kind, after, "starting_after")
+        start = ids.index(after) + 1
+        return items[start : start + limit], start + limit < len(items)
+    if before is not None:
+        if before not in ids:
+            raise missing(kind, before, "ending_before")
+        end = ids.index(before)
+        return items[max(0, end - limit) : end], end - limit > 0
+    return items[:limit], limit < len(items)
+
+
+def _live_customer(state: SandboxState, customer_id: str) -> Customer:
+    customer = state.customers.get(customer_id)
+    if customer is None or customer.deleted:
+        raise missing("customer", customer_id)
+    return customer
+
+
+# --- customers ----------------------------------------------------------------------------------
+
+
+def list_customers(call: Call) -> Response:
+    params = _params(call)
+    _reject_unknown(params, {"email", "limit", "starting_after", "ending_before", "created", "expand"})
+    email = params.get("email")
+    customers = sorted(
+        (c for c in call.state.customers.values() if not c.deleted and (email is None or c.email == email)),
+        key=lambda c: (-c.created, c.id),
+    )
+    page, has_more = _page(customers, params, lambda c: c.id, "customer")
+    body = {"object": "list", "data": [customer_body(c) for c in page], "has_more": has_more}
+    return json_response({**body, "url": "/v1/customers"})
+
+
+def search_customers(call: Call) -> Response:
+    """``/v1/customers/search`` for ``email:'x'`` (and ``name``/``phone``) exact-match queries."""
+    params = _params(call)
+    _reject_unknown(params, {"query", "limit", "page", "expand"})
+    query = params.get("query")
+    if not query:
+        raise StripeError(400, "Missing required param: query.", param="query")
+    clauses = re.findall(r"(email|name|phone)\s*:\s*['\"]([^'\"]*)['\"]", query)
+    if not clauses:
+        raise StripeError(400, f"Invalid search query: {query}", param="query")
+    customers = [
+        customer_body(c)
+        for c in sorted(call.state.customers.values(), key=lambda c: (-c.created, c.id))
+        if not c.deleted and all(getattr(c, field) == value for field, value in clauses)
+    ][: _limit(params)]
+    body = {"object": "search_result", "data": customers, "has_more": False, "next_page": None}
+    return json_response({**body, "url": "/v1/customers/search"})
+
+
+def retrieve_customer(call: Call) -> Response:
+    customer_id = call.params["customer"]
+    customer = call.state.customers.get(customer_id)
+    if customer is None:
+        raise missing("customer", customer_id)
+    if customer.deleted:
+        return json_response(deleted_customer_body(customer.id))
+    return json_response(customer_body(customer))
+
+
+def update_customer(call: Call) -> Response:
+    customer = _live_customer(call.state, call.params["customer"])
+    params = _params(call)
+    _reject_unknown(params, {*UPDATABLE_FIELDS, "metadata", "address", "expand"})
+    metadata = _metadata_changes(params.get("metadata"))
+    address = params.get("address")
+    if address is not None and not isinstance(address, dict | str):
+        raise StripeError(400, "Invalid address", param="address")
+    # Validation done: apply everything at once so a rejected request changes nothing.
+    for name in UPDATABLE_FIELDS:
+        if name in params:
+            setattr(customer, name, params[name] or None)
+    if isinstance(address, dict):
+        current = customer.address or dict.fromkeys(ADDRESS_FIELDS)
+        customer.address = {**current, **{k: v or None for k, v in address.items() if k in ADDRESS_FIELDS}}
+    elif address == "":
+        customer.address = None
+    if metadata is None:
+        customer.metadata = {}
+    else:
+        for meta_key, value in metadata.items():
+            if value:
+                customer.metadata[meta_key] = value
+            else:
+                customer.metadata.pop(meta_key, None)
+    return json_response(customer_body(customer))
+
+
+def _metadata_changes(raw: Any) -> dict[str, str] | None:
+    """Validated metadata changes; ``None`` means ``metadata=`` (unset every key)."""
+    if raw is None:
+        return {}
+    if raw == "":
+        return None
+    if not isinstance(raw, dict):
+        raise StripeError(400, "Invalid object", param="metadata")
+    for meta_key, value in raw.items():
+        if not isinstance(value, str):
+            raise StripeError(400, "Invalid string", param=f"metadata[{meta_key}]")
+        if len(meta_key) > 40:
+            raise StripeError(400, "Metadata keys can have up to 40 characters.", param="metadata")
+        if len(value) > 500:
+            raise StripeError(400, "Metadata values can have up to 500 characters.", param="metadata")
+    return raw
+
+
+def delete_customer(call: Call) -> Response:
+    customer = _live_customer(call.state, call.params["customer"])
+    customer.deleted = True
+    return json_response(deleted_customer_body(customer.id))
+
+
+# --- redaction jobs -----------------------------------------------------------------------------
+
+
+def _job(state: SandboxState, job_id: str) -> RedactionJob:
+    job = state.redaction_jobs.get(job_id)
+    if job is None:
+        raise missing("redaction job", job_id, "job")
+    return job
+
+
+def create_job(call: Call) -> Response:
+    params = _params(call)
+    _reject_unknown(params, {"objects", "validation_behavior", "expand"})
+    objects = params.get("objects")
+    if not objects:
+        raise StripeError(400, "Missing required param: objects.", param="objects")
+    if not isinstance(objects, dict):
+        raise StripeError(400, "Invalid object", param="objects")
+    for kind, ids in objects.items():
+        if kind not in (*REDACTION_OBJECT_KINDS, "issuing_cards"):
+            raise StripeError(400, f"Received unknown parameter: objects[{kind}]", param=f"objects[{kind}]")
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+            raise StripeError(400, "Invalid array", param=f"objects[{kind}]")
+    behavior = params.get("validation_behavior", "error")
+    if behavior not in ("error", "fix"):
+        message = f"Invalid validation_behavior: must be one of error or fix (got {behavior!r})"
+        raise StripeError(400, message, param="validation_behavior")
+    state = call.state
+    job = RedactionJob(
+        id=state.ids.stripe("prj"),
+        created=int(state.wall()),
+        objects={kind: list(ids) for kind, ids in objects.items()},
+        validation_behavior=behavior,
+        since=state.clock(),
+    )
+    state.redaction_jobs[job.id] = job
+    return json_response(job_body(job))
+
+
+def retrieve_job(call: Call) -> Response:
+    return json_response(job_body(_job(call.state, call.params["job"])))
+
+
+def _transition(call: Call, allowed: set[str], status: str, action: str) -> Response:
+    job = _job(call.state, call.params["job"])
+    if job.status not in allowed:
+        expected = " or ".join(f"`{s}`" for s in sorted(allowed))
+        message = (
+            f"You cannot {action} this redaction job because its status is `{job.status}`. "
+            f"It must be {expected}."
+        )
+        raise StripeError(400, message, param="job")
+    job.status, job.since = status, call.state.clock()
+    if status == "validating":
+        job.validation_errors = []
+    return json_response(job_body(job))
+
+
+def run_job(call: Call) -> Response:
+    return _transition(call, {"ready"}, "redacting", "run")
+
+
+def validate_job(call: Call) -> Response:
+    return _transition(call, {"failed"}, "validating", "validate")
+
+
+def cancel_job(call: Call) -> Response:
+    return _transition(call, {"ready", "failed"}, "canceling", "cancel")
+
+
+def list_validation_errors(call: Call) -> Response:
+    job = _job(call.state, call.params["job"])
+    params = _params(call)
+    _reject_unknown(params, {"limit", "starting_after", "ending_before", "expand"})
+    page, has_more = _page(job.validation_errors, params, lambda e: e["id"], "validation error")
+    url = f"/v1/privacy/redaction_jobs/{job.id}/validation_errors"
+    return json_response({"object": "list", "data": page, "has_more": has_more, "url": url})

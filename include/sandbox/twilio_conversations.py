@@ -1,0 +1,182 @@
+"""Emulation of the Twilio Conversations v1 endpoints (``conversations.twilio.com``).
+
+``GET /v1/ParticipantConversations`` (by ``Address`` or ``Identity``, with the v1 ``meta`` page
+envelope) and the two deletions. Deletions record whether ``X-Twilio-Webhook-Enabled`` was sent,
+because only an explicit ``false`` keeps Twilio from firing webhooks that would copy the data
+elsewhere; the introspection API shows what each deletion carried.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from starlette.responses import Response
+
+from sandbox.ids import TWILIO_ACCOUNT_SID, TWILIO_CHAT_SERVICE_SID
+from sandbox.state import Conversation, Participant, isoformat
+from sandbox.twilio_api import TwilioError, TwilioService, paginate
+from sandbox.web import Call, json_response, no_content
+
+PAGE_SIZE_MAX = 50
+
+
+class ConversationsService(TwilioService):
+    name = "conversations.twilio.com"
+    mount = "/conversations"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.route("GET", "/v1/ParticipantConversations", list_participant_conversations)
+        self.route("DELETE", "/v1/Conversations/{Sid}", delete_conversation)
+        self.route("DELETE", "/v1/Conversations/{ConversationSid}/Participants/{Sid}", delete_participant)
+
+    def missing_message(self, path: str) -> str:
+        # Conversations names the resource without its version prefix.
+        return f"The requested resource {path.removeprefix('/v1')} was not found"
+
+
+def participant_conversation_body(call: Call, participant: Participant) -> dict[str, Any]:
+    conversation: Conversation = call.state.conversations[participant.conversation_sid]
+    base = call.service_url() + "/v1"
+    binding = None
+    if participant.address:
+        binding = {
+            "address": participant.address,
+            "proxy_address": participant.proxy_address,
+            "type": "sms",
+            "level": None,
+            "name": None,
+            "projected_address": None,
+        }
+    closed = conversation.state == "closed"
+    return {
+        "account_sid": TWILIO_ACCOUNT_SID,
+        "chat_service_sid": TWILIO_CHAT_SERVICE_SID,
+        "conversation_sid": conversation.sid,
+        "participant_sid": participant.sid,
+        "conversation_friendly_name": conversation.friendly_name,
+        "conversation_state": conversation.state,
+        "conversation_timers": {
+            "date_inactive": None if conversation.state == "active" else isoformat(conversation.date_updated),
+            "date_closed": isoformat(conversation.date_updated) if closed else None,
+        },
+        "conversation_attributes": "{}",
+        "conversation_date_created": _iso(conversation.date_created),
+        "conversation_date_updated": _iso(conversation.date_updated),
+        "conversation_created_by": "system",
+        "conversation_unique_name": conversation.unique_name,
+        "participant_user_sid": participant.user_sid,
+        "participant_identity": participant.identity,
+        "participant_messaging_binding": binding,
+        "links": {
+            "participant": f"{base}/Conversations/{conversation.sid}/Participants/{participant.sid}",
+            "conversation": f"{base}/Conversations/{conversation.sid}",
+        },
+    }
+
+
+def _iso(moment: Any) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def list_participant_conversations(call: Call) -> Response:
+    """Conversations one participant (by SMS ``Address`` or SDK ``Identity``) belongs to.
+
+    The page links are absolute URLs on this sandbox (the real API points them at its own host),
+    so a client following ``next_page_url`` stays on the sandbox.
+    """
+    address, identity = call.query.get("Address"), call.query.get("Identity")
+    if (address is None) == (identity is None):
+        raise TwilioError(400, 20001, "Either Identity or Address must be specified, but not both")
+    state = call.state
+
+    def matches(p: Participant) -> bool:
+        return p.address == address if address is not None else p.identity == identity
+
+    def visible(p: Participant) -> bool:
+        return not p.deleted and not state.conversations[p.conversation_sid].deleted
+
+    ordered = sorted(
+        (p for p in state.participants.values() if matches(p)),
+        key=lambda p: (state.conversations[p.conversation_sid].date_created, p.sid),
+        reverse=True,
+    )
+    size = _page_size(call)
+    page, next_token, previous_token = paginate(call, ordered, visible, lambda p: p.sid, size)
+    index = int(call.query.get("Page", "0") or 0)
+    filters = [("Address", address)] if address is not None else [("Identity", identity or "")]
+    base = call.service_url() + "/v1/ParticipantConversations"
+
+    def url(page_number: int, token: str | None) -> str:
+        query = [*filters, ("PageSize", str(size)), ("Page", str(page_number))]
+        if token:
+            query.append(("PageToken", token))
+        return f"{base}?{urlencode(query, quote_via=quote)}"
+
+    meta = {
+        "page": index,
+        "page_size": size,
+        "first_page_url": url(0, None),
+        "previous_page_url": url(max(index - 1, 0), previous_token) if previous_token else None,
+        "url": url(index, call.query.get("PageToken")),
+        "next_page_url": url(index + 1, next_token) if next_token else None,
+        "key": "conversations",
+    }
+    conversations = [participant_conversation_body(call, p) for p in page]
+    return json_response({"conversations": conversations, "meta": meta})
+
+
+def _page_size(call: Call) -> int:
+    raw = call.query.get("PageSize", str(PAGE_SIZE_MAX))
+    if not raw.isdigit() or not 1 <= int(raw) <= PAGE_SIZE_MAX:
+        raise TwilioError(400, 20001, f"Invalid PageSize: must be between 1 and {PAGE_SIZE_MAX}")
+    if not call.query.get("Page", "0").isdigit():
+        raise TwilioError(400, 20001, "Invalid Page: must be a non-negative integer")
+    return int(raw)
+
+
+def _webhook_header(call: Call) -> str | None:
+    """The ``X-Twilio-Webhook-Enabled`` value sent (``true``/``false``), or ``None`` if absent."""
+    value = call.header("x-twilio-webhook-enabled")
+    if value is not None and value.lower() not in ("true", "false"):
+        raise TwilioError(400, 20001, "Invalid X-Twilio-Webhook-Enabled header: must be true or false")
+    if value is not None:
+        call.log["webhook_enabled"] = value.lower()
+    return value.lower() if value is not None else None
+
+
+def _record_deletion(call: Call, kind: str, sid: str, conversation_sid: str, webhook: str | None) -> None:
+    call.state.conversation_deletions.append(
+        {"kind": kind, "sid": sid, "conversation_sid": conversation_sid, "webhook_enabled": webhook}
+    )
+
+
+def delete_conversation(call: Call) -> Response:
+    webhook = _webhook_header(call)
+    conversation = call.state.conversations.get(call.params["Sid"])
+    if conversation is None or conversation.deleted:
+        raise TwilioError(404, 20404, call.service.missing_message(call.path))
+    conversation.deleted = True
+    for participant in call.state.participants.values():
+        if participant.conversation_sid == conversation.sid:
+            participant.deleted = True
+    _record_deletion(call, "conversation", conversation.sid, conversation.sid, webhook)
+    return no_content()
+
+
+def delete_participant(call: Call) -> Response:
+    webhook = _webhook_header(call)
+    conversation = call.state.conversations.get(call.params["ConversationSid"])
+    participant = call.state.participants.get(call.params["Sid"])
+    if (
+        conversation is None
+        or conversation.deleted
+        or participant is None
+        or participant.deleted
+        or participant.conversation_sid != conversation.sid
+    ):
+        raise TwilioError(404, 20404, call.service.missing_message(call.path))
+    participant.deleted = True
+    _record_deletion(call, "participant", participant.sid, conversation.sid, webhook)
+    return no_content()

@@ -1,0 +1,141 @@
+"""TwilioHook against the sandbox, through the real twilio-python SDK."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gdpr_erasure.hooks.errors import PermanentApiError, TransientApiError
+from gdpr_erasure.hooks.retry import RetryPolicy
+from gdpr_erasure.hooks.twilio import RoutingHttpClient, TwilioHook
+
+FAST = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05)
+
+
+@pytest.fixture
+def hook(api_connections):
+    return TwilioHook(retry_policy=FAST)
+
+
+def _person_with(sandbox, predicate):
+    return next(p for p in sandbox.people() if predicate(p))
+
+
+def test_memory_lookup_by_email_and_phone_finds_the_profile(hook, sandbox):
+    person = _person_with(sandbox, lambda p: p["memory_profile_id"])
+    assert hook.lookup_memory_profiles("email", person["email"]) == [person["memory_profile_id"]]
+    assert hook.lookup_memory_profiles("phone", person["phone"]) == [person["memory_profile_id"]]
+    assert hook.lookup_memory_profiles("email", "nobody@example.net") == []
+
+
+def test_memory_delete_is_asynchronous_and_then_gone(hook, sandbox):
+    person = _person_with(sandbox, lambda p: p["memory_profile_id"])
+    profile_id = person["memory_profile_id"]
+    assert hook.memory_profile_exists(profile_id)
+    assert hook.delete_memory_profile(profile_id) == "deleted"
+    deadline = time.monotonic() + 10
+    while hook.memory_profile_exists(profile_id):
+        assert time.monotonic() < deadline, "profile never disappeared"
+        time.sleep(0.1)
+    assert hook.lookup_memory_profiles("email", person["email"]) == []
+    assert hook.delete_memory_profile(profile_id) == "already_absent"
+
+
+def test_messages_to_and_from_are_listed_across_pages_and_deleted(hook, sandbox):
+    person = sandbox.person("many_messages")
+    before = sandbox.state("many_messages")["twilio"]["messages"]
+    sids = hook.list_message_sids(person["phone"])
+    assert len(sids) == before > 100  # more than one page of 100
+    assert len(set(sids)) == len(sids)
+    assert hook.delete_message(sids[0]) == "deleted"
+    assert hook.delete_message(sids[0]) == "already_absent"
+    assert len(hook.list_message_sids(person["phone"])) == before - 1
+
+
+def test_calls_recordings_and_transcriptions(hook, sandbox):
+    person = sandbox.person("many_messages")
+    calls = hook.list_call_sids(person["phone"])
+    recordings = [r for c in calls for r in hook.list_recording_sids(c)]
+    transcriptions = [t for r in recordings for t in hook.list_transcription_sids(r)]
+    assert calls
+    assert recordings
+    assert transcriptions
+    for sid in transcriptions:
+        assert hook.delete_transcription(sid) == "deleted"
+    for sid in recordings:
+        assert hook.delete_recording(sid) == "deleted"
+    for sid in calls:
+        assert hook.delete_call(sid) == "deleted"
+    state = sandbox.state("many_messages")["twilio"]
+    assert (state["calls"], state["recordings"], state["transcriptions"]) == (0, 0, 0)
+
+
+def test_conversations_are_deleted_without_webhooks(hook, sandbox):
+    person = _person_with(sandbox, lambda p: sandbox.state(p["key"])["twilio"]["participations"] > 0)
+    participations = hook.list_participant_conversations(address=person["phone"])
+    assert participations
+    assert set(participations[0]) == {
+        "conversation_sid",
+        "participant_sid",
+        "chat_service_sid",
+        "conversation_state",
+    }
+    for item in participations:
+        assert hook.delete_conversation(item["conversation_sid"]) == "deleted"
+    assert hook.list_participant_conversations(address=person["phone"]) == []
+    deletes = [r for r in sandbox.requests_log() if r["method"] == "DELETE" and "Conversations" in r["route"]]
+    assert deletes
+    assert all(r.get("webhook_enabled") == "false" for r in deletes), deletes
+
+
+def test_phone_without_history_lists_nothing(hook, sandbox):
+    phone = sandbox.person("quiet_phone")["phone"]
+    assert hook.list_message_sids(phone) == []
+    assert hook.list_call_sids(phone) == []
+
+
+def test_rate_limit_20429_is_retried(hook, sandbox):
+    sandbox.set_faults({"twilio": {"rate_429": 0.6, "retry_after": 0}})
+    phone = sandbox.person("person-002")["phone"]
+    expected = sandbox.state("person-002")["twilio"]["messages"]
+    for _ in range(3):
+        assert len(hook.list_message_sids(phone)) == expected
+    assert 429 in [r["status"] for r in sandbox.requests_log()]
+
+
+def test_retry_after_reaches_the_error(api_connections, sandbox):
+    sandbox.set_faults({"twilio": {"rate_429": 1.0, "retry_after": 3}})
+    hook = TwilioHook(retry_policy=RetryPolicy(max_attempts=1))
+    with pytest.raises(TransientApiError) as info:
+        hook.delete_message("SM" + "1" * 32)
+    assert (info.value.status, info.value.code, info.value.retry_after) == (429, 20429, 3.0)
+
+
+def test_bad_credentials_are_permanent(api_connections, monkeypatch):
+    import json
+
+    conn = dict(api_connections["twilio_default"], login="not-a-sid")
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_DEFAULT", json.dumps(conn))
+    hook = TwilioHook(retry_policy=FAST)
+    hook.account_sid = "AC" + "0" * 32  # the login is wrong on purpose
+    with pytest.raises(PermanentApiError) as info:
+        hook.list_message_sids("+14155550100")
+    assert info.value.status == 401
+    assert "4155550100" not in str(info.value)
+
+
+def test_routing_client_only_rewrites_when_a_base_is_set():
+    class Capture(RoutingHttpClient):
+        def __init__(self, base):
+            super().__init__(base)
+            self.urls = []
+
+    pattern_base = Capture("http://127.0.0.1:1/twilio")
+    from gdpr_erasure.hooks.twilio import _TWILIO_HOST
+
+    match = _TWILIO_HOST.match("https://memory.twilio.com/v1/Stores/x/Profiles/Lookup")
+    assert match["sub"] == "memory"
+    assert match["path"] == "/v1/Stores/x/Profiles/Lookup"
+    assert pattern_base.base_url == "http://127.0.0.1:1/twilio"
+    assert RoutingHttpClient(None).base_url is None
