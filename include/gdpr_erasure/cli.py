@@ -45,6 +45,25 @@ def _cmd_db_status(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    report = _open_store(args).verify_audit_chain()
+    if report.ok:
+        print(f"audit chain intact: {report.checked} record(s), head {report.head_hash}")
+        return 0
+    print(f"audit chain BROKEN after checking {report.checked} record(s):", file=sys.stderr)
+    for problem in report.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 1
+
+
+def _cmd_audit_export(args: argparse.Namespace) -> int:
+    from gdpr_erasure.audit_export import write_export
+
+    entries = _open_store(args).audit_entries()
+    write_export(entries, args.format, sys.stdout)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gdpr-erasure", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands.add_parser("status", help="requests per status and the audit chain").set_defaults(
         func=_cmd_db_status
     )
+
+    audit = commands.add_parser("audit", help="the audit ledger")
+    audit.add_argument("--db-url", help="SQLAlchemy URL of the compliance store (see 'db --help')")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    audit_commands.add_parser("verify", help="check the hash chain; exit 1 on any break").set_defaults(
+        func=_cmd_audit_verify
+    )
+    export = audit_commands.add_parser("export", help="print audit records for auditors")
+    export.add_argument("--format", choices=["json", "csv"], default="json")
+    export.set_defaults(func=_cmd_audit_export)
 
     sandbox = commands.add_parser("sandbox", help="local emulator of the Stripe, Twilio and Segment APIs")
     sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
@@ -90,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # output piped into head & co.
+        return 0
 
 
 if __name__ == "__main__":

@@ -315,6 +315,28 @@ class ComplianceStore:
                 raise InvalidTransition(request_id, current, target.value)
         return _row_to_request(row)
 
+    def erase_identifiers(self, request_id: str, identifiers_hash: str) -> bool:
+        """Replace a completed request's identifiers by their keyed hash. Idempotent; returns
+        True if identifiers were erased now, False if they were already gone."""
+        now = utcnow()
+        statement = (
+            update(R)
+            .where(
+                R.c.id == request_id, R.c.status == RequestStatus.COMPLETED.value, R.c.pii_erased_at.is_(None)
+            )
+            .values(
+                email=None,
+                phone=None,
+                stripe_customer_id=None,
+                user_id=None,
+                identifiers_hash=identifiers_hash,
+                pii_erased_at=now,
+                updated_at=now,
+            )
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(statement).rowcount == 1
+
     # -- step results ----------------------------------------------------------------------
 
     def record_step(

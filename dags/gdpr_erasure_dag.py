@@ -1,0 +1,107 @@
+"""
+### GDPR right to be forgotten
+
+Drains the intake table of erasure requests. For each request, in its own mapped group:
+
+1. **resolve_identity** - find the person's Segment profile and user ids, Twilio Memory
+   profile(s) and Stripe customers;
+2. **purge**, in parallel - delete the Twilio profile, delete the Twilio communication history,
+   create a Segment regulation, tag and delete (or redact) the Stripe customers;
+3. **verify** - deferrable sensors wait, without holding a worker, until each provider proves
+   the deletion (Memory 404, regulation `FINISHED`, Stripe `deleted: true`);
+4. **write_audit** - append one tamper-evident record to the audit ledger, mark the request
+   completed and replace its identifiers by their keyed hash.
+
+`summarize_run` counts the outcomes and **fails the run if any request failed**, so a failure
+never hides behind a green run. Tasks pass only request ids; identifiers stay in the
+compliance store.
+
+**Trigger by hand** with the Params form: `max_requests` for this run, `request_ids` to target
+specific requests, `dry_run` to resolve and report without deleting anything.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Param, task_group
+
+from gdpr_erasure.operators.audit import WriteAuditRecordOperator
+from gdpr_erasure.operators.claim import ClaimRequestsOperator
+from gdpr_erasure.operators.resolve import ResolveIdentityOperator
+from gdpr_erasure.operators.segment import EraseSegmentOperator
+from gdpr_erasure.operators.stripe import RedactStripeOperator
+from gdpr_erasure.operators.summary import SummarizeRunOperator
+from gdpr_erasure.operators.twilio import PurgeTwilioHistoryOperator, PurgeTwilioProfileOperator
+from gdpr_erasure.sensors.segment import SegmentRegulationSensor
+from gdpr_erasure.sensors.stripe import StripeCustomerDeletedSensor
+from gdpr_erasure.sensors.twilio import TwilioProfileDeletedSensor
+
+# Seconds between a sensor's checks. Segment takes hours to days in production, so it is asked
+# rarely; GDPR_ERASURE_POLL_SECONDS shortens every interval for the sandbox (demo, tests).
+_FAST_POLL = float(os.environ.get("GDPR_ERASURE_POLL_SECONDS", "0")) or None
+POLL_SECONDS = {"twilio": _FAST_POLL or 10.0, "stripe": _FAST_POLL or 5.0, "segment": _FAST_POLL or 900.0}
+
+with DAG(
+    dag_id="gdpr_erasure",
+    description="Erase data subjects from Stripe, Twilio and Segment, with proof",
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,  # one run drains the table at a time; claiming is still safe if not
+    doc_md=__doc__,
+    tags=["gdpr", "compliance"],
+    render_template_as_native_obj=True,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    params={
+        "max_requests": Param(100, type="integer", minimum=1, maximum=1024, description="Requests this run"),
+        "request_ids": Param([], type="array", items={"type": "string"}, description="Only these requests"),
+        "dry_run": Param(False, type="boolean", description="Resolve and report; delete nothing"),
+    },
+) as dag:
+    claimed = ClaimRequestsOperator(
+        task_id="claim_requests",
+        max_requests="{{ params.max_requests }}",
+        request_ids="{{ params.request_ids }}",
+    )
+
+    @task_group(group_id="erase_request", default_args={"map_index_template": "{{ task.request_id }}"})
+    def erase_request(request_id: str):
+        resolve = ResolveIdentityOperator(task_id="resolve_identity", request_id=request_id)
+
+        purge_profile = PurgeTwilioProfileOperator(task_id="purge_twilio_profile", request_id=request_id)
+        purge_history = PurgeTwilioHistoryOperator(task_id="purge_twilio_history", request_id=request_id)
+        erase_segment = EraseSegmentOperator(task_id="erase_segment", request_id=request_id)
+        redact_stripe = RedactStripeOperator(task_id="redact_stripe", request_id=request_id)
+
+        verify_profile = TwilioProfileDeletedSensor(
+            task_id="verify_twilio_profile",
+            request_id=request_id,
+            poll_interval=POLL_SECONDS["twilio"],
+            timeout=timedelta(hours=1).total_seconds(),
+        )
+        verify_segment = SegmentRegulationSensor(
+            task_id="verify_segment",
+            request_id=request_id,
+            poll_interval=POLL_SECONDS["segment"],
+            timeout=timedelta(days=2).total_seconds(),
+        )
+        verify_stripe = StripeCustomerDeletedSensor(
+            task_id="verify_stripe",
+            request_id=request_id,
+            poll_interval=POLL_SECONDS["stripe"],
+            timeout=timedelta(hours=1).total_seconds(),
+        )
+
+        write_audit = WriteAuditRecordOperator(task_id="write_audit", request_id=request_id)
+
+        resolve >> [purge_profile, purge_history, erase_segment, redact_stripe]
+        purge_profile >> verify_profile
+        erase_segment >> verify_segment
+        redact_stripe >> verify_stripe
+        [verify_profile, purge_history, verify_segment, verify_stripe] >> write_audit
+
+    erased = erase_request.expand(request_id=claimed.output)
+
+    erased >> SummarizeRunOperator(task_id="summarize_run", request_ids=claimed.output)

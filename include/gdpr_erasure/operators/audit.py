@@ -1,0 +1,158 @@
+"""Close a request: decide its outcome from the recorded steps, write the audit record, forget."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import Context, TriggerRule
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from gdpr_erasure import steps
+from gdpr_erasure.hashing import ALGORITHM, identifiers_hash, keyed_hash, load_hash_key
+from gdpr_erasure.operators.base import ErasureStepOperator, is_dry_run, log_group
+from gdpr_erasure.store import AuditRecordExists, ErasureRequest, RequestStatus, StepResult, StepStatus
+
+AUDIT_SCHEMA = "gdpr-erasure-audit/1"
+_PURGE_OK = {StepStatus.DONE, StepStatus.PENDING, StepStatus.SKIPPED, StepStatus.ALREADY_ABSENT}
+_NEEDS_PROOF = {StepStatus.DONE, StepStatus.PENDING}
+
+
+class RequestFailed(AirflowFailException):
+    """One or more systems could not be erased or proven; the request is marked failed (final
+    for this run: retrying the audit step cannot change the upstream outcome)."""
+
+
+def unproven_steps(results: dict[str, StepResult]) -> list[str]:
+    """Why a request cannot be closed yet: purge steps that did not succeed or were not proven."""
+    problems = []
+    for purge, verify in steps.PURGE_STEPS.items():
+        result = results.get(purge)
+        if result is None:
+            problems.append(f"{purge}: did not run")
+        elif result.status not in _PURGE_OK:
+            problems.append(f"{purge}: {result.status.value}")
+        elif verify and result.status in _NEEDS_PROOF:
+            proof = results.get(verify)
+            if proof is None or proof.status is not StepStatus.DONE:
+                problems.append(f"{verify}: {proof.status.value if proof else 'not proven'}")
+    return problems
+
+
+def build_audit_record(
+    request: ErasureRequest, results: dict[str, StepResult], key, run_id: str
+) -> dict[str, Any]:
+    """The ledger entry: what was erased where, with which evidence. No raw identifier: the
+    identifiers and Segment user ids appear only as HMAC-SHA256 values."""
+
+    def status(name: str) -> str | None:
+        return results[name].status.value if name in results else None
+
+    def result(name: str) -> dict[str, Any]:
+        return results[name].result if name in results else {}
+
+    resolved = result(steps.RESOLVE)
+    stripe, segment = result(steps.STRIPE), result(steps.SEGMENT)
+    return {
+        "schema": AUDIT_SCHEMA,
+        "request_id": request.id,
+        "received_at": request.received_at.isoformat(),
+        "completed_at": datetime.now(UTC).isoformat(),
+        "outcome": "completed",
+        "attempts": request.attempts,
+        "run_id": run_id,
+        "subject": {
+            "identifier_types": request.identifiers.present() if request.identifiers else [],
+            "identifiers_hash": identifiers_hash(key, request.identifiers) if request.identifiers else None,
+            "hash_algorithm": ALGORITHM,
+            "hash_key_id": key.key_id,
+        },
+        "twilio": {
+            "memory_profile_ids": resolved.get("twilio", {}).get("memory_profile_ids", []),
+            "profile_purge": status(steps.TWILIO_PROFILE),
+            "profile_proof": result(steps.VERIFY_TWILIO_PROFILE) or None,
+            "history_purge": status(steps.TWILIO_HISTORY),
+            "history_deleted": result(steps.TWILIO_HISTORY).get("deleted", {}),
+            "history_remaining_after": result(steps.TWILIO_HISTORY).get("remaining_after"),
+            "history_reason": result(steps.TWILIO_HISTORY).get("reason"),
+        },
+        "segment": {
+            "user_ids_hmac": [keyed_hash(key, u) for u in resolved.get("segment", {}).get("user_ids", [])],
+            "segment_ids": resolved.get("segment", {}).get("segment_ids", []),
+            "regulation_id": segment.get("regulation_id"),
+            "regulation_type": segment.get("regulation_type"),
+            "purge": status(steps.SEGMENT),
+            "reason": segment.get("reason"),
+            "proof": result(steps.VERIFY_SEGMENT) or None,
+        },
+        "stripe": {
+            "customer_ids": sorted((stripe.get("customers") or {}).keys()),
+            "method": stripe.get("method"),
+            "customers": stripe.get("customers") or {},
+            "deletion_ts": stripe.get("deletion_ts"),
+            "redaction_job_id": stripe.get("redaction_job_id"),
+            "purge": status(steps.STRIPE),
+            "reason": stripe.get("reason"),
+            "proof": result(steps.VERIFY_STRIPE) or None,
+        },
+    }
+
+
+class WriteAuditRecordOperator(ErasureStepOperator):
+    """Close the request once every system is erased and proven.
+
+    Runs whatever happened upstream (``all_done``) and decides from the compliance store, not
+    from Airflow task states:
+
+    * all purges succeeded and every deletion that needs proof is proven: append one audit
+      record (the ledger refuses a second one), mark the request ``completed``, and replace its
+      identifiers in the intake table by their keyed hash;
+    * otherwise: mark it ``failed`` with the reasons and fail this task.
+
+    Each of those writes is idempotent, so a rerun after a crash finishes the job without a
+    second record.
+
+    :param request_id: the erasure request (templated).
+    """
+
+    ui_color = "#e0f2f1"
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
+        super().__init__(**kwargs)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if is_dry_run(context):
+            raise AirflowSkipException("dry run: no audit record")
+        return self.run(context)
+
+    def run(self, context: Context) -> dict[str, Any]:
+        request = self.store.get(self.request_id)
+        entry = self.store.audit_entry(self.request_id)
+        if request.status is RequestStatus.COMPLETED and entry is not None:
+            self.log.info("request %s already completed (audit seq %d)", self.request_id, entry.seq)
+            return {"outcome": "completed", "audit_seq": entry.seq, "rerun": True}
+
+        results = self.store.steps(self.request_id)
+        problems = unproven_steps(results) if entry is None else []
+        if problems:
+            reason = "; ".join(problems)
+            self.store.transition(self.request_id, RequestStatus.FAILED, error=reason)
+            self.log.error("request %s failed: %s", self.request_id, reason)
+            raise RequestFailed(f"request {self.request_id}: {reason}")
+
+        key = load_hash_key()
+        with log_group(self.log, f"Audit record for {self.request_id}"):
+            if entry is None:
+                record = build_audit_record(request, results, key, run_id=context["run_id"])
+                try:
+                    entry = self.store.append_audit(self.request_id, record)
+                except AuditRecordExists:  # a concurrent rerun got there first
+                    entry = self.store.audit_entry(self.request_id)
+            self.log.info("audit record seq %d, hash %s", entry.seq, entry.record_hash)
+            if request.status is not RequestStatus.COMPLETED:
+                self.store.transition(self.request_id, RequestStatus.COMPLETED)
+            if request.identifiers is not None:
+                self.store.erase_identifiers(self.request_id, identifiers_hash(key, request.identifiers))
+                self.log.info("identifiers of %s replaced by their keyed hash", self.request_id)
+        return {"outcome": "completed", "audit_seq": entry.seq, "rerun": False}

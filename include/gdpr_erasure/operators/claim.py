@@ -1,0 +1,76 @@
+"""Take a batch of pending requests for this run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.configuration import conf
+
+from gdpr_erasure.operators.base import ComplianceStoreMixin, is_dry_run
+from gdpr_erasure.store import RequestStatus
+from gdpr_erasure.store.engine import DEFAULT_CONN_ID
+
+
+class ClaimRequestsOperator(ComplianceStoreMixin, BaseOperator):
+    """Atomically claim up to ``max_requests`` pending requests and return their ids (only ids:
+    this list is XCom, which is stored in clear in Airflow's metadata DB).
+
+    The limit never exceeds ``[core] max_map_length``, so the mapped groups downstream always
+    expand; what is left waits for the next run. In a dry run nothing is claimed: the pending
+    requests are listed so they can be resolved and reported.
+
+    :param max_requests: most requests this run takes (templated).
+    :param request_ids: only these requests, if given (templated).
+    :param lease_hours: how long the claim holds before another run may take the request over.
+    :param compliance_conn_id: Airflow connection of the compliance store.
+    """
+
+    template_fields: Sequence[str] = ("max_requests", "request_ids")
+    ui_color = "#e1f5fe"
+
+    def __init__(
+        self,
+        *,
+        max_requests: int | str = 100,
+        request_ids: list[str] | str | None = None,
+        lease_hours: float = 6,
+        compliance_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.max_requests = max_requests
+        self.request_ids = request_ids
+        self.lease_hours = lease_hours
+        self.compliance_conn_id = compliance_conn_id
+
+    def execute(self, context: Context) -> list[str]:
+        ceiling = conf.getint("core", "max_map_length", fallback=1024)
+        limit = min(int(self.max_requests), ceiling)
+        wanted = _as_list(self.request_ids)
+        if is_dry_run(context):
+            pending = self.store.list_requests([RequestStatus.PENDING], limit=limit)
+            ids = [r.id for r in pending if not wanted or r.id in wanted]
+            self.log.info("dry run: %d pending request(s) will be resolved, nothing claimed", len(ids))
+            return ids
+        ids = self.store.claim(
+            limit,
+            claimed_by=f"{context['dag'].dag_id}/{context['run_id']}",
+            lease=timedelta(hours=self.lease_hours),
+            request_ids=wanted or None,
+        )
+        backlog = self.store.counts_by_status().get(RequestStatus.PENDING.value, 0)
+        self.log.info(
+            "claimed %d request(s) (limit %d); %d still pending for later runs", len(ids), limit, backlog
+        )
+        return ids
+
+
+def _as_list(value: list[str] | str | None) -> list[str]:
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]

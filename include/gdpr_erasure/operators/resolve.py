@@ -1,0 +1,119 @@
+"""Find every profile that holds the person's identifiers, in every system."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import Context
+
+from gdpr_erasure import steps
+from gdpr_erasure.hooks.segment import SegmentHook
+from gdpr_erasure.hooks.stripe import StripeHook
+from gdpr_erasure.hooks.twilio import TwilioHook
+from gdpr_erasure.operators.base import ErasureStepOperator, is_dry_run, log_group
+from gdpr_erasure.pii import mask_identifiers
+from gdpr_erasure.store import StepStatus
+
+
+class ResolveIdentityOperator(ErasureStepOperator):
+    """Resolve a request's identifiers to profile ids in Segment, Twilio Memory and Stripe.
+
+    * Segment Profile API: ``external_ids`` of the profiles found by email, phone and user id;
+      their ``user_id`` values become the regulation's subjects.
+    * Twilio Memory: profile lookup by email and by phone.
+    * Stripe: the given ``cus_`` id (if it exists) plus ``customers.list(email=...)``.
+
+    The ids are stored under step ``resolve`` (never in XCom). In a dry run the result is only
+    logged and summarised, so the store does not change.
+
+    :param request_id: the erasure request (templated).
+    :param stripe_conn_id: Stripe connection.
+    :param twilio_conn_id: Twilio connection.
+    :param segment_conn_id: Segment connection.
+    """
+
+    has_side_effects = False
+    ui_color = "#e3f2fd"
+
+    def __init__(
+        self,
+        *,
+        stripe_conn_id: str = StripeHook.default_conn_name,
+        twilio_conn_id: str = TwilioHook.default_conn_name,
+        segment_conn_id: str = SegmentHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.stripe_conn_id = stripe_conn_id
+        self.twilio_conn_id = twilio_conn_id
+        self.segment_conn_id = segment_conn_id
+
+    def run(self, context: Context) -> dict[str, int]:
+        request = self.store.get(self.request_id)
+        ids = request.identifiers
+        if ids is None:
+            raise RuntimeError(f"request {self.request_id} has no identifiers left to resolve")
+        mask_identifiers(ids.email, ids.email_as_given, ids.phone)
+
+        with log_group(self.log, f"Resolve {self.request_id} ({', '.join(ids.present())})"):
+            segment = self._resolve_segment(ids)
+            twilio = self._resolve_twilio(ids)
+            stripe = self._resolve_stripe(ids)
+            result = {"segment": segment, "twilio": twilio, "stripe": stripe}
+            summary = {
+                "segment_profiles": len(segment["segment_ids"]),
+                "segment_user_ids": len(segment["user_ids"]),
+                "twilio_profiles": len(twilio["memory_profile_ids"]),
+                "stripe_customers": len(stripe["customer_ids"]),
+            }
+            self.log.info(
+                "found: %d Segment profile(s) with %d user id(s); %d Twilio Memory profile(s); "
+                "%d Stripe customer(s); phone history %s",
+                summary["segment_profiles"],
+                summary["segment_user_ids"],
+                summary["twilio_profiles"],
+                summary["stripe_customers"],
+                "to search" if twilio["has_phone"] else "not applicable (no phone)",
+            )
+        if is_dry_run(context):
+            self.log.info("dry run: nothing recorded")
+        else:
+            self.store.record_step(self.request_id, steps.RESOLVE, StepStatus.DONE, result)
+        return summary
+
+    def _resolve_segment(self, ids) -> dict[str, Any]:
+        hook = SegmentHook(self.segment_conn_id)
+        lookups = [("email", ids.email), ("phone", ids.phone), ("user_id", ids.user_id)]
+        segment_ids: list[str] = []
+        user_ids: list[str] = [ids.user_id] if ids.user_id else []
+        for id_type, value in lookups:
+            if not value:
+                continue
+            profile = hook.get_profile(id_type, value)
+            if profile is None:
+                continue
+            user_ids.extend(profile.ids_of_type("user_id"))
+            segment_ids.append(profile.segment_id or f"unknown-{id_type}-match")
+        return {"segment_ids": sorted(set(segment_ids)), "user_ids": sorted(set(user_ids))}
+
+    def _resolve_twilio(self, ids) -> dict[str, Any]:
+        hook = TwilioHook(self.twilio_conn_id)
+        profiles: list[str] = []
+        for id_type, value in (("email", ids.email), ("phone", ids.phone)):
+            if value:
+                profiles.extend(hook.lookup_memory_profiles(id_type, value))
+        return {"memory_profile_ids": sorted(set(profiles)), "has_phone": bool(ids.phone)}
+
+    def _resolve_stripe(self, ids) -> dict[str, Any]:
+        hook = StripeHook(self.stripe_conn_id)
+        found: dict[str, str] = {}
+        if ids.stripe_customer_id:
+            customer = hook.retrieve_customer(ids.stripe_customer_id)
+            if customer is not None and not customer.get("deleted"):
+                found[customer["id"]] = "given"
+        if ids.email:
+            # Exact, case-sensitive match: try the spelling the requester gave, then lower case.
+            for spelling in dict.fromkeys([ids.email_as_given or ids.email, ids.email]):
+                for customer in hook.list_customers_by_email(spelling):
+                    found.setdefault(customer["id"], "email")
+        return {"customer_ids": sorted(found), "matched_by": found}

@@ -1,0 +1,167 @@
+"""Erase the person from Twilio: the Memory profile(s), then communication history."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from airflow.sdk import Context
+
+from gdpr_erasure import steps
+from gdpr_erasure.hooks.twilio import TwilioHook
+from gdpr_erasure.operators.base import ErasureStepOperator, log_group
+from gdpr_erasure.pii import mask_identifiers
+from gdpr_erasure.store import StepStatus
+
+PROGRESS_EVERY = 200
+
+
+class PurgeTwilioProfileOperator(ErasureStepOperator):
+    """Delete the Twilio Memory profile(s) found by ``resolve_identity``.
+
+    Memory deletes asynchronously (202); ``TwilioProfileDeletedSensor`` proves it afterwards.
+
+    :param request_id: the erasure request (templated).
+    :param twilio_conn_id: Twilio connection.
+    """
+
+    ui_color = "#fde0dc"
+
+    def __init__(self, *, twilio_conn_id: str = TwilioHook.default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.twilio_conn_id = twilio_conn_id
+
+    def run(self, context: Context) -> dict[str, int]:
+        profile_ids = self.resolved()["twilio"]["memory_profile_ids"]
+        if not profile_ids:
+            self.store.record_step(
+                self.request_id, steps.TWILIO_PROFILE, StepStatus.SKIPPED, {"reason": "no profile"}
+            )
+            self.log.info("no Twilio Memory profile for %s: nothing to delete", self.request_id)
+            return {"deleted": 0, "already_absent": 0}
+        hook = TwilioHook(self.twilio_conn_id)
+        outcomes = {profile_id: hook.delete_memory_profile(profile_id) for profile_id in profile_ids}
+        counts = {"deleted": sum(o == "deleted" for o in outcomes.values())}
+        counts["already_absent"] = len(outcomes) - counts["deleted"]
+        self.store.record_step(
+            self.request_id,
+            steps.TWILIO_PROFILE,
+            StepStatus.DONE if counts["deleted"] else StepStatus.ALREADY_ABSENT,
+            {"profile_ids": profile_ids, "outcomes": outcomes},
+        )
+        self.log.info(
+            "Twilio Memory: deletion accepted for %d profile(s), %d already absent: %s",
+            counts["deleted"],
+            counts["already_absent"],
+            ", ".join(profile_ids),
+        )
+        return counts
+
+
+class PurgeTwilioHistoryOperator(ErasureStepOperator):
+    """Delete messages to and from the person's phone, their calls with recordings and
+    transcriptions, and their Conversations.
+
+    Everything is listed first and then deleted, so a rerun after a crash lists only what is
+    left; a resource deleted in between answers 404 and counts as already absent.
+
+    :param request_id: the erasure request (templated).
+    :param twilio_conn_id: Twilio connection.
+    :param conversations: ``delete_conversation`` removes the whole conversation (right for
+        one-to-one business messaging, where each conversation is one customer's thread);
+        ``remove_participant`` only removes the person from it (group conversations).
+    """
+
+    ui_color = "#fde0dc"
+
+    def __init__(
+        self,
+        *,
+        twilio_conn_id: str = TwilioHook.default_conn_name,
+        conversations: Literal["delete_conversation", "remove_participant"] = "delete_conversation",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.twilio_conn_id = twilio_conn_id
+        self.conversations = conversations
+
+    def run(self, context: Context) -> dict[str, int]:
+        ids = self.store.get(self.request_id).identifiers
+        phone = ids.phone if ids else None
+        # Chat participants are found by identity, which apps usually set to an email or user id.
+        identities = (
+            [v for v in dict.fromkeys([ids.email, ids.email_as_given, ids.user_id]) if v] if ids else []
+        )
+        if not phone and not identities:
+            self.store.record_step(
+                self.request_id, steps.TWILIO_HISTORY, StepStatus.SKIPPED, {"reason": "no phone"}
+            )
+            self.log.info(
+                "request %s has no phone or chat identity: no Twilio history to search", self.request_id
+            )
+            return {}
+        mask_identifiers(phone, *identities)
+        hook = TwilioHook(self.twilio_conn_id)
+        counts: dict[str, int] = {}
+
+        if phone:
+            with log_group(self.log, f"Messages of {self.request_id}"):
+                counts["messages"] = self._delete_all(
+                    hook.delete_message, hook.list_message_sids(phone), "message"
+                )
+            with log_group(self.log, f"Calls, recordings and transcriptions of {self.request_id}"):
+                calls = hook.list_call_sids(phone)
+                recordings = [rec for call in calls for rec in hook.list_recording_sids(call)]
+                transcriptions = [t for rec in recordings for t in hook.list_transcription_sids(rec)]
+                # Children first: once a call is gone its recordings can no longer be listed by CallSid.
+                counts["transcriptions"] = self._delete_all(
+                    hook.delete_transcription, transcriptions, "transcription"
+                )
+                counts["recordings"] = self._delete_all(hook.delete_recording, recordings, "recording")
+                counts["calls"] = self._delete_all(hook.delete_call, calls, "call")
+        with log_group(self.log, f"Conversations of {self.request_id}"):
+            participations = self._participations(hook, phone, identities)
+            if self.conversations == "delete_conversation":
+                sids = list(dict.fromkeys(p["conversation_sid"] for p in participations))
+                counts["conversations"] = self._delete_all(hook.delete_conversation, sids, "conversation")
+            else:
+                counts["participants"] = sum(
+                    hook.delete_participant(p["conversation_sid"], p["participant_sid"]) == "deleted"
+                    for p in participations
+                )
+
+        remaining = {
+            "messages": len(hook.list_message_sids(phone)) if phone else 0,
+            "calls": len(hook.list_call_sids(phone)) if phone else 0,
+            "participations": len(self._participations(hook, phone, identities)),
+        }
+        left = sum(remaining.values())
+        self.store.record_step(
+            self.request_id,
+            steps.TWILIO_HISTORY,
+            StepStatus.DONE if left == 0 else StepStatus.FAILED,
+            {"deleted": counts, "remaining_after": remaining},
+        )
+        self.log.info(
+            "Twilio history of %s deleted: %s; left afterwards: %s", self.request_id, counts, remaining
+        )
+        if left:
+            raise RuntimeError(f"request {self.request_id}: Twilio still lists {remaining} after the purge")
+        return counts
+
+    @staticmethod
+    def _participations(hook: TwilioHook, phone: str | None, identities: list[str]) -> list[dict[str, Any]]:
+        found = hook.list_participant_conversations(address=phone) if phone else []
+        for identity in identities:
+            found += hook.list_participant_conversations(identity=identity)
+        return found
+
+    def _delete_all(self, delete, sids: list[str], kind: str) -> int:
+        deleted = 0
+        for done, sid in enumerate(sids, start=1):
+            deleted += delete(sid) == "deleted"
+            if done % PROGRESS_EVERY == 0:
+                self.log.info("%s: %d/%d processed", kind, done, len(sids))
+        self.log.info(
+            "%s: %d listed, %d deleted, %d already gone", kind, len(sids), deleted, len(sids) - deleted
+        )
+        return deleted

@@ -1,0 +1,34 @@
+"""Prove that Segment finished the regulation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gdpr_erasure import steps
+from gdpr_erasure.hooks.segment import SegmentHook
+from gdpr_erasure.sensors.base import DeletionProofSensor
+from gdpr_erasure.triggers.segment import SegmentRegulationTrigger
+
+
+class SegmentRegulationSensor(DeletionProofSensor):
+    """Deferrable: waits for the regulation's ``overallStatus``. ``FINISHED`` passes;
+    ``FAILED``, ``INVALID``, ``NOT_SUPPORTED`` and ``PARTIAL_SUCCESS`` fail with the reason taken
+    from ``streamStatus`` (kept in the store as evidence).
+
+    :param request_id: the erasure request (templated).
+    :param segment_conn_id: Segment connection.
+    """
+
+    purge_step = steps.SEGMENT
+    verify_step = steps.VERIFY_SEGMENT
+
+    def __init__(self, *, segment_conn_id: str = SegmentHook.default_conn_name, **kwargs: Any) -> None:
+        kwargs.setdefault("poll_interval", 60.0)
+        super().__init__(**kwargs)
+        self.segment_conn_id = segment_conn_id
+
+    def build_trigger(self, purge_result: dict[str, Any]):
+        regulation_id = purge_result.get("regulation_id")
+        if not regulation_id:
+            return None
+        return SegmentRegulationTrigger(regulation_id, self.segment_conn_id, poll_interval=self.poll_interval)

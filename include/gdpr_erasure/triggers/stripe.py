@@ -1,0 +1,79 @@
+"""Wait until Stripe shows the customers deleted, or their redaction job succeeded."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from gdpr_erasure.hooks.stripe import StripeHook
+from gdpr_erasure.triggers.base import PollUntilDoneTrigger
+
+REDACTION_FAILED = ("failed", "canceled")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class StripeCustomerDeletedTrigger(PollUntilDoneTrigger):
+    """Done when every customer answers ``GET /v1/customers/{id}`` with ``deleted: true``
+    (or does not exist at all).
+
+    :param customer_ids: ``cus_`` ids to watch.
+    :param stripe_conn_id: Stripe connection.
+    :param poll_interval: seconds between checks.
+    """
+
+    def __init__(
+        self, customer_ids: list[str], stripe_conn_id: str = "stripe_default", poll_interval: float = 5.0
+    ):
+        super().__init__(poll_interval)
+        self.customer_ids = list(customer_ids)
+        self.stripe_conn_id = stripe_conn_id
+
+    def serialize_kwargs(self) -> dict[str, Any]:
+        return {
+            "customer_ids": self.customer_ids,
+            "stripe_conn_id": self.stripe_conn_id,
+            **super().serialize_kwargs(),
+        }
+
+    def check(self) -> tuple[str, dict[str, Any]]:
+        hook = StripeHook(self.stripe_conn_id)
+        proof: dict[str, Any] = {}
+        for customer_id in self.customer_ids:
+            customer = hook.retrieve_customer(customer_id)
+            if customer is None:
+                proof[customer_id] = {"state": "no_such_customer", "checked_at": _now()}
+            elif customer.get("deleted"):
+                proof[customer_id] = {"state": "deleted", "checked_at": _now()}
+            else:
+                return "waiting", {"summary": f"{customer_id} still exists"}
+        return "done", {"customers": proof}
+
+
+class StripeRedactionJobTrigger(PollUntilDoneTrigger):
+    """Done when the redaction job reaches ``succeeded``; failed on ``failed`` or ``canceled``.
+
+    :param job_id: the redaction job.
+    :param stripe_conn_id: Stripe connection.
+    :param poll_interval: seconds between checks.
+    """
+
+    def __init__(self, job_id: str, stripe_conn_id: str = "stripe_default", poll_interval: float = 10.0):
+        super().__init__(poll_interval)
+        self.job_id = job_id
+        self.stripe_conn_id = stripe_conn_id
+
+    def serialize_kwargs(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "stripe_conn_id": self.stripe_conn_id, **super().serialize_kwargs()}
+
+    def check(self) -> tuple[str, dict[str, Any]]:
+        job = StripeHook(self.stripe_conn_id).retrieve_redaction_job(self.job_id)
+        status = job.get("status")
+        evidence = {"redaction_job_id": self.job_id, "status": status, "checked_at": _now()}
+        if status == "succeeded":
+            return "done", evidence
+        if status in REDACTION_FAILED:
+            return "failed", {**evidence, "reason": f"redaction job {self.job_id} is {status}"}
+        return "waiting", {**evidence, "summary": f"redaction job {status}"}

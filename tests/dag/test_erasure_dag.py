@@ -1,0 +1,125 @@
+"""The erasure DAG, run end to end with ``dag.test()`` against the sandbox and a real store."""
+
+from __future__ import annotations
+
+import runpy
+
+import pytest
+
+from gdpr_erasure.identifiers import SubjectIdentifiers
+from gdpr_erasure.store import ComplianceStore, RequestStatus
+
+DAG_FILE = "dags/gdpr_erasure_dag.py"
+
+
+@pytest.fixture
+def pipeline(airflow_db, api_connections, sandbox, tmp_path, monkeypatch):
+    """A fresh compliance store, fast sensor polling, and the DAG loaded with those settings."""
+    url = f"sqlite:///{tmp_path / 'compliance.db'}"
+    monkeypatch.setenv("GDPR_COMPLIANCE_DB_URL", url)
+    monkeypatch.setenv("GDPR_ERASURE_POLL_SECONDS", "0.2")
+    store = ComplianceStore.from_url(url)
+    store.init_db()
+    dag = runpy.run_path(DAG_FILE)["dag"]
+    yield Pipeline(dag, store, sandbox)
+    store.dispose()
+
+
+class Pipeline:
+    def __init__(self, dag, store, sandbox):
+        self.dag, self.store, self.sandbox = dag, store, sandbox
+
+    def submit(self, *keys: str) -> list[str]:
+        ids = []
+        for key in keys:
+            person = self.sandbox.person(key)
+            identifiers = SubjectIdentifiers.parse(
+                email=person["email"],
+                phone=person["phone"],
+                stripe_customer_id=(person["stripe_customer_ids"] or [None])[0],
+            )
+            ids.append(self.store.submit(f"req-{key}", identifiers, source="test").request.id)
+        return ids
+
+    def run(self, **conf):
+        return self.dag.test(run_conf=conf or None)
+
+    def audit(self) -> dict[str, dict]:
+        return {e.request_id: e.record for e in self.store.audit_entries()}
+
+
+EVERY_KIND = ("person-002", "many_messages", "multi_stripe", "no_stripe", "no_segment", "quiet_phone")
+
+
+def test_every_request_is_erased_proven_and_audited(pipeline):
+    ids = pipeline.submit(*EVERY_KIND)
+    run = pipeline.run()
+    assert run.state == "success"
+
+    assert pipeline.store.counts_by_status() == {"completed": len(ids)}
+    audit = pipeline.audit()
+    assert sorted(audit) == sorted(ids)
+    assert pipeline.store.verify_audit_chain().ok
+
+    for key in EVERY_KIND:
+        state = pipeline.sandbox.state(key)
+        assert all(c["deleted"] for c in state["stripe"]["customers"]), key
+        assert state["twilio"]["messages"] == 0, key
+        assert state["twilio"]["calls"] == 0, key
+        assert state["memory"]["profile_present"] is False, key
+        assert all(r["overallStatus"] == "FINISHED" for r in state["segment"]["regulations"]), key
+        request = pipeline.store.get(f"req-{key}")
+        assert request.identifiers is None  # the intake row forgot the person
+        assert request.identifiers_hash == audit[request.id]["subject"]["identifiers_hash"]
+
+
+def test_edge_cases_complete_with_the_right_outcomes(pipeline):
+    pipeline.submit("no_stripe", "no_segment", "multi_stripe")
+    assert pipeline.run().state == "success"
+    audit = pipeline.audit()
+    assert audit["req-no_stripe"]["stripe"]["purge"] == "skipped"
+    assert audit["req-no_stripe"]["stripe"]["customer_ids"] == []
+    assert audit["req-no_segment"]["segment"]["purge"] == "skipped"
+    assert audit["req-no_segment"]["segment"]["reason"] == "no Segment profile"
+    assert audit["req-no_segment"]["segment"]["regulation_id"] is None
+    multi = audit["req-multi_stripe"]["stripe"]
+    assert len(multi["customer_ids"]) == 2
+    assert {c["outcome"] for c in multi["customers"].values()} == {"deleted"}
+    assert all(c["tag_confirmed"] for c in multi["customers"].values())
+    assert set(multi["proof"]["customers"]) == set(multi["customer_ids"])
+    assert audit["req-multi_stripe"]["segment"]["proof"]["status"] == "FINISHED"
+
+
+def test_dry_run_changes_nothing(pipeline):
+    ids = pipeline.submit("person-002", "multi_stripe")
+    pipeline.sandbox.clear_requests_log()
+    run = pipeline.run(dry_run=True)
+    assert run.state == "success"
+    assert pipeline.store.counts_by_status() == {"pending": 2}
+    assert pipeline.audit() == {}
+    assert all(pipeline.store.steps(rid) == {} for rid in ids)
+    writes = [r for r in pipeline.sandbox.requests_log() if r["method"] in ("POST", "DELETE")]
+    # Lookups only: Memory's lookup is a POST that reads; nothing else may write.
+    assert {r["route"] for r in writes} <= {"/v1/Stores/{storeId}/Profiles/Lookup"}
+    assert pipeline.sandbox.state("person-002")["stripe"]["customers"][0]["deleted"] is False
+
+
+def test_a_failing_request_fails_the_run_but_not_the_others(pipeline):
+    pipeline.submit("segment_failed", "person-004")
+    run = pipeline.run()
+    assert run.state == "failed"
+    assert pipeline.store.get("req-person-004").status is RequestStatus.COMPLETED
+    failed = pipeline.store.get("req-segment_failed")
+    assert failed.status is RequestStatus.FAILED
+    assert "verify_segment" in failed.last_error
+    assert sorted(pipeline.audit()) == ["req-person-004"]
+
+
+def test_a_second_run_after_completion_does_nothing(pipeline):
+    pipeline.submit("person-005")
+    assert pipeline.run().state == "success"
+    first_audit = pipeline.store.audit_entries()
+    pipeline.sandbox.clear_requests_log()
+    assert pipeline.run().state == "success"
+    assert pipeline.store.audit_entries() == first_audit
+    assert pipeline.sandbox.requests_log() == []
