@@ -12,9 +12,15 @@ Drains the intake table of erasure requests. For each request, in its own mapped
 4. **write_audit** - append one tamper-evident record to the audit ledger, mark the request
    completed and replace its identifiers by their keyed hash.
 
-`summarize_run` counts the outcomes and **fails the run if any request failed**, so a failure
-never hides behind a green run. Tasks pass only request ids; identifiers stay in the
+`summarize_run` counts the outcomes, lists requests nearing or past the 30-day limit, and
+**fails the run if any request failed or is overdue** (the failure callback alerts), so a
+failure never hides behind a green run. Tasks pass only request ids; identifiers stay in the
 compliance store.
+
+Each run also takes back: `failed` requests (retried; after 3 failures they go to
+`needs_attention` until ops run `gdpr-erasure requeue ID`), `verifying` requests (a Segment
+regulation still running: only the pending proof is checked again), and requests whose run
+died (their lease expired). Steps already done are never repeated.
 
 **Trigger by hand** with the Params form: `max_requests` for this run, `request_ids` to target
 specific requests, `dry_run` to resolve and report without deleting anything.
@@ -27,6 +33,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, task_group
 
+from gdpr_erasure.notifiers import ComplianceAlertNotifier
 from gdpr_erasure.operators.audit import WriteAuditRecordOperator
 from gdpr_erasure.operators.claim import ClaimRequestsOperator
 from gdpr_erasure.operators.resolve import ResolveIdentityOperator
@@ -42,6 +49,9 @@ from gdpr_erasure.sensors.twilio import TwilioProfileDeletedSensor
 # rarely; GDPR_ERASURE_POLL_SECONDS shortens every interval for the sandbox (demo, tests).
 _FAST_POLL = float(os.environ.get("GDPR_ERASURE_POLL_SECONDS", "0")) or None
 POLL_SECONDS = {"twilio": _FAST_POLL or 10.0, "stripe": _FAST_POLL or 5.0, "segment": _FAST_POLL or 900.0}
+# How long a run waits for a Segment regulation before leaving the request in `verifying` for
+# the next run (regulations can take days; Segment's own SLA is 30).
+SEGMENT_PATIENCE_SECONDS = float(os.environ.get("GDPR_ERASURE_SEGMENT_PATIENCE_SECONDS", 6 * 3600))
 
 with DAG(
     dag_id="gdpr_erasure",
@@ -54,6 +64,7 @@ with DAG(
     tags=["gdpr", "compliance"],
     render_template_as_native_obj=True,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    on_failure_callback=ComplianceAlertNotifier(),
     params={
         "max_requests": Param(100, type="integer", minimum=1, maximum=1024, description="Requests this run"),
         "request_ids": Param([], type="array", items={"type": "string"}, description="Only these requests"),
@@ -68,33 +79,47 @@ with DAG(
 
     @task_group(group_id="erase_request", default_args={"map_index_template": "{{ task.request_id }}"})
     def erase_request(request_id: str):
-        resolve = ResolveIdentityOperator(task_id="resolve_identity", request_id=request_id)
+        resolve = ResolveIdentityOperator(
+            task_id="resolve_identity", request_id=request_id, pool="segment_api"
+        )
 
-        purge_profile = PurgeTwilioProfileOperator(task_id="purge_twilio_profile", request_id=request_id)
-        purge_history = PurgeTwilioHistoryOperator(task_id="purge_twilio_history", request_id=request_id)
-        erase_segment = EraseSegmentOperator(task_id="erase_segment", request_id=request_id)
-        redact_stripe = RedactStripeOperator(task_id="redact_stripe", request_id=request_id)
+        purge_profile = PurgeTwilioProfileOperator(
+            task_id="purge_twilio_profile", request_id=request_id, pool="twilio_api"
+        )
+        purge_history = PurgeTwilioHistoryOperator(
+            task_id="purge_twilio_history", request_id=request_id, pool="twilio_api"
+        )
+        erase_segment = EraseSegmentOperator(
+            task_id="erase_segment", request_id=request_id, pool="segment_api"
+        )
+        redact_stripe = RedactStripeOperator(
+            task_id="redact_stripe", request_id=request_id, pool="stripe_api"
+        )
 
         verify_profile = TwilioProfileDeletedSensor(
             task_id="verify_twilio_profile",
             request_id=request_id,
+            pool="twilio_api",
             poll_interval=POLL_SECONDS["twilio"],
             timeout=timedelta(hours=1).total_seconds(),
         )
         verify_segment = SegmentRegulationSensor(
             task_id="verify_segment",
             request_id=request_id,
+            pool="segment_api",
             poll_interval=POLL_SECONDS["segment"],
+            patience=SEGMENT_PATIENCE_SECONDS,
             timeout=timedelta(days=2).total_seconds(),
         )
         verify_stripe = StripeCustomerDeletedSensor(
             task_id="verify_stripe",
             request_id=request_id,
+            pool="stripe_api",
             poll_interval=POLL_SECONDS["stripe"],
             timeout=timedelta(hours=1).total_seconds(),
         )
 
-        write_audit = WriteAuditRecordOperator(task_id="write_audit", request_id=request_id)
+        write_audit = WriteAuditRecordOperator(task_id="write_audit", request_id=request_id, max_failures=3)
 
         resolve >> [purge_profile, purge_history, erase_segment, redact_stripe]
         purge_profile >> verify_profile

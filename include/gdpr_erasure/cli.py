@@ -20,6 +20,12 @@ def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
     )
 
 
+def _statuses():
+    from gdpr_erasure.store import RequestStatus
+
+    return list(RequestStatus)
+
+
 def _open_store(args: argparse.Namespace):
     from gdpr_erasure.store import ComplianceStore
 
@@ -64,6 +70,45 @@ def _cmd_audit_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pools_create(args: argparse.Namespace) -> int:
+    from gdpr_erasure.pools import POOLS, create_pools
+
+    for name in create_pools():
+        print(f"pool {name}: {POOLS[name][0]} slots")
+    return 0
+
+
+def _cmd_requests_list(args: argparse.Namespace) -> int:
+    from gdpr_erasure.store import RequestStatus
+
+    statuses = [RequestStatus(s) for s in args.status] if args.status else None
+    rows = _open_store(args).list_requests(statuses, limit=args.limit)
+    print(f"{'request':<40} {'status':<16} {'attempts':>8} {'failures':>8}  received              reason")
+    for r in rows:
+        print(
+            f"{r.id:<40} {r.status.value:<16} {r.attempts:>8} {r.failures:>8}  "
+            f"{r.received_at:%Y-%m-%d %H:%M:%S}   {r.last_error or ''}"
+        )
+    print(f"{len(rows)} request(s)")
+    return 0
+
+
+def _cmd_requeue(args: argparse.Namespace) -> int:
+    from gdpr_erasure.store import InvalidTransition, RequestNotFound
+
+    store = _open_store(args)
+    code = 0
+    for request_id in args.request_ids:
+        try:
+            request = store.requeue(request_id)
+        except (InvalidTransition, RequestNotFound) as exc:
+            print(f"{request_id}: not requeued: {exc}", file=sys.stderr)
+            code = 1
+            continue
+        print(f"{request.id}: {request.status.value}; the next run will pick it up")
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gdpr-erasure", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +126,24 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands.add_parser("status", help="requests per status and the audit chain").set_defaults(
         func=_cmd_db_status
     )
+
+    requests_cmd = commands.add_parser("requests", help="erasure requests in the intake table")
+    requests_cmd.add_argument("--db-url", help="SQLAlchemy URL of the compliance store (see 'db --help')")
+    requests_sub = requests_cmd.add_subparsers(dest="requests_command", required=True)
+    listing = requests_sub.add_parser("list", help="requests with status, attempts and last reason")
+    listing.add_argument("--status", action="append", choices=[s.value for s in _statuses()])
+    listing.add_argument("--limit", type=int, default=1000)
+    listing.set_defaults(func=_cmd_requests_list)
+
+    requeue = commands.add_parser("requeue", help="send needs_attention/failed requests back to pending")
+    requeue.add_argument("--db-url", help="SQLAlchemy URL of the compliance store (see 'db --help')")
+    requeue.add_argument("request_ids", nargs="+", metavar="ID")
+    requeue.set_defaults(func=_cmd_requeue)
+
+    pools = commands.add_parser("pools", help="Airflow pools sized to the providers' rate limits")
+    pools.add_subparsers(dest="pools_command", required=True).add_parser(
+        "create", help="create or resize stripe_api, twilio_api, segment_api"
+    ).set_defaults(func=_cmd_pools_create)
 
     audit = commands.add_parser("audit", help="the audit ledger")
     audit.add_argument("--db-url", help="SQLAlchemy URL of the compliance store (see 'db --help')")

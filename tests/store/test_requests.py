@@ -191,3 +191,44 @@ def test_invalid_status_is_rejected_by_the_database(store):
     store.submit("req-1", ident())
     with pytest.raises(IntegrityError), store.engine.begin() as conn:
         conn.execute(update(erasure_requests).values(status="deleted"))
+
+
+def test_failed_and_verifying_requests_are_claimed_again_but_not_needs_attention(store):
+    for rid in ("failed", "verifying", "attention"):
+        store.submit(rid, ident())
+        store.claim(1, "run-1", request_ids=[rid])
+    store.record_failure("failed", "stripe: HTTP 500", max_failures=3)
+    store.transition("verifying", S.VERIFYING)
+    store.record_failure("attention", "x", max_failures=1)
+    assert sorted(store.claim(10, "run-2")) == ["failed", "verifying"]
+    assert store.get("attention").status is S.NEEDS_ATTENTION
+
+
+def test_record_failure_escalates_to_needs_attention_at_the_limit(store):
+    store.submit("req-1", ident())
+    statuses = []
+    for _ in range(3):
+        assert store.claim(1, "run") == ["req-1"]
+        statuses.append(store.record_failure("req-1", "segment: regulation FAILED", max_failures=3).status)
+    assert statuses == [S.FAILED, S.FAILED, S.NEEDS_ATTENTION]
+    got = store.get("req-1")
+    assert (got.failures, got.attempts, got.last_error) == (3, 3, "segment: regulation FAILED")
+    assert store.claim(1, "run") == []
+
+
+def test_requeue_sends_a_request_back_with_a_fresh_failure_count(store):
+    store.submit("req-1", ident())
+    store.claim(1, "run")
+    store.record_failure("req-1", "boom", max_failures=1)
+    requeued = store.requeue("req-1")
+    assert (requeued.status, requeued.failures) == (S.PENDING, 0)
+    with pytest.raises(InvalidTransition):
+        store.requeue("req-1")  # already pending
+
+
+def test_record_failure_of_a_completed_request_is_refused(store):
+    store.submit("req-1", ident())
+    store.claim(1, "run")
+    store.transition("req-1", S.COMPLETED)
+    with pytest.raises(InvalidTransition):
+        store.record_failure("req-1", "late", max_failures=3)

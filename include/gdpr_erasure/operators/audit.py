@@ -23,20 +23,29 @@ class RequestFailed(AirflowFailException):
     for this run: retrying the audit step cannot change the upstream outcome)."""
 
 
-def unproven_steps(results: dict[str, StepResult]) -> list[str]:
-    """Why a request cannot be closed yet: purge steps that did not succeed or were not proven."""
-    problems = []
+def open_steps(results: dict[str, StepResult]) -> tuple[list[str], list[str]]:
+    """Why a request cannot be closed yet, as ``(failures, still_pending)``.
+
+    A failure is a purge that did not succeed or a deletion the provider reported failed; still
+    pending is a deletion the provider has accepted but not finished (a Segment regulation that
+    is RUNNING when the sensor's patience ran out).
+    """
+    failures: list[str] = []
+    pending: list[str] = []
     for purge, verify in steps.PURGE_STEPS.items():
         result = results.get(purge)
         if result is None:
-            problems.append(f"{purge}: did not run")
-        elif result.status not in _PURGE_OK:
-            problems.append(f"{purge}: {result.status.value}")
+            failures.append(f"{purge}: did not run")
+        elif result.status not in _PURGE_OK or result.status is StepStatus.PENDING:
+            failures.append(f"{purge}: {result.status.value}")
         elif verify and result.status in _NEEDS_PROOF:
             proof = results.get(verify)
-            if proof is None or proof.status is not StepStatus.DONE:
-                problems.append(f"{verify}: {proof.status.value if proof else 'not proven'}")
-    return problems
+            if proof is not None and proof.status is StepStatus.PENDING:
+                pending.append(f"{verify}: {proof.result.get('status') or 'pending'}")
+            elif proof is None or proof.status is not StepStatus.DONE:
+                reason = proof.result.get("reason") if proof else None
+                failures.append(f"{verify}: {reason or (proof.status.value if proof else 'not proven')}")
+    return failures, pending
 
 
 def build_audit_record(
@@ -107,19 +116,25 @@ class WriteAuditRecordOperator(ErasureStepOperator):
     * all purges succeeded and every deletion that needs proof is proven: append one audit
       record (the ledger refuses a second one), mark the request ``completed``, and replace its
       identifiers in the intake table by their keyed hash;
-    * otherwise: mark it ``failed`` with the reasons and fail this task.
+    * a provider accepted a deletion but has not finished it (sensor patience ran out): mark it
+      ``verifying``; a later run re-checks only that;
+    * otherwise: mark it ``failed`` with the reasons (``needs_attention`` at the
+      ``max_failures``-th failure) and fail this task.
 
     Each of those writes is idempotent, so a rerun after a crash finishes the job without a
     second record.
 
     :param request_id: the erasure request (templated).
+    :param max_failures: failed attempts after which the request goes to ``needs_attention``.
     """
 
+    template_fields = ("request_id", "max_failures")
     ui_color = "#e0f2f1"
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, max_failures: int = 3, **kwargs: Any) -> None:
         kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
         super().__init__(**kwargs)
+        self.max_failures = max_failures
 
     def execute(self, context: Context) -> dict[str, Any]:
         if is_dry_run(context):
@@ -134,12 +149,29 @@ class WriteAuditRecordOperator(ErasureStepOperator):
             return {"outcome": "completed", "audit_seq": entry.seq, "rerun": True}
 
         results = self.store.steps(self.request_id)
-        problems = unproven_steps(results) if entry is None else []
-        if problems:
-            reason = "; ".join(problems)
-            self.store.transition(self.request_id, RequestStatus.FAILED, error=reason)
-            self.log.error("request %s failed: %s", self.request_id, reason)
-            raise RequestFailed(f"request {self.request_id}: {reason}")
+        failures, pending = open_steps(results) if entry is None else ([], [])
+        if failures:
+            reason = "; ".join(failures)
+            after = self.store.record_failure(self.request_id, reason, max_failures=int(self.max_failures))
+            self.log.error(
+                "request %s %s (failure %d of %d): %s",
+                self.request_id,
+                after.status.value,
+                after.failures,
+                int(self.max_failures),
+                reason,
+            )
+            raise RequestFailed(f"request {self.request_id} {after.status.value}: {reason}")
+        if pending:
+            self.store.transition(
+                self.request_id, RequestStatus.VERIFYING, expected=[RequestStatus.IN_PROGRESS]
+            )
+            self.log.info(
+                "request %s erased, proof still pending (%s): verifying; a later run checks again",
+                self.request_id,
+                "; ".join(pending),
+            )
+            return {"outcome": "verifying", "pending": len(pending)}
 
         key = load_hash_key()
         with log_group(self.log, f"Audit record for {self.request_id}"):

@@ -8,9 +8,10 @@ from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from gdpr_erasure.store import ComplianceStore, StepResult
+from gdpr_erasure.hooks.errors import PermanentApiError
+from gdpr_erasure.store import ComplianceStore, StepResult, StepStatus
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID, resolve_db_url
 
 
@@ -63,13 +64,28 @@ class ErasureStepOperator(ComplianceStoreMixin, BaseOperator):
     def execute(self, context: Context) -> Any:
         if self.has_side_effects and is_dry_run(context):
             raise AirflowSkipException(f"dry run: {self.task_id} changes nothing for {self.request_id}")
-        return self.run(context)
+        try:
+            return self.run(context)
+        except PermanentApiError as exc:
+            # A 4xx that cannot succeed (bad credentials, invalid request): no Airflow retry.
+            raise AirflowFailException(str(exc)) from exc
 
     def run(self, context: Context) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def step(self, name: str) -> StepResult | None:
         return self.store.steps(self.request_id).get(name)
+
+    def finished_step(self, name: str, proof: str | None = None) -> StepResult | None:
+        """The step's earlier result if it finished and its proof (if any) did not fail: a rerun
+        (task retry, crash recovery, the next run re-checking) then leaves it alone."""
+        steps = self.store.steps(self.request_id)
+        done = steps.get(name)
+        if done is None or done.status in (StepStatus.FAILED, StepStatus.PENDING):
+            return None
+        if proof is not None and proof in steps and steps[proof].status is StepStatus.FAILED:
+            return None  # the provider said the deletion failed: do it again
+        return done
 
     def resolved(self) -> dict[str, Any]:
         """What ``resolve_identity`` found for this request (ids only)."""

@@ -15,6 +15,16 @@ from gdpr_erasure.pii import mask_identifiers
 from gdpr_erasure.store import StepStatus
 
 
+def _summary(result: dict[str, Any]) -> dict[str, int]:
+    """Counts only: this is the task's XCom, which must hold no identifier."""
+    return {
+        "segment_profiles": len(result["segment"]["segment_ids"]),
+        "segment_user_ids": len(result["segment"]["user_ids"]),
+        "twilio_profiles": len(result["twilio"]["memory_profile_ids"]),
+        "stripe_customers": len(result["stripe"]["customer_ids"]),
+    }
+
+
 class ResolveIdentityOperator(ErasureStepOperator):
     """Resolve a request's identifiers to profile ids in Segment, Twilio Memory and Stripe.
 
@@ -49,6 +59,14 @@ class ResolveIdentityOperator(ErasureStepOperator):
         self.segment_conn_id = segment_conn_id
 
     def run(self, context: Context) -> dict[str, int]:
+        earlier = self.finished_step(steps.RESOLVE)
+        if earlier is not None:
+            # Re-resolving after the purges would find less (it is being deleted) and overwrite
+            # the ids the audit record needs: a rerun keeps the first resolution.
+            self.log.info(
+                "%s already resolved at %s; keeping that result", self.request_id, earlier.updated_at
+            )
+            return _summary(earlier.result)
         request = self.store.get(self.request_id)
         ids = request.identifiers
         if ids is None:
@@ -60,12 +78,7 @@ class ResolveIdentityOperator(ErasureStepOperator):
             twilio = self._resolve_twilio(ids)
             stripe = self._resolve_stripe(ids)
             result = {"segment": segment, "twilio": twilio, "stripe": stripe}
-            summary = {
-                "segment_profiles": len(segment["segment_ids"]),
-                "segment_user_ids": len(segment["user_ids"]),
-                "twilio_profiles": len(twilio["memory_profile_ids"]),
-                "stripe_customers": len(stripe["customer_ids"]),
-            }
+            summary = _summary(result)
             self.log.info(
                 "found: %d Segment profile(s) with %d user id(s); %d Twilio Memory profile(s); "
                 "%d Stripe customer(s); phone history %s",

@@ -17,7 +17,8 @@ class EraseSegmentOperator(ErasureStepOperator):
 
     Regulations take ``USER_ID`` subjects only, so the ids come from ``resolve_identity``. Segment
     has no idempotency key: the regulation id is recorded the moment it is returned, and a rerun
-    that finds one recorded reuses it instead of creating another. Deletion is asynchronous;
+    that finds one recorded reuses it instead of creating another, unless Segment reported that
+    regulation failed (then a retry asks again). Deletion is asynchronous;
     ``SegmentRegulationSensor`` waits for ``FINISHED``.
 
     :param request_id: the erasure request (templated).
@@ -41,13 +42,15 @@ class EraseSegmentOperator(ErasureStepOperator):
 
     def run(self, context: Context) -> dict[str, Any]:
         previous = self.step(steps.SEGMENT)
-        if previous is not None and previous.result.get("regulation_id"):
+        earlier = self.finished_step(steps.SEGMENT, proof=steps.VERIFY_SEGMENT)
+        if earlier is not None:
             self.log.info(
-                "regulation %s already created for %s: not creating another",
-                previous.result["regulation_id"],
+                "Segment step of %s already %s (regulation %s): not creating another",
                 self.request_id,
+                earlier.status.value,
+                earlier.result.get("regulation_id"),
             )
-            return {"regulation_id": previous.result["regulation_id"], "reused": True}
+            return {"regulation_id": earlier.result.get("regulation_id"), "reused": True}
 
         resolved = self.resolved()["segment"]
         user_ids = resolved["user_ids"]
@@ -57,15 +60,26 @@ class EraseSegmentOperator(ErasureStepOperator):
             self.log.info("%s for %s: no regulation needed", reason, self.request_id)
             return {"regulation_id": None}
 
+        # Only reached again when Segment reported the earlier regulation failed: try a new one.
+        failed_before = []
+        if previous is not None and previous.result.get("regulation_id"):
+            failed_before = [
+                *previous.result.get("failed_regulation_ids", []),
+                previous.result["regulation_id"],
+            ]
+            self.log.warning(
+                "regulation(s) %s failed for %s: requesting a new one", failed_before, self.request_id
+            )
         regulation_id = SegmentHook(self.segment_conn_id).create_regulation(user_ids, self.regulation_type)
         self.store.record_step(
             self.request_id,
             steps.SEGMENT,
-            StepStatus.PENDING,
+            StepStatus.DONE,
             {
                 "regulation_id": regulation_id,
                 "regulation_type": self.regulation_type,
                 "subjects": len(user_ids),
+                "failed_regulation_ids": failed_before,
             },
         )
         self.log.info(

@@ -54,6 +54,10 @@ class RedactStripeOperator(ErasureStepOperator):
         self.job_poll_interval = job_poll_interval
 
     def run(self, context: Context) -> dict[str, Any]:
+        earlier = self.finished_step(steps.STRIPE, proof=steps.VERIFY_STRIPE)
+        if earlier is not None:
+            self.log.info("Stripe step of %s already %s", self.request_id, earlier.status.value)
+            return {"customers": len(earlier.result.get("customers", {})), "rerun": True}
         customer_ids = self.resolved()["stripe"]["customer_ids"]
         if not customer_ids:
             self.store.record_step(
@@ -65,6 +69,14 @@ class RedactStripeOperator(ErasureStepOperator):
         hook = StripeHook(self.stripe_conn_id)
         previous = self.step(steps.STRIPE)
         state: dict[str, Any] = dict(previous.result) if previous else {}
+        proof = self.step(steps.VERIFY_STRIPE)
+        if proof is not None and proof.status is StepStatus.FAILED and state.get("redaction_job_id"):
+            # Stripe reported the job failed: a retry creates a new job (with a new key).
+            state["failed_redaction_job_ids"] = [
+                *state.get("failed_redaction_job_ids", []),
+                state["redaction_job_id"],
+            ]
+            del state["redaction_job_id"]
         state.setdefault("deletion_ts", int(time.time()))
         state.setdefault("method", hook.redaction_method)
         state.setdefault("customers", {})
@@ -120,7 +132,8 @@ class RedactStripeOperator(ErasureStepOperator):
             return
         job_id = state.get("redaction_job_id")
         if job_id is None:
-            key = idempotency_key(self.request_id, "redaction_job", *sorted(targets))
+            attempt = str(len(state.get("failed_redaction_job_ids", [])))
+            key = idempotency_key(self.request_id, "redaction_job", attempt, *sorted(targets))
             job_id = hook.create_redaction_job(sorted(targets), idempotency_key=key)["id"]
             state["redaction_job_id"] = job_id
             self._save(state, StepStatus.PENDING)
@@ -132,6 +145,9 @@ class RedactStripeOperator(ErasureStepOperator):
             )
         self.log.info("redaction job %s is %s", job_id, job["status"])
         if job["status"] in ("failed", "canceled"):
+            state["failed_redaction_job_ids"] = [*state.get("failed_redaction_job_ids", []), job_id]
+            del state["redaction_job_id"]
+            self._save(state, StepStatus.FAILED)
             raise RuntimeError(f"Stripe redaction job {job_id} is {job['status']}")
         state["redaction_job_status"] = job["status"]
 

@@ -1,9 +1,10 @@
-"""Report the run: how many requests ended how; fail the run if any request failed."""
+"""Report the run: how each request ended, which are nearing or past the GDPR deadline."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context, TriggerRule
@@ -12,29 +13,44 @@ from airflow.sdk.exceptions import AirflowFailException
 from gdpr_erasure.operators.base import ComplianceStoreMixin, is_dry_run, log_group
 from gdpr_erasure.store import RequestStatus
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID
+from gdpr_erasure.store.types import utcnow
 
+#: Outcomes that mean this run did not do its job for the request.
 _BAD = {RequestStatus.FAILED, RequestStatus.NEEDS_ATTENTION, RequestStatus.IN_PROGRESS}
+GDPR_DEADLINE = timedelta(days=30)  # Art. 12(3): one month from receipt
 
 
 class RunFailed(AirflowFailException):
-    """Some requests of this run did not complete (retrying the summary would not change that)."""
+    """Some requests did not complete, or some are past the legal deadline."""
 
 
 class SummarizeRunOperator(ComplianceStoreMixin, BaseOperator):
-    """Count this run's requests per outcome, log a table, and fail when any did not complete,
-    so that one failed erasure cannot hide behind a green run.
+    """Count this run's requests per outcome, log a table, report requests nearing or past the
+    30-day deadline, and fail the run when any request failed or any is overdue, so neither can
+    hide behind a green run (the DAG's failure callback then alerts).
+
+    ``verifying`` is not a failure: the provider accepted the deletion and a later run checks it.
 
     :param request_ids: the ids ``claim_requests`` returned (templated / XComArg).
+    :param warn_after: age at which an open request is reported as nearing the deadline.
     :param compliance_conn_id: Airflow connection of the compliance store.
     """
 
     template_fields: Sequence[str] = ("request_ids",)
     ui_color = "#eceff1"
 
-    def __init__(self, *, request_ids: Any, compliance_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        request_ids: Any,
+        warn_after: timedelta = timedelta(days=25),
+        compliance_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
         super().__init__(**kwargs)
         self.request_ids = request_ids
+        self.warn_after = warn_after
         self.compliance_conn_id = compliance_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -44,20 +60,41 @@ class SummarizeRunOperator(ComplianceStoreMixin, BaseOperator):
                 "dry run over %d pending request(s): resolved and reported, nothing deleted", len(ids)
             )
             return {"dry_run": True, "requests": len(ids)}
-        statuses = {rid: self.store.get(rid).status for rid in ids}
-        counts = Counter(status.value for status in statuses.values())
+        requests = [self.store.get(rid) for rid in ids]
+        counts = Counter(r.status.value for r in requests)
+        bad = {r.id: r.status.value for r in requests if r.status in _BAD}
+        now = utcnow()
+        nearing = self.store.open_requests_received_before(now - self.warn_after)
+        overdue = [r for r in nearing if r.received_at < now - GDPR_DEADLINE]
+
         with log_group(self.log, f"Run summary: {len(ids)} request(s)"):
             for status in RequestStatus:
                 if counts.get(status.value):
                     self.log.info("%-16s %d", status.value, counts[status.value])
-            for rid, status in statuses.items():
-                if status in _BAD:
+            for request in requests:
+                if request.status in _BAD:
                     self.log.warning(
-                        "%s: %s (%s)", rid, status.value, self.store.get(rid).last_error or "no reason"
+                        "%s: %s (%s)", request.id, request.status.value, request.last_error or "-"
                     )
-            overall = self.store.counts_by_status()
-            self.log.info("compliance store now: %s", dict(sorted(overall.items())))
-        bad = {rid: s.value for rid, s in statuses.items() if s in _BAD}
+            self.log.info("compliance store now: %s", dict(sorted(self.store.counts_by_status().items())))
+        with log_group(
+            self.log, f"GDPR deadline: {len(overdue)} overdue, {len(nearing) - len(overdue)} nearing"
+        ):
+            for request in nearing:
+                age = (now - request.received_at).days
+                self.log.warning("%s: %s, received %d days ago", request.id, request.status.value, age)
+
+        summary = {
+            "requests": len(ids),
+            **counts,
+            "overdue": len(overdue),
+            "nearing_deadline": len(nearing) - len(overdue),
+        }
+        problems = []
         if bad:
-            raise RunFailed(f"{len(bad)} of {len(ids)} request(s) did not complete: {bad}")
-        return {"requests": len(ids), **counts}
+            problems.append(f"{len(bad)} of {len(ids)} request(s) did not complete: {bad}")
+        if overdue:
+            problems.append(f"{len(overdue)} request(s) past the 30-day limit: {[r.id for r in overdue]}")
+        if problems:
+            raise RunFailed("; ".join(problems))
+        return summary

@@ -31,6 +31,10 @@ class PurgeTwilioProfileOperator(ErasureStepOperator):
         self.twilio_conn_id = twilio_conn_id
 
     def run(self, context: Context) -> dict[str, int]:
+        earlier = self.finished_step(steps.TWILIO_PROFILE, proof=steps.VERIFY_TWILIO_PROFILE)
+        if earlier is not None:
+            self.log.info("Twilio profile step of %s already %s", self.request_id, earlier.status.value)
+            return {"rerun": 1}
         profile_ids = self.resolved()["twilio"]["memory_profile_ids"]
         if not profile_ids:
             self.store.record_step(
@@ -85,6 +89,10 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
         self.conversations = conversations
 
     def run(self, context: Context) -> dict[str, int]:
+        earlier = self.finished_step(steps.TWILIO_HISTORY)
+        if earlier is not None:
+            self.log.info("Twilio history of %s already %s", self.request_id, earlier.status.value)
+            return earlier.result.get("deleted", {})
         ids = self.store.get(self.request_id).identifiers
         phone = ids.phone if ids else None
         # Chat participants are found by identity, which apps usually set to an email or user id.
@@ -101,7 +109,16 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
             return {}
         mask_identifiers(phone, *identities)
         hook = TwilioHook(self.twilio_conn_id)
-        counts: dict[str, int] = {}
+        # Counts survive a crash: each category is recorded as it finishes, and a rerun adds to
+        # what the earlier attempt already deleted (those resources are no longer listed).
+        previous = self.step(steps.TWILIO_HISTORY)
+        counts: dict[str, int] = dict(previous.result.get("deleted", {})) if previous else {}
+
+        def add(kind: str, deleted: int) -> None:
+            counts[kind] = counts.get(kind, 0) + deleted
+            self.store.record_step(
+                self.request_id, steps.TWILIO_HISTORY, StepStatus.PENDING, {"deleted": counts}
+            )
 
         if phone:
             with log_group(self.log, f"Messages of {self.request_id}"):
@@ -122,11 +139,14 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
             participations = self._participations(hook, phone, identities)
             if self.conversations == "delete_conversation":
                 sids = list(dict.fromkeys(p["conversation_sid"] for p in participations))
-                counts["conversations"] = self._delete_all(hook.delete_conversation, sids, "conversation")
+                add("conversations", self._delete_all(hook.delete_conversation, sids, "conversation"))
             else:
-                counts["participants"] = sum(
-                    hook.delete_participant(p["conversation_sid"], p["participant_sid"]) == "deleted"
-                    for p in participations
+                add(
+                    "participants",
+                    sum(
+                        hook.delete_participant(p["conversation_sid"], p["participant_sid"]) == "deleted"
+                        for p in participations
+                    ),
                 )
 
         remaining = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -31,6 +32,9 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
     :param request_id: the erasure request (templated).
     :param deferrable: wait in the triggerer instead of on a worker.
     :param poll_interval: seconds between provider checks.
+    :param patience: seconds to wait in this run before handing the request over to a later run
+        (status ``verifying``) instead of failing; None waits until ``timeout`` and then fails.
+        For providers that are slow by design (a Segment regulation can take days).
     :param compliance_conn_id: Airflow connection of the compliance store.
     """
 
@@ -45,6 +49,7 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
         request_id: str,
         deferrable: bool = True,
         poll_interval: float = 10.0,
+        patience: float | None = None,
         compliance_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
@@ -53,6 +58,7 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
         self.request_id = request_id
         self.deferrable = deferrable
         self.poll_interval = poll_interval
+        self.patience = patience
         self.compliance_conn_id = compliance_conn_id
 
     # -- to implement ----------------------------------------------------------------------
@@ -80,8 +86,12 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
         state, evidence = trigger.check()  # often already true: then no deferral at all
         if state != "waiting":
             return self._finish(state, evidence)
+        if self.patience is not None and self.patience <= 0:
+            return self._finish("pending", evidence)
         if not self.deferrable:
             return super().execute(context)
+        if self.patience is not None:
+            trigger.deadline = time.time() + self.patience
         self.log.info("deferring: %s", evidence.get("summary", "waiting for the provider"))
         self.defer(
             trigger=trigger,
@@ -102,8 +112,8 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
         status = event.get("status")
         if status == "success":
             return self._finish("done", event.get("evidence") or {})
-        if status == "failed":
-            return self._finish("failed", event.get("evidence") or {})
+        if status in ("failed", "pending"):
+            return self._finish(status, event.get("evidence") or {})
         raise AirflowException(
             f"verification of {self.purge_step} for {self.request_id}: {event.get('message')}"
         )
@@ -120,6 +130,17 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
         if state == "done":
             self.store.record_step(self.request_id, self.verify_step, StepStatus.DONE, evidence)
             self.log.info("proven for %s: %s", self.request_id, evidence)
+            return evidence
+        if state == "pending":
+            # Not a failure: the provider is still working. write_audit moves the request to
+            # ``verifying`` and a later run checks again.
+            self.store.record_step(self.request_id, self.verify_step, StepStatus.PENDING, evidence)
+            self.log.info(
+                "not proven yet for %s after %ss of patience (%s): a later run checks again",
+                self.request_id,
+                self.patience,
+                evidence.get("summary") or evidence.get("status"),
+            )
             return evidence
         self.store.record_step(self.request_id, self.verify_step, StepStatus.FAILED, evidence)
         raise VerificationFailed(f"{self.request_id}: {evidence.get('reason', 'provider reported failure')}")

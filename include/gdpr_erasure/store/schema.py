@@ -48,7 +48,8 @@ erasure_requests = Table(
     Column("identifiers_hash", String(64), comment="HMAC-SHA256 of the normalised identifiers"),
     Column("source", String(32), nullable=False, default="api"),
     Column("status", String(20), nullable=False, default=RequestStatus.PENDING.value),
-    Column("attempts", Integer, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0, comment="times claimed by a run"),
+    Column("failures", Integer, nullable=False, default=0, comment="attempts that ended failed"),
     Column("claimed_by", String(250), comment="run that holds the lease"),
     Column("lease_expires_at", UtcDateTime()),
     Column("last_error", Text, comment="reason of the last failure; never contains identifiers"),
@@ -57,7 +58,7 @@ erasure_requests = Table(
     Column("completed_at", UtcDateTime()),
     Column("pii_erased_at", UtcDateTime()),
     CheckConstraint(_in("status", RequestStatus), name="ck_erasure_requests_status"),
-    CheckConstraint("attempts >= 0", name="ck_erasure_requests_attempts"),
+    CheckConstraint("attempts >= 0 AND failures >= 0", name="ck_erasure_requests_counts"),
 )
 Index("ix_erasure_requests_status_received", erasure_requests.c.status, erasure_requests.c.received_at)
 

@@ -2,16 +2,17 @@
 
 ::
 
-    pending ──claim──> in_progress ──purged──> verifying ──proven──> completed
-       ^                  │   │                   │
-       │                  │   └──────────────> completed      (nothing left to wait for)
-       │                  v                       v
-       └──retry────── failed <──────────────── failed
-       └──requeue──── needs_attention <──── failed / in_progress / verifying
+    pending --claim--> in_progress --all erased and proven--> completed (final)
+                        |  ^   |
+     a provider is still|  |   +--a step failed--> failed --next run claims it (retry)--> in_progress
+     working (Segment)  v  |                        |
+                      verifying                     +--N-th failure--> needs_attention
+                  (next run re-checks                                        |
+                   only what is pending)           pending <--gdpr-erasure requeue--+
 
-``completed`` is final. ``failed`` means this attempt failed and the request may be retried;
-``needs_attention`` means retries are exhausted and a person must look (``gdpr-erasure requeue``).
-An expired lease on ``in_progress`` lets a later run claim the request again (crash recovery).
+Claimable by a run: ``pending``, ``failed`` (retry), ``verifying`` (re-check), and
+``in_progress`` whose lease expired (the run that held it died). ``needs_attention`` waits for
+a person; ``completed`` never changes again.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ S = RequestStatus
 #: For each target status, the statuses a request may move to it from.
 ALLOWED_SOURCES: dict[RequestStatus, frozenset[RequestStatus]] = {
     S.PENDING: frozenset({S.FAILED, S.NEEDS_ATTENTION}),
-    S.IN_PROGRESS: frozenset({S.PENDING, S.VERIFYING}),
+    S.IN_PROGRESS: frozenset({S.PENDING, S.VERIFYING, S.FAILED}),
     S.VERIFYING: frozenset({S.IN_PROGRESS}),
     S.COMPLETED: frozenset({S.IN_PROGRESS, S.VERIFYING}),
     S.FAILED: frozenset({S.IN_PROGRESS, S.VERIFYING}),
@@ -41,6 +42,8 @@ ALLOWED_SOURCES: dict[RequestStatus, frozenset[RequestStatus]] = {
 }
 
 FINAL_STATUSES = frozenset({S.COMPLETED})
+#: Statuses a run may claim (plus ``in_progress`` with an expired lease).
+CLAIMABLE = frozenset({S.PENDING, S.FAILED, S.VERIFYING})
 
 
 def can_transition(source: RequestStatus, target: RequestStatus) -> bool:

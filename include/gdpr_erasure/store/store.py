@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
+from sqlalchemy import Connection, Engine, and_, case, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gdpr_erasure.identifiers import SubjectIdentifiers
@@ -27,7 +27,7 @@ from gdpr_erasure.store.audit import (
     verify_chain,
 )
 from gdpr_erasure.store.engine import create_store_engine, resolve_db_url
-from gdpr_erasure.store.status import ALLOWED_SOURCES, RequestStatus, StepStatus
+from gdpr_erasure.store.status import ALLOWED_SOURCES, CLAIMABLE, RequestStatus, StepStatus
 from gdpr_erasure.store.types import utcnow
 
 R = schema.erasure_requests
@@ -64,6 +64,7 @@ class ErasureRequest:
     id: str
     status: RequestStatus
     attempts: int
+    failures: int
     source: str
     received_at: datetime
     updated_at: datetime
@@ -110,6 +111,7 @@ def _row_to_request(row) -> ErasureRequest:
         id=m["id"],
         status=RequestStatus(m["status"]),
         attempts=m["attempts"],
+        failures=m["failures"],
         source=m["source"],
         received_at=m["received_at"],
         updated_at=m["updated_at"],
@@ -200,6 +202,7 @@ class ComplianceStore:
             "source": source,
             "status": RequestStatus.PENDING.value,
             "attempts": 0,
+            "failures": 0,
             "received_at": received_at or now,
             "updated_at": now,
         }
@@ -224,6 +227,17 @@ class ComplianceStore:
         with self.engine.connect() as conn:
             return [_row_to_request(row) for row in conn.execute(query)]
 
+    def open_requests_received_before(self, cutoff: datetime, limit: int = 1000) -> list[ErasureRequest]:
+        """Requests not yet completed that arrived before ``cutoff`` (deadline reporting)."""
+        query = (
+            select(R)
+            .where(R.c.status != RequestStatus.COMPLETED.value, R.c.received_at < cutoff)
+            .order_by(R.c.received_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_row_to_request(row) for row in conn.execute(query)]
+
     def counts_by_status(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(R.c.status, func.count()).group_by(R.c.status)).all()
@@ -241,14 +255,15 @@ class ComplianceStore:
     ) -> list[str]:
         """Atomically move up to ``limit`` claimable requests to ``in_progress``; return their ids.
 
-        Claimable: ``pending``, or ``in_progress`` whose lease has expired (its run died).
-        Oldest first. Concurrent callers never receive the same request.
+        Claimable: ``pending``, ``failed`` (retry), ``verifying`` (re-check what is still
+        pending), or ``in_progress`` whose lease has expired (its run died). Oldest first.
+        Concurrent callers never receive the same request.
         """
         if limit <= 0:
             return []
         now = utcnow()
         claimable = or_(
-            R.c.status == RequestStatus.PENDING.value,
+            R.c.status.in_([s.value for s in CLAIMABLE]),
             and_(R.c.status == RequestStatus.IN_PROGRESS.value, R.c.lease_expires_at < now),
         )
         candidates = select(R.c.id).where(claimable)
@@ -336,6 +351,44 @@ class ComplianceStore:
         )
         with self.engine.begin() as conn:
             return conn.execute(statement).rowcount == 1
+
+    def record_failure(self, request_id: str, reason: str, *, max_failures: int) -> ErasureRequest:
+        """End this attempt as ``failed`` (a later run retries it) or, at the ``max_failures``-th
+        failure, as ``needs_attention`` (a person must look). ``reason`` holds no PII."""
+        sources = [s.value for s in ALLOWED_SOURCES[RequestStatus.FAILED]]
+        now = utcnow()
+        failures = R.c.failures + 1
+        statement = (
+            update(R)
+            .where(R.c.id == request_id, R.c.status.in_(sources))
+            .values(
+                failures=failures,
+                status=case(
+                    (failures >= max_failures, RequestStatus.NEEDS_ATTENTION.value),
+                    else_=RequestStatus.FAILED.value,
+                ),
+                last_error=reason,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            .returning(*R.c)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(statement).one_or_none()
+            if row is None:
+                current = conn.execute(select(R.c.status).where(R.c.id == request_id)).scalar_one_or_none()
+                if current is None:
+                    raise RequestNotFound(f"request {request_id} not found")
+                raise InvalidTransition(request_id, current, RequestStatus.FAILED.value)
+        return _row_to_request(row)
+
+    def requeue(self, request_id: str) -> ErasureRequest:
+        """Ops: send a ``needs_attention`` (or ``failed``) request back to ``pending`` with a fresh
+        failure count; its recorded steps stay, so work already done is not repeated."""
+        request = self.transition(request_id, RequestStatus.PENDING)
+        with self.engine.begin() as conn:
+            conn.execute(update(R).where(R.c.id == request_id).values(failures=0))
+        return self.get(request.id)
 
     # -- step results ----------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ SDKs), so each check runs in a thread; the event loop stays free for other trigg
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,20 +22,24 @@ class PollUntilDoneTrigger(BaseTrigger):
     :meth:`check` returns ``(state, evidence)``: ``"done"`` fires a success event, ``"failed"``
     an error event (the sensor fails with the reason), ``"waiting"`` polls again. Errors from
     the provider that survive the hook's retries are reported as an error event rather than
-    crashing the triggerer. Airflow's defer timeout ends the wait.
+    crashing the triggerer. At ``deadline`` (if given) a ``pending`` event hands the request
+    over to a later run instead of failing it: slow processors (Segment can take days) are not
+    failures. Airflow's defer timeout stays the hard stop.
 
     :param poll_interval: seconds between checks.
+    :param deadline: epoch seconds after which to stop waiting with a ``pending`` event.
     """
 
-    def __init__(self, poll_interval: float = 10.0) -> None:
+    def __init__(self, poll_interval: float = 10.0, deadline: float | None = None) -> None:
         super().__init__()
         self.poll_interval = poll_interval
+        self.deadline = deadline
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return f"{type(self).__module__}.{type(self).__qualname__}", self.serialize_kwargs()
 
     def serialize_kwargs(self) -> dict[str, Any]:
-        return {"poll_interval": self.poll_interval}
+        return {"poll_interval": self.poll_interval, "deadline": self.deadline}
 
     def check(self) -> tuple[str, dict[str, Any]]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -62,6 +67,9 @@ class PollUntilDoneTrigger(BaseTrigger):
                         "message": evidence.get("reason", ""),
                     }
                 )
+                return
+            if self.deadline is not None and time.time() + self.poll_interval > self.deadline:
+                yield TriggerEvent({"status": "pending", "evidence": evidence, "polls": polls})
                 return
             self.log.info("not yet proven after %d check(s): %s", polls, evidence.get("summary", state))
             await asyncio.sleep(self.poll_interval)

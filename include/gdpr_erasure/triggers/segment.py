@@ -33,9 +33,13 @@ class SegmentRegulationTrigger(PollUntilDoneTrigger):
     """
 
     def __init__(
-        self, regulation_id: str, segment_conn_id: str = "segment_default", poll_interval: float = 60.0
+        self,
+        regulation_id: str,
+        segment_conn_id: str = "segment_default",
+        poll_interval: float = 60.0,
+        deadline: float | None = None,
     ):
-        super().__init__(poll_interval)
+        super().__init__(poll_interval, deadline)
         self.regulation_id = regulation_id
         self.segment_conn_id = segment_conn_id
 

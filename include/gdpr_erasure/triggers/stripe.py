@@ -25,9 +25,13 @@ class StripeCustomerDeletedTrigger(PollUntilDoneTrigger):
     """
 
     def __init__(
-        self, customer_ids: list[str], stripe_conn_id: str = "stripe_default", poll_interval: float = 5.0
+        self,
+        customer_ids: list[str],
+        stripe_conn_id: str = "stripe_default",
+        poll_interval: float = 5.0,
+        deadline: float | None = None,
     ):
-        super().__init__(poll_interval)
+        super().__init__(poll_interval, deadline)
         self.customer_ids = list(customer_ids)
         self.stripe_conn_id = stripe_conn_id
 
@@ -60,8 +64,14 @@ class StripeRedactionJobTrigger(PollUntilDoneTrigger):
     :param poll_interval: seconds between checks.
     """
 
-    def __init__(self, job_id: str, stripe_conn_id: str = "stripe_default", poll_interval: float = 10.0):
-        super().__init__(poll_interval)
+    def __init__(
+        self,
+        job_id: str,
+        stripe_conn_id: str = "stripe_default",
+        poll_interval: float = 10.0,
+        deadline: float | None = None,
+    ):
+        super().__init__(poll_interval, deadline)
         self.job_id = job_id
         self.stripe_conn_id = stripe_conn_id
 

@@ -18,9 +18,13 @@ class TwilioProfileDeletedTrigger(PollUntilDoneTrigger):
     """
 
     def __init__(
-        self, profile_ids: list[str], twilio_conn_id: str = "twilio_default", poll_interval: float = 5.0
+        self,
+        profile_ids: list[str],
+        twilio_conn_id: str = "twilio_default",
+        poll_interval: float = 5.0,
+        deadline: float | None = None,
     ):
-        super().__init__(poll_interval)
+        super().__init__(poll_interval, deadline)
         self.profile_ids = list(profile_ids)
         self.twilio_conn_id = twilio_conn_id
 
