@@ -52,6 +52,8 @@ POLL_SECONDS = {"twilio": _FAST_POLL or 10.0, "stripe": _FAST_POLL or 5.0, "segm
 # How long a run waits for a Segment regulation before leaving the request in `verifying` for
 # the next run (regulations can take days; Segment's own SLA is 30).
 SEGMENT_PATIENCE_SECONDS = float(os.environ.get("GDPR_ERASURE_SEGMENT_PATIENCE_SECONDS", 6 * 3600))
+# A claimed request whose run dies is claimable again after this lease (crash recovery).
+CLAIM_LEASE = timedelta(seconds=float(os.environ.get("GDPR_ERASURE_LEASE_SECONDS", 6 * 3600)))
 
 with DAG(
     dag_id="gdpr_erasure",
@@ -75,6 +77,7 @@ with DAG(
         task_id="claim_requests",
         max_requests="{{ params.max_requests }}",
         request_ids="{{ params.request_ids }}",
+        lease=CLAIM_LEASE,
     )
 
     @task_group(group_id="erase_request", default_args={"map_index_template": "{{ task.request_id }}"})

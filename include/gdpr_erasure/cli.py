@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a Segment regulation takes from INITIALIZED to FINISHED",
     )
     serve.set_defaults(func=_cmd_sandbox_serve)
+
+    from gdpr_erasure.intake.cli import register_commands as register_intake_commands
+
+    register_intake_commands(commands)
     return parser
 
 

@@ -249,6 +249,7 @@ class StripeService(Service):
             return json_response({"error": {"message": message, "type": "idempotency_error"}}, 400)
         replay = Response(seen["body"], status_code=seen["status"], media_type="application/json")
         replay.headers["Idempotent-Replayed"] = "true"
+        call.log["idempotent_replay"] = True  # introspection: a replay changed nothing
         replay.headers["Original-Request"] = seen["request_id"]
         return replay
 

@@ -2,51 +2,7 @@
 
 from __future__ import annotations
 
-import runpy
-
-import pytest
-
-from gdpr_erasure.identifiers import SubjectIdentifiers
-from gdpr_erasure.store import ComplianceStore, RequestStatus
-
-DAG_FILE = "dags/gdpr_erasure_dag.py"
-
-
-@pytest.fixture
-def pipeline(airflow_db, api_connections, sandbox, tmp_path, monkeypatch):
-    """A fresh compliance store, fast sensor polling, and the DAG loaded with those settings."""
-    url = f"sqlite:///{tmp_path / 'compliance.db'}"
-    monkeypatch.setenv("GDPR_COMPLIANCE_DB_URL", url)
-    monkeypatch.setenv("GDPR_ERASURE_POLL_SECONDS", "0.2")
-    store = ComplianceStore.from_url(url)
-    store.init_db()
-    dag = runpy.run_path(DAG_FILE)["dag"]
-    yield Pipeline(dag, store, sandbox)
-    store.dispose()
-
-
-class Pipeline:
-    def __init__(self, dag, store, sandbox):
-        self.dag, self.store, self.sandbox = dag, store, sandbox
-
-    def submit(self, *keys: str) -> list[str]:
-        ids = []
-        for key in keys:
-            person = self.sandbox.person(key)
-            identifiers = SubjectIdentifiers.parse(
-                email=person["email"],
-                phone=person["phone"],
-                stripe_customer_id=(person["stripe_customer_ids"] or [None])[0],
-            )
-            ids.append(self.store.submit(f"req-{key}", identifiers, source="test").request.id)
-        return ids
-
-    def run(self, **conf):
-        return self.dag.test(run_conf=conf or None)
-
-    def audit(self) -> dict[str, dict]:
-        return {e.request_id: e.record for e in self.store.audit_entries()}
-
+from gdpr_erasure.store import RequestStatus
 
 EVERY_KIND = ("person-002", "many_messages", "multi_stripe", "no_stripe", "no_segment", "quiet_phone")
 

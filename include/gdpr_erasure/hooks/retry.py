@@ -33,7 +33,7 @@ class RetryPolicy:
         the task (and Airflow's own retry) can come back later instead of holding a worker.
     """
 
-    max_attempts: int = 6
+    max_attempts: int = 8
     base_delay: float = 0.5
     max_delay: float = 30.0
     max_retry_after: float = 120.0

@@ -71,7 +71,9 @@ def compute_signature(secret: str | bytes, timestamp: int, content: bytes) -> st
     return hmac.new(key, f"{timestamp}.".encode() + content, hashlib.sha256).hexdigest()
 
 
-def signature_header(secrets: str | bytes | Sequence[str | bytes], content: bytes, timestamp: int | None = None) -> str:
+def signature_header(
+    secrets: str | bytes | Sequence[str | bytes], content: bytes, timestamp: int | None = None
+) -> str:
     """The ``Gdpr-Signature`` value for ``content``, with one ``v1`` per secret given."""
     if isinstance(secrets, str | bytes):
         secrets = [secrets]

@@ -15,8 +15,9 @@ from gdpr_erasure.store.engine import DEFAULT_CONN_ID
 
 
 class ClaimRequestsOperator(ComplianceStoreMixin, BaseOperator):
-    """Atomically claim up to ``max_requests`` pending requests and return their ids (only ids:
-    this list is XCom, which is stored in clear in Airflow's metadata DB).
+    """Atomically claim up to ``max_requests`` requests and return their ids (only ids: this list
+    is XCom, which is stored in clear in Airflow's metadata DB). Claimed are pending requests,
+    failed ones (retry), verifying ones (re-check) and those whose run died (lease expired).
 
     The limit never exceeds ``[core] max_map_length``, so the mapped groups downstream always
     expand; what is left waits for the next run. In a dry run nothing is claimed: the pending
@@ -24,7 +25,8 @@ class ClaimRequestsOperator(ComplianceStoreMixin, BaseOperator):
 
     :param max_requests: most requests this run takes (templated).
     :param request_ids: only these requests, if given (templated).
-    :param lease_hours: how long the claim holds before another run may take the request over.
+    :param lease: how long the claim holds before another run may take the request over; longer
+        than a run normally lasts, short enough that a crash delays requests by hours, not days.
     :param compliance_conn_id: Airflow connection of the compliance store.
     """
 
@@ -36,14 +38,14 @@ class ClaimRequestsOperator(ComplianceStoreMixin, BaseOperator):
         *,
         max_requests: int | str = 100,
         request_ids: list[str] | str | None = None,
-        lease_hours: float = 6,
+        lease: timedelta = timedelta(hours=6),
         compliance_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.max_requests = max_requests
         self.request_ids = request_ids
-        self.lease_hours = lease_hours
+        self.lease = lease
         self.compliance_conn_id = compliance_conn_id
 
     def execute(self, context: Context) -> list[str]:
@@ -58,7 +60,7 @@ class ClaimRequestsOperator(ComplianceStoreMixin, BaseOperator):
         ids = self.store.claim(
             limit,
             claimed_by=f"{context['dag'].dag_id}/{context['run_id']}",
-            lease=timedelta(hours=self.lease_hours),
+            lease=self.lease,
             request_ids=wanted or None,
         )
         backlog = self.store.counts_by_status().get(RequestStatus.PENDING.value, 0)

@@ -66,7 +66,8 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
     transcriptions, and their Conversations.
 
     Everything is listed first and then deleted, so a rerun after a crash lists only what is
-    left; a resource deleted in between answers 404 and counts as already absent.
+    left; a resource deleted in between answers 404 and counts as already absent. The counts in
+    the audit record are "found by the first attempt" minus "left at the end".
 
     :param request_id: the erasure request (templated).
     :param twilio_conn_id: Twilio connection.
@@ -109,64 +110,62 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
             return {}
         mask_identifiers(phone, *identities)
         hook = TwilioHook(self.twilio_conn_id)
-        # Counts survive a crash: each category is recorded as it finishes, and a rerun adds to
-        # what the earlier attempt already deleted (those resources are no longer listed).
+
+        with log_group(self.log, f"Inventory of {self.request_id}"):
+            listing = self._inventory(hook, phone, identities)
+        # The first attempt's inventory is kept: after a crash the rerun lists only what is left,
+        # and "found then" minus "left now" is exactly what the pipeline erased.
         previous = self.step(steps.TWILIO_HISTORY)
-        counts: dict[str, int] = dict(previous.result.get("deleted", {})) if previous else {}
-
-        def add(kind: str, deleted: int) -> None:
-            counts[kind] = counts.get(kind, 0) + deleted
+        found = previous.result.get("found") if previous and previous.result.get("found") else None
+        if found is None:
+            found = {kind: len(items) for kind, items in listing.items()}
             self.store.record_step(
-                self.request_id, steps.TWILIO_HISTORY, StepStatus.PENDING, {"deleted": counts}
+                self.request_id, steps.TWILIO_HISTORY, StepStatus.PENDING, {"found": found}
             )
+        self.log.info("found %s; to delete now %s", found, {k: len(v) for k, v in listing.items()})
 
-        if phone:
-            with log_group(self.log, f"Messages of {self.request_id}"):
-                counts["messages"] = self._delete_all(
-                    hook.delete_message, hook.list_message_sids(phone), "message"
-                )
-            with log_group(self.log, f"Calls, recordings and transcriptions of {self.request_id}"):
-                calls = hook.list_call_sids(phone)
-                recordings = [rec for call in calls for rec in hook.list_recording_sids(call)]
-                transcriptions = [t for rec in recordings for t in hook.list_transcription_sids(rec)]
-                # Children first: once a call is gone its recordings can no longer be listed by CallSid.
-                counts["transcriptions"] = self._delete_all(
-                    hook.delete_transcription, transcriptions, "transcription"
-                )
-                counts["recordings"] = self._delete_all(hook.delete_recording, recordings, "recording")
-                counts["calls"] = self._delete_all(hook.delete_call, calls, "call")
-        with log_group(self.log, f"Conversations of {self.request_id}"):
-            participations = self._participations(hook, phone, identities)
+        with log_group(self.log, f"Deleting the Twilio history of {self.request_id}"):
+            # Children first: once a call is gone its recordings can no longer be listed by CallSid.
+            self._delete_all(hook.delete_message, listing["messages"], "message")
+            self._delete_all(hook.delete_transcription, listing["transcriptions"], "transcription")
+            self._delete_all(hook.delete_recording, listing["recordings"], "recording")
+            self._delete_all(hook.delete_call, listing["calls"], "call")
             if self.conversations == "delete_conversation":
-                sids = list(dict.fromkeys(p["conversation_sid"] for p in participations))
-                add("conversations", self._delete_all(hook.delete_conversation, sids, "conversation"))
+                self._delete_all(hook.delete_conversation, listing["conversations"], "conversation")
             else:
-                add(
-                    "participants",
-                    sum(
-                        hook.delete_participant(p["conversation_sid"], p["participant_sid"]) == "deleted"
-                        for p in participations
-                    ),
-                )
+                for conversation_sid, participant_sid in listing["conversations"]:
+                    hook.delete_participant(conversation_sid, participant_sid)
 
-        remaining = {
-            "messages": len(hook.list_message_sids(phone)) if phone else 0,
-            "calls": len(hook.list_call_sids(phone)) if phone else 0,
-            "participations": len(self._participations(hook, phone, identities)),
-        }
-        left = sum(remaining.values())
+        left = {kind: len(items) for kind, items in self._inventory(hook, phone, identities).items()}
+        erased = {kind: found[kind] - left.get(kind, 0) for kind in found}
+        clean = not any(left.values())
         self.store.record_step(
             self.request_id,
             steps.TWILIO_HISTORY,
-            StepStatus.DONE if left == 0 else StepStatus.FAILED,
-            {"deleted": counts, "remaining_after": remaining},
+            StepStatus.DONE if clean else StepStatus.FAILED,
+            {"found": found, "deleted": erased, "remaining_after": left},
         )
-        self.log.info(
-            "Twilio history of %s deleted: %s; left afterwards: %s", self.request_id, counts, remaining
-        )
-        if left:
-            raise RuntimeError(f"request {self.request_id}: Twilio still lists {remaining} after the purge")
-        return counts
+        self.log.info("Twilio history of %s: erased %s; left afterwards %s", self.request_id, erased, left)
+        if not clean:
+            raise RuntimeError(f"request {self.request_id}: Twilio still lists {left} after the purge")
+        return erased
+
+    def _inventory(self, hook: TwilioHook, phone: str | None, identities: list[str]) -> dict[str, list]:
+        """SIDs of everything that holds the person, per kind."""
+        calls = hook.list_call_sids(phone) if phone else []
+        recordings = [rec for call in calls for rec in hook.list_recording_sids(call)]
+        participations = self._participations(hook, phone, identities)
+        if self.conversations == "delete_conversation":
+            conversations: list = list(dict.fromkeys(p["conversation_sid"] for p in participations))
+        else:
+            conversations = [(p["conversation_sid"], p["participant_sid"]) for p in participations]
+        return {
+            "messages": hook.list_message_sids(phone) if phone else [],
+            "calls": calls,
+            "recordings": recordings,
+            "transcriptions": [t for rec in recordings for t in hook.list_transcription_sids(rec)],
+            "conversations": conversations,
+        }
 
     @staticmethod
     def _participations(hook: TwilioHook, phone: str | None, identities: list[str]) -> list[dict[str, Any]]:
@@ -175,7 +174,7 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
             found += hook.list_participant_conversations(identity=identity)
         return found
 
-    def _delete_all(self, delete, sids: list[str], kind: str) -> int:
+    def _delete_all(self, delete, sids: list, kind: str) -> int:
         deleted = 0
         for done, sid in enumerate(sids, start=1):
             deleted += delete(sid) == "deleted"

@@ -1,0 +1,61 @@
+"""Fixtures for running the erasure DAG against the sandbox and a real compliance store."""
+
+from __future__ import annotations
+
+import collections
+import runpy
+
+import pytest
+
+from gdpr_erasure.identifiers import SubjectIdentifiers
+from gdpr_erasure.store import ComplianceStore
+
+DAG_FILE = "dags/gdpr_erasure_dag.py"
+
+
+@pytest.fixture
+def pipeline(request, airflow_db, api_connections, sandbox, tmp_path, monkeypatch):
+    """A fresh compliance store, fast sensor polling, and the DAG loaded with those settings."""
+    url = f"sqlite:///{tmp_path / 'compliance.db'}"
+    monkeypatch.setenv("GDPR_COMPLIANCE_DB_URL", url)
+    monkeypatch.setenv("GDPR_ERASURE_POLL_SECONDS", "0.2")
+    for name, value in getattr(request, "param", {}).items():  # per-test DAG settings
+        monkeypatch.setenv(name, value)
+    store = ComplianceStore.from_url(url)
+    store.init_db()
+    dag = runpy.run_path(DAG_FILE)["dag"]
+    yield Pipeline(dag, store, sandbox)
+    store.dispose()
+
+
+class Pipeline:
+    def __init__(self, dag, store, sandbox):
+        self.dag, self.store, self.sandbox = dag, store, sandbox
+
+    def submit(self, *keys: str) -> list[str]:
+        ids = []
+        for key in keys:
+            person = self.sandbox.person(key)
+            identifiers = SubjectIdentifiers.parse(
+                email=person["email"],
+                phone=person["phone"],
+                stripe_customer_id=(person["stripe_customer_ids"] or [None])[0],
+            )
+            ids.append(self.store.submit(f"req-{key}", identifiers, source="test").request.id)
+        return ids
+
+    def run(self, **conf):
+        return self.dag.test(run_conf=conf or None)
+
+    def audit(self) -> dict[str, dict]:
+        return {e.request_id: e.record for e in self.store.audit_entries()}
+
+    def side_effects(self) -> collections.Counter:
+        """Successful writes the sandbox served, by (method, route): what happened at the providers."""
+        return collections.Counter(
+            (r["method"], r["route"])
+            for r in self.sandbox.requests_log()
+            if r["method"] in ("POST", "DELETE")
+            and 200 <= r["status"] < 300
+            and not r.get("idempotent_replay")
+        )
