@@ -37,6 +37,7 @@ from gdpr_erasure.notifiers import ComplianceAlertNotifier
 from gdpr_erasure.operators.audit import WriteAuditRecordOperator
 from gdpr_erasure.operators.claim import ClaimRequestsOperator
 from gdpr_erasure.operators.resolve import ResolveIdentityOperator
+from gdpr_erasure.operators.retention import ForgetIdentifiersOperator
 from gdpr_erasure.operators.segment import EraseSegmentOperator
 from gdpr_erasure.operators.stripe import RedactStripeOperator
 from gdpr_erasure.operators.summary import SummarizeRunOperator
@@ -54,6 +55,9 @@ POLL_SECONDS = {"twilio": _FAST_POLL or 10.0, "stripe": _FAST_POLL or 5.0, "segm
 SEGMENT_PATIENCE_SECONDS = float(os.environ.get("GDPR_ERASURE_SEGMENT_PATIENCE_SECONDS", 6 * 3600))
 # A claimed request whose run dies is claimable again after this lease (crash recovery).
 CLAIM_LEASE = timedelta(seconds=float(os.environ.get("GDPR_ERASURE_LEASE_SECONDS", 6 * 3600)))
+
+# Days to keep a completed request's identifiers (0: forget them at completion).
+RETENTION_DAYS = "{{ var.value.get('gdpr_retention_days', 0) }}"
 
 with DAG(
     dag_id="gdpr_erasure",
@@ -122,7 +126,9 @@ with DAG(
             timeout=timedelta(hours=1).total_seconds(),
         )
 
-        write_audit = WriteAuditRecordOperator(task_id="write_audit", request_id=request_id, max_failures=3)
+        write_audit = WriteAuditRecordOperator(
+            task_id="write_audit", request_id=request_id, max_failures=3, retention_days=RETENTION_DAYS
+        )
 
         resolve >> [purge_profile, purge_history, erase_segment, redact_stripe]
         purge_profile >> verify_profile
@@ -132,4 +138,10 @@ with DAG(
 
     erased = erase_request.expand(request_id=claimed.output)
 
-    erased >> SummarizeRunOperator(task_id="summarize_run", request_ids=claimed.output)
+    forget = ForgetIdentifiersOperator(
+        task_id="forget_identifiers",
+        retention_days=RETENTION_DAYS,
+        unresolved_retention_days="{{ var.value.get('gdpr_unresolved_retention_days', 60) }}",
+    )
+
+    erased >> forget >> SummarizeRunOperator(task_id="summarize_run", request_ids=claimed.output)

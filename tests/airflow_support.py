@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from gdpr_erasure.localstack import sandbox_connections
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_HASH_KEY = "test-hash-key-0123456789abcdef0123456789abcdef"
 
@@ -32,34 +34,6 @@ os.environ.update(
         "AIRFLOW_VAR_GDPR_HASH_KEY": TEST_HASH_KEY,
     }
 )
-
-
-def sandbox_connections(base_url: str, accounts: dict) -> dict[str, dict]:
-    """Airflow connections (as JSON for ``AIRFLOW_CONN_*``) for the sandbox at ``base_url``."""
-    twilio, segment = accounts["twilio"], accounts["segment"]
-    return {
-        "stripe_default": {
-            "conn_type": "stripe",
-            "password": "sk_test_sandbox_key",
-            "extra": {"api_base": f"{base_url}/stripe"},
-        },
-        "twilio_default": {
-            "conn_type": "twilio",
-            "login": twilio["account_sid"],
-            "password": "sandbox-auth-token",
-            "extra": {"api_base": f"{base_url}/twilio", "memory_store_id": twilio["memory_store_id"]},
-        },
-        "segment_default": {
-            "conn_type": "http",
-            "host": f"{base_url}/segment/api",
-            "password": "sandbox-public-api-token",
-            "extra": {
-                "space_id": segment["space_id"],
-                "profile_api_token": "sandbox-profile-token",
-                "profile_api_url": f"{base_url}/segment/profiles",
-            },
-        },
-    }
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from airflow.sdk import Context, TriggerRule
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from gdpr_erasure import steps
-from gdpr_erasure.hashing import ALGORITHM, identifiers_hash, keyed_hash, load_hash_key
+from gdpr_erasure.hashing import ALGORITHM, HashKey, identifiers_hash, keyed_hash, load_hash_key
 from gdpr_erasure.operators.base import ErasureStepOperator, is_dry_run, log_group
 from gdpr_erasure.store import AuditRecordExists, ErasureRequest, RequestStatus, StepResult, StepStatus
 
@@ -126,15 +126,18 @@ class WriteAuditRecordOperator(ErasureStepOperator):
 
     :param request_id: the erasure request (templated).
     :param max_failures: failed attempts after which the request goes to ``needs_attention``.
+    :param retention_days: days to keep the identifiers after completion (templated; 0 forgets
+        them right away, otherwise ``forget_identifiers`` does it when the time comes).
     """
 
-    template_fields = ("request_id", "max_failures")
+    template_fields = ("request_id", "max_failures", "retention_days")
     ui_color = "#e0f2f1"
 
-    def __init__(self, *, max_failures: int = 3, **kwargs: Any) -> None:
+    def __init__(self, *, max_failures: int = 3, retention_days: int | str = 0, **kwargs: Any) -> None:
         kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
         super().__init__(**kwargs)
         self.max_failures = max_failures
+        self.retention_days = retention_days
 
     def execute(self, context: Context) -> dict[str, Any]:
         if is_dry_run(context):
@@ -184,7 +187,25 @@ class WriteAuditRecordOperator(ErasureStepOperator):
             self.log.info("audit record seq %d, hash %s", entry.seq, entry.record_hash)
             if request.status is not RequestStatus.COMPLETED:
                 self.store.transition(self.request_id, RequestStatus.COMPLETED)
-            if request.identifiers is not None:
+            self._forget_resolved_user_ids(results, key)
+            if request.identifiers is not None and int(self.retention_days) == 0:
                 self.store.erase_identifiers(self.request_id, identifiers_hash(key, request.identifiers))
                 self.log.info("identifiers of %s replaced by their keyed hash", self.request_id)
         return {"outcome": "completed", "audit_seq": entry.seq, "rerun": False}
+
+    def _forget_resolved_user_ids(self, results: dict[str, StepResult], key: HashKey) -> None:
+        """Segment user ids can be emails in some workspaces: once the request is closed, the
+        stored resolution keeps only their keyed hashes (as the audit record does)."""
+        resolved = results.get(steps.RESOLVE)
+        segment = (resolved.result if resolved else {}).get("segment") or {}
+        if not segment.get("user_ids"):
+            return
+        forgotten = {
+            **resolved.result,
+            "segment": {
+                **segment,
+                "user_ids": [],
+                "user_ids_hmac": [keyed_hash(key, u) for u in segment["user_ids"]],
+            },
+        }
+        self.store.record_step(self.request_id, steps.RESOLVE, resolved.status, forgotten)

@@ -330,27 +330,75 @@ class ComplianceStore:
                 raise InvalidTransition(request_id, current, target.value)
         return _row_to_request(row)
 
-    def erase_identifiers(self, request_id: str, identifiers_hash: str) -> bool:
-        """Replace a completed request's identifiers by their keyed hash. Idempotent; returns
-        True if identifiers were erased now, False if they were already gone."""
+    def erase_identifiers(
+        self, request_id: str, identifiers_hash: str, *, unresolved_reason: str | None = None
+    ) -> bool:
+        """Replace a request's identifiers in the intake table by their keyed hash. Idempotent;
+        True if identifiers were erased now, False if they were already gone.
+
+        Normally for ``completed`` requests. With ``unresolved_reason``, for a ``failed`` or
+        ``needs_attention`` request kept past its limit: it moves to ``needs_attention``
+        without identifiers, and the reason says why.
+        """
         now = utcnow()
+        values: dict[str, Any] = {
+            "email": None,
+            "phone": None,
+            "stripe_customer_id": None,
+            "user_id": None,
+            "identifiers_hash": identifiers_hash,
+            "pii_erased_at": now,
+            "updated_at": now,
+        }
+        if unresolved_reason is None:
+            allowed = [RequestStatus.COMPLETED.value]
+        else:
+            allowed = [RequestStatus.FAILED.value, RequestStatus.NEEDS_ATTENTION.value]
+            values |= {"status": RequestStatus.NEEDS_ATTENTION.value, "last_error": unresolved_reason}
         statement = (
             update(R)
-            .where(
-                R.c.id == request_id, R.c.status == RequestStatus.COMPLETED.value, R.c.pii_erased_at.is_(None)
-            )
-            .values(
-                email=None,
-                phone=None,
-                stripe_customer_id=None,
-                user_id=None,
-                identifiers_hash=identifiers_hash,
-                pii_erased_at=now,
-                updated_at=now,
-            )
+            .where(R.c.id == request_id, R.c.status.in_(allowed), R.c.pii_erased_at.is_(None))
+            .values(**values)
         )
         with self.engine.begin() as conn:
-            return conn.execute(statement).rowcount == 1
+            erased = conn.execute(statement).rowcount == 1
+        if erased:
+            self._flush_sqlite_journal()
+        return erased
+
+    def identifiers_due_for_erasure(
+        self, *, completed_before: datetime, unresolved_before: datetime, limit: int = 1000
+    ) -> list[ErasureRequest]:
+        """Requests still holding identifiers although their retention is over: completed before
+        ``completed_before``, or failed / needs_attention and received before ``unresolved_before``."""
+        query = (
+            select(R)
+            .where(
+                R.c.pii_erased_at.is_(None),
+                or_(
+                    and_(R.c.status == RequestStatus.COMPLETED.value, R.c.completed_at <= completed_before),
+                    and_(
+                        R.c.status.in_([RequestStatus.FAILED.value, RequestStatus.NEEDS_ATTENTION.value]),
+                        R.c.received_at <= unresolved_before,
+                    ),
+                ),
+            )
+            .order_by(R.c.received_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_row_to_request(row) for row in conn.execute(query)]
+
+    def _flush_sqlite_journal(self) -> None:
+        """Copy the WAL back into the database and truncate it: erased values must not linger in
+        the write-ahead log (secure_delete covers the database file's free pages)."""
+        if self.dialect != "sqlite":
+            return
+        raw = self.engine.raw_connection()
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.close()
 
     def record_failure(self, request_id: str, reason: str, *, max_failures: int) -> ErasureRequest:
         """End this attempt as ``failed`` (a later run retries it) or, at the ``max_failures``-th
