@@ -109,6 +109,57 @@ def _cmd_requeue(args: argparse.Namespace) -> int:
     return code
 
 
+def _cmd_receipt_issue(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gdpr_erasure.receipts import build_receipt, dumps, load_signing_key, sign_receipt
+
+    store = _open_store(args)
+    key = load_signing_key()
+    entries = store.audit_entries() if args.all else [e for e in [store.audit_entry(args.request_id)] if e]
+    if not entries:
+        print(f"no audit record for {args.request_id}", file=sys.stderr)
+        return 1
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    for entry in entries:
+        if entry.record.get("outcome") != "completed":
+            continue
+        document = dumps(sign_receipt(build_receipt(entry), key))
+        if out_dir is None:
+            sys.stdout.write(document)
+        else:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / f"{entry.request_id}.receipt.json").write_text(document)
+            print(f"{out_dir / (entry.request_id + '.receipt.json')}")
+    return 0
+
+
+def _cmd_receipt_verify(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from gdpr_erasure.receipts import ReceiptError, verify_receipt
+
+    public_pem = Path(args.public_key).read_text()
+    try:
+        content = verify_receipt(json.loads(Path(args.file).read_text()), public_pem)
+    except (ReceiptError, ValueError) as exc:
+        print(f"INVALID: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"valid receipt for {content['request_id']} (audit seq {content['audit']['seq']}, "
+        f"completed {content['completed_at']})"
+    )
+    return 0
+
+
+def _cmd_receipt_public_key(args: argparse.Namespace) -> int:
+    from gdpr_erasure.receipts import load_signing_key
+
+    sys.stdout.write(load_signing_key().public_pem())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gdpr-erasure", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -154,6 +205,23 @@ def build_parser() -> argparse.ArgumentParser:
     export = audit_commands.add_parser("export", help="print audit records for auditors")
     export.add_argument("--format", choices=["json", "csv"], default="json")
     export.set_defaults(func=_cmd_audit_export)
+
+    receipt = commands.add_parser("receipt", help="signed erasure receipts (Ed25519)")
+    receipt.add_argument("--db-url", help="SQLAlchemy URL of the compliance store (see 'db --help')")
+    receipt_sub = receipt.add_subparsers(dest="receipt_command", required=True)
+    issue = receipt_sub.add_parser("issue", help="sign a receipt for a completed request")
+    target = issue.add_mutually_exclusive_group(required=True)
+    target.add_argument("request_id", nargs="?", help="the request")
+    target.add_argument("--all", action="store_true", help="every completed request")
+    issue.add_argument("--out-dir", help="write <request_id>.receipt.json files here instead of stdout")
+    issue.set_defaults(func=_cmd_receipt_issue)
+    verify = receipt_sub.add_parser("verify", help="check a receipt offline; exit 1 if invalid")
+    verify.add_argument("file")
+    verify.add_argument("--public-key", required=True, help="PEM file of the signer's public key")
+    verify.set_defaults(func=_cmd_receipt_verify)
+    receipt_sub.add_parser("public-key", help="print the public key (PEM) to give to verifiers").set_defaults(
+        func=_cmd_receipt_public_key
+    )
 
     sandbox = commands.add_parser("sandbox", help="local emulator of the Stripe, Twilio and Segment APIs")
     sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
