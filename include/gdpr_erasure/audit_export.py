@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 from collections.abc import Iterable
-from typing import IO
+from datetime import datetime, timedelta
+from typing import IO, Any
 
-from gdpr_erasure.store import AuditEntry
+from gdpr_erasure.store import AuditEntry, ComplianceStore
+from gdpr_erasure.store.types import utcnow
+
+GDPR_DEADLINE = timedelta(days=30)
 
 CSV_COLUMNS = [
     "seq",
@@ -77,3 +82,41 @@ def write_export(entries: Iterable[AuditEntry], fmt: str, out: IO[str]) -> int:
         count += 1
     out.write("\n]\n" if count else "]\n")
     return count
+
+
+def period_summary(
+    store: ComplianceStore, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, Any]:
+    """What an auditor asks first about a period: how many requests came in and how they ended,
+    how long completion took, and what was or is late against the 30-day limit."""
+    entries = store.audit_entries_between(since, until)
+    durations = []
+    for entry in entries:
+        received = datetime.fromisoformat(entry.record["received_at"])
+        completed = datetime.fromisoformat(entry.record["completed_at"])
+        durations.append(completed - received)
+    received = store.received_between(since, until)
+    now = utcnow()
+    open_overdue = [r.id for r in store.open_requests_received_before(now - GDPR_DEADLINE)]
+    chain = store.verify_audit_chain()
+    return {
+        "period": {
+            "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+        },
+        "received": sum(received.values()),
+        "received_by_current_status": dict(sorted(received.items())),
+        "completed": len(entries),
+        "failed": received.get("failed", 0),
+        "needs_attention": received.get("needs_attention", 0),
+        "median_time_to_complete_hours": _hours(statistics.median(durations)) if durations else None,
+        "max_time_to_complete_hours": _hours(max(durations)) if durations else None,
+        "completed_late": sum(d > GDPR_DEADLINE for d in durations),
+        "open_and_overdue": len(open_overdue),
+        "open_and_overdue_ids": open_overdue,
+        "audit_chain": {"intact": chain.ok, "records": chain.checked, "head": chain.head_hash},
+    }
+
+
+def _hours(delta: timedelta) -> float:
+    return round(delta.total_seconds() / 3600, 3)

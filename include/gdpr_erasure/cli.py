@@ -63,11 +63,27 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_export(args: argparse.Namespace) -> int:
-    from gdpr_erasure.audit_export import write_export
+    import json
 
-    entries = _open_store(args).audit_entries()
-    write_export(entries, args.format, sys.stdout)
+    from gdpr_erasure.audit_export import period_summary, write_export
+
+    store = _open_store(args)
+    if args.summary:
+        print(json.dumps(period_summary(store, args.since, args.until), indent=2))
+        return 0
+    write_export(store.audit_entries_between(args.since, args.until), args.format, sys.stdout)
     return 0
+
+
+def _utc_date(value: str):
+    """An ISO date or datetime from the command line, read as UTC when it has no zone."""
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date: {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _cmd_pools_create(args: argparse.Namespace) -> int:
@@ -204,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export = audit_commands.add_parser("export", help="print audit records for auditors")
     export.add_argument("--format", choices=["json", "csv"], default="json")
+    export.add_argument("--since", type=_utc_date, help="records written at or after this date (UTC)")
+    export.add_argument("--until", type=_utc_date, help="records written before this date (UTC)")
+    export.add_argument(
+        "--summary", action="store_true", help="print counts, time to complete and overdue requests instead"
+    )
     export.set_defaults(func=_cmd_audit_export)
 
     receipt = commands.add_parser("receipt", help="signed erasure receipts (Ed25519)")

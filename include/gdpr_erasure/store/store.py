@@ -522,6 +522,30 @@ class ComplianceStore:
         with self.engine.connect() as conn:
             return [_row_to_audit_entry(row) for row in conn.execute(query)]
 
+    def audit_entries_between(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[AuditEntry]:
+        """Audit records written in ``[since, until)``, in chain order."""
+        query = select(AUDIT).order_by(AUDIT.c.seq)
+        if since is not None:
+            query = query.where(AUDIT.c.recorded_at >= since)
+        if until is not None:
+            query = query.where(AUDIT.c.recorded_at < until)
+        with self.engine.connect() as conn:
+            return [_row_to_audit_entry(row) for row in conn.execute(query)]
+
+    def received_between(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> dict[str, int]:
+        """Requests received in ``[since, until)``, counted by their current status."""
+        query = select(R.c.status, func.count()).group_by(R.c.status)
+        if since is not None:
+            query = query.where(R.c.received_at >= since)
+        if until is not None:
+            query = query.where(R.c.received_at < until)
+        with self.engine.connect() as conn:
+            return {status: count for status, count in conn.execute(query).all()}
+
     def audit_entry(self, request_id: str) -> AuditEntry | None:
         """The request's audit record, or None if it has none yet."""
         with self.engine.connect() as conn:
