@@ -1,0 +1,23 @@
+"""Airflow plugin: the auditor page (audit records, chain status, period summary) in the UI."""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+from gdpr_erasure.auditor.app import create_app
+
+URL_PREFIX = "/gdpr-audit"
+
+
+class GdprAuditorPlugin(AirflowPlugin):
+    name = "gdpr_auditor"
+    fastapi_apps = [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "GDPR audit ledger"}]
+    external_views = [
+        {
+            "name": "GDPR audit",
+            "href": f"{URL_PREFIX}/",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "gdpr-audit",
+        }
+    ]
