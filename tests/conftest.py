@@ -71,6 +71,10 @@ class SandboxClient:
     def clear_requests_log(self) -> None:
         self._control("DELETE", "/requests")
 
+    def request_counts(self) -> list[dict[str, Any]]:
+        """Exact totals per route and status (the log keeps only the newest calls)."""
+        return self._control("GET", "/requests/counts").json()
+
     def requests_log(self) -> list[dict[str, Any]]:
         return self._control("GET", "/requests").json()
 

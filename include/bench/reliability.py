@@ -33,11 +33,15 @@ EFFECTS = {
 
 def served(stack: LocalStack) -> collections.Counter:
     """Writes the sandbox actually performed (2xx, not an idempotent replay), by route."""
-    return collections.Counter(
-        (r["method"], r["route"])
-        for r in stack.control("GET", "/requests")
-        if r["method"] in ("POST", "DELETE") and 200 <= r["status"] < 300 and not r.get("idempotent_replay")
-    )
+    served: collections.Counter = collections.Counter()
+    for row in stack.control("GET", "/requests/counts"):
+        if (
+            row["method"] in ("POST", "DELETE")
+            and 200 <= row["status"] < 300
+            and not row["idempotent_replay"]
+        ):
+            served[(row["method"], row["route"])] += row["count"]
+    return served
 
 
 def expected(stack: LocalStack, keys: list[str]) -> dict[str, int]:
@@ -58,11 +62,12 @@ def report(title: str, stack: LocalStack, keys: list[str], want: dict[str, int],
     audit = store.audit_entries()
     chain = store.verify_audit_chain()
     got = served(stack)
-    log = stack.control("GET", "/requests")
+    log = stack.control("GET", "/requests/counts")
     print(f"\n== {title} ==")
     print(f"requests {len(keys)}, wall time {seconds:.1f}s, statuses {dict(sorted(counts.items()))}")
     print(f"audit rows {len(audit)} (one per completed request), chain {'intact' if chain.ok else 'BROKEN'}")
-    rate_limited, server_errors = sum(r["status"] == 429 for r in log), sum(r["status"] >= 500 for r in log)
+    rate_limited = sum(r["count"] for r in log if r["status"] == 429)
+    server_errors = sum(r["count"] for r in log if r["status"] >= 500)
     print(f"sandbox served {rate_limited} x 429, {server_errors} x 5xx")
     print(f"{'side effect':<28} {'expected':>9} {'served':>9}")
     ok = chain.ok and len(audit) == counts.get("completed", 0)

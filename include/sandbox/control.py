@@ -226,8 +226,27 @@ async def get_requests(request: Request) -> Response:
     return json_response(list(_state(request).requests))
 
 
+async def request_counts(request: Request) -> Response:
+    """Exact totals per (api, method, route, status, replay) since the last clear: the log itself
+    keeps only the newest calls, so counting side effects of a long run must use this."""
+    counts = _state(request).request_counts
+    return json_response(
+        [
+            {
+                "api": api,
+                "method": method,
+                "route": route,
+                "status": status,
+                "idempotent_replay": replay,
+                "count": n,
+            }
+            for (api, method, route, status, replay), n in sorted(counts.items())
+        ]
+    )
+
+
 async def clear_requests(request: Request) -> Response:
-    _state(request).requests.clear()
+    _state(request).clear_requests()
     return Response(status_code=204)
 
 
@@ -239,5 +258,6 @@ routes = [
     Route("/_sandbox/faults", put_faults, methods=["PUT"]),
     Route("/_sandbox/reset", reset, methods=["POST"]),
     Route("/_sandbox/requests", get_requests, methods=["GET"]),
+    Route("/_sandbox/requests/counts", request_counts, methods=["GET"]),
     Route("/_sandbox/requests", clear_requests, methods=["DELETE"]),
 ]

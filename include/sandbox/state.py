@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -283,6 +283,8 @@ class SandboxState:
         self.wall = wall
         self.faults = Faults(seed=0)
         self.requests: deque[dict[str, Any]] = deque(maxlen=self.REQUEST_LOG_LIMIT)
+        # Exact totals, unlike the log above, which keeps only the newest calls.
+        self.request_counts: Counter[tuple[str, str, str, int, bool]] = Counter()
         self.reset(settings or Settings())
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -295,7 +297,7 @@ class SandboxState:
         self.rng = random.Random(settings.seed)
         self.ids = IdFactory(self.rng)
         self.faults = Faults(seed=settings.seed)
-        self.requests.clear()
+        self.clear_requests()
         self.people: dict[str, Person] = {}
         self.customers: dict[str, Customer] = {}
         self.charges: dict[str, Charge] = {}
@@ -319,6 +321,18 @@ class SandboxState:
     def log_request(self, entry: dict[str, Any]) -> None:
         """Append one served call. Callers pass route templates only, never raw paths."""
         self.requests.append(entry)
+        key = (
+            entry["api"],
+            entry["method"],
+            entry["route"],
+            entry["status"],
+            bool(entry.get("idempotent_replay")),
+        )
+        self.request_counts[key] += 1
+
+    def clear_requests(self) -> None:
+        self.requests.clear()
+        self.request_counts.clear()
 
     # -- time-based transitions --------------------------------------------------------------
 
