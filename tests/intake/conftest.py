@@ -1,8 +1,9 @@
-"""Intake fixtures: the intake app served by uvicorn on 127.0.0.1 in a thread, on a fresh
-compliance store per test, on SQLite and (when ``GDPR_TEST_PG_URL`` is set, as in CI) PostgreSQL.
+"""Intake fixtures: the intake app served by uvicorn on 127.0.0.1 in a thread, on SQLite and (when
+``GDPR_TEST_PG_URL`` is set, as in CI) PostgreSQL; one server per backend, the intake table
+emptied before each test.
 
-The store-URL fixture repeats the pattern of ``tests/store/conftest.py`` (one throwaway schema
-per test on PostgreSQL, selected with ``search_path``).
+The store-URL fixture repeats the pattern of ``tests/store/conftest.py`` (a throwaway schema on
+PostgreSQL, selected with ``search_path``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sqlalchemy import create_engine, text
 
 from gdpr_erasure.intake.app import create_app
 from gdpr_erasure.intake.settings import IntakeSettings
-from gdpr_erasure.store import ComplianceStore
+from gdpr_erasure.store import ComplianceStore, schema
 
 PG_URL = os.environ.get("GDPR_TEST_PG_URL")
 CONTROLLER_ID = "acme-test"
@@ -40,11 +41,11 @@ def _backends():
     )
 
 
-@pytest.fixture(params=list(_backends()))
-def intake_db_url(request, tmp_path) -> Iterator[str]:
-    """An empty compliance store on the parametrised backend, initialised."""
+@pytest.fixture(scope="session", params=list(_backends()))
+def intake_db_url(request, tmp_path_factory) -> Iterator[str]:
+    """A compliance store on the parametrised backend, initialised, for the whole session."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'compliance.db'}"
+        url = f"sqlite:///{tmp_path_factory.mktemp('intake') / 'compliance.db'}"
         admin = schema = None
     else:
         schema = f"gdpr_intake_{uuid.uuid4().hex[:12]}"
@@ -63,6 +64,19 @@ def intake_db_url(request, tmp_path) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def intake_server(intake_db_url) -> Iterator[tuple[str, ComplianceStore]]:
+    """The intake app under uvicorn on 127.0.0.1, one per backend; secrets are re-read on every
+    call (TTL 0) so a test can rotate them through the environment."""
+    app = create_app(IntakeSettings(db_url=intake_db_url, secrets_ttl_seconds=0))
+    server = ThreadedServer(app).start()
+    store = ComplianceStore.from_url(intake_db_url)
+    yield server.url, store
+    server.stop()
+    app.state.service.dispose()
+    store.dispose()
+
+
 @pytest.fixture
 def intake_connection(monkeypatch) -> None:
     """The ``gdpr_intake`` connection, through Airflow's environment-variable secrets backend."""
@@ -77,23 +91,18 @@ class Intake:
     caplog: pytest.LogCaptureFixture
 
     def rows(self) -> int:
-        return count_rows(self.db_url)
+        return count_rows(self.store)
 
     def log_text(self) -> str:
         return "\n".join(record.getMessage() for record in self.caplog.records)
 
 
 @pytest.fixture
-def intake(intake_db_url, intake_connection, caplog) -> Iterator[Intake]:
-    """The intake app under uvicorn on 127.0.0.1, secrets re-read on every call (so a test can
-    rotate them), its log captured."""
+def intake(intake_server, intake_db_url, intake_connection, caplog) -> Intake:
+    """The running intake with an empty intake table, its log captured for this test."""
+    url, store = intake_server
+    with store.engine.begin() as conn:
+        conn.execute(schema.erasure_steps.delete())
+        conn.execute(schema.erasure_requests.delete())
     caplog.set_level(logging.INFO)
-    app = create_app(IntakeSettings(db_url=intake_db_url, secrets_ttl_seconds=0))
-    server = ThreadedServer(app).start()
-    store = ComplianceStore.from_url(intake_db_url)
-    try:
-        yield Intake(server.url, intake_db_url, store, caplog)
-    finally:
-        server.stop()
-        app.state.service.dispose()
-        store.dispose()
+    return Intake(url, intake_db_url, store, caplog)

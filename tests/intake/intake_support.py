@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import requests
 import uvicorn
@@ -69,12 +72,15 @@ def get(base_url: str, request_id: str, secrets: str | list[str] = SECRET) -> re
     return requests.get(f"{base_url}{path}", headers=headers, timeout=10)
 
 
-def count_rows(db_url: str) -> int:
-    store = ComplianceStore.from_url(db_url)
-    try:
-        return sum(store.counts_by_status().values())
-    finally:
-        store.dispose()
+def count_rows(store: ComplianceStore | str) -> int:
+    """Rows in the intake table, whatever their status."""
+    if isinstance(store, str):
+        store = ComplianceStore.from_url(store)
+        try:
+            return count_rows(store)
+        finally:
+            store.dispose()
+    return sum(store.counts_by_status().values())
 
 
 def assert_no_identifiers(text: str, where: str) -> None:
@@ -109,7 +115,7 @@ class ThreadedServer:
     def __post_init__(self) -> None:
         self._sock = bind("127.0.0.1", 0)
         self.url = url_of(self._sock)
-        config = uvicorn.Config(self.app, log_level="info", access_log=False, lifespan="off")
+        config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="intake-test-server", daemon=True)
 
@@ -129,3 +135,29 @@ class ThreadedServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._sock.close()
+
+
+def read_first_line(stream: IO[str], timeout: float) -> str | None:
+    """The first line of a subprocess's output, or None if it does not come within ``timeout``."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(stream.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -4,6 +4,7 @@ idempotency, OpenDSR, status, every rejection, rotation, replay, and what the lo
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import datetime, timedelta
 
@@ -18,6 +19,7 @@ from intake_support import (
     PHONE,
     SECRET,
     USER_ID,
+    ThreadedServer,
     assert_no_identifiers,
     connection_json,
     encode,
@@ -30,6 +32,8 @@ from intake_support import (
 
 from gdpr_erasure.hashing import identifiers_hash, load_hash_key
 from gdpr_erasure.identifiers import SubjectIdentifiers
+from gdpr_erasure.intake.app import create_app
+from gdpr_erasure.intake.settings import IntakeSettings
 from gdpr_erasure.intake.signature import SIGNATURE_HEADER, signature_header
 from gdpr_erasure.store import RequestStatus
 
@@ -528,3 +532,39 @@ def test_log_names_routes_codes_and_request_ids_never_identifiers(intake):
     assert "-> 422 invalid_email" in text
     assert "-> 401 invalid_signature" in text
     assert_no_identifiers(text, "the log")
+
+
+# -- configuration problems (5xx, never caused by the input) -------------------------------------
+
+
+def test_repeat_of_a_completed_request_without_the_hash_key_is_503_not_a_guess(intake, monkeypatch):
+    ids = SubjectIdentifiers.parse(email=EMAIL)
+    post(intake.url, native("req-done", email=EMAIL))
+    intake.store.claim(1, "test-run")
+    intake.store.transition("req-done", RequestStatus.COMPLETED)
+    intake.store.erase_identifiers("req-done", identifiers_hash(load_hash_key(), ids))
+    monkeypatch.delenv("AIRFLOW_VAR_GDPR_HASH_KEY")
+
+    response = post(intake.url, native("req-done", email=EMAIL))
+
+    assert response.status_code == 503
+    assert response.json()["code"] == "hash_key_unavailable"
+    assert intake.rows() == 1
+
+
+def test_unreachable_store_is_503_and_logged_without_details(intake_connection, caplog):
+    caplog.set_level(logging.INFO)
+    dead = "postgresql+psycopg2://intake:secret-password@127.0.0.1:9/none?connect_timeout=2"
+    app = create_app(IntakeSettings(db_url=dead, secrets_ttl_seconds=0))
+    server = ThreadedServer(app).start()
+    try:
+        response = post(server.url, native("req-1", email=EMAIL, phone=PHONE))
+    finally:
+        server.stop()
+
+    assert response.status_code == 503
+    assert response.json()["code"] == "store_unavailable"
+    log = "\n".join(r.getMessage() for r in caplog.records)
+    assert "store error on submit (OperationalError)" in log
+    assert "secret-password" not in log
+    assert_no_identifiers(log + response.text, "the log and answer")

@@ -4,7 +4,7 @@ Every call is authenticated here (Airflow does not authenticate plugin apps). A 
 this order, cheapest and least trusting first, and stops at the first failure:
 
 1. no query string (400 ``query_not_allowed``): identifiers must never travel in URLs, which
-   access logs print;
+   access logs print (see :class:`ScrubUrl`);
 2. ``Content-Type: application/json`` (415);
 3. body size, from ``Content-Length`` and while reading (413);
 4. the signature over the raw bytes (401), before anything parses them;
@@ -45,6 +45,7 @@ SUBMIT_PATH = "/v1/requests"
 STATUS_PATH = "/v1/requests/{request_id}"
 REPLAYED_HEADER = "Idempotent-Replayed"
 REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
+_SAFE_PATH = re.compile(r"/v1/requests(/" + REQUEST_ID_PATTERN.strip("^$") + ")?")
 
 
 def problem_response(error: IntakeError) -> Response:
@@ -60,25 +61,38 @@ def json_response(body: dict[str, Any], status: int, headers: dict[str, str] | N
     return Response(json.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-class RejectQueryString:
-    """Answer 400 to any request with a query string, and blank it first.
+class ScrubUrl:
+    """Keep identifiers a careless caller put in a URL out of the server's access log.
 
-    Blanking happens in the scope dict that Airflow's access-log middleware also holds (a mount
-    passes the same dict down), so a caller who puts ``?email=...`` in a URL does not get it
-    written to the API server's log.
+    Airflow's access-log middleware prints the path and query string of every call, reading them
+    from the scope dict after the app has answered; a mount passes that same dict down to us. So:
+
+    * a query string is blanked and the call answered 400 ``query_not_allowed`` (the intake takes
+      no query parameters);
+    * once the call is answered, a path that is not one of ours with a valid request id
+      (``/v1/requests`` or ``/v1/requests/<id>``) is replaced by ``<mount>/[redacted]``, so
+      ``GET /gdpr/v1/requests/jane@example.com`` is not written down either.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("query_string"):
-            scope["query_string"] = b""
-            # The path is not logged either: before routing it is whatever the caller sent.
-            log.warning("intake %s (with query string) -> 400 query_not_allowed", scope.get("method"))
-            await problem_response(IntakeError("query_not_allowed"))(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        try:
+            if scope.get("query_string"):
+                scope["query_string"] = b""
+                # The path is not logged either: before routing it is whatever the caller sent.
+                log.warning("intake %s (with query string) -> 400 query_not_allowed", scope.get("method"))
+                await problem_response(IntakeError("query_not_allowed"))(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+        finally:
+            if not _SAFE_PATH.fullmatch(_route_path(scope)):
+                redacted = f"{scope.get('root_path', '')}/[redacted]"
+                scope["path"], scope["raw_path"] = redacted, redacted.encode()
 
 
 def _route_path(scope: Scope) -> str:
@@ -135,7 +149,7 @@ def create_app(
     app.state.settings = settings
     app.state.credentials = credentials
     app.state.service = service
-    app.add_middleware(RejectQueryString)
+    app.add_middleware(ScrubUrl)
 
     async def authenticate(request: Request, content: bytes) -> str:
         creds = await credentials.aget()

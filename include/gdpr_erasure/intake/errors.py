@@ -3,12 +3,12 @@
 
 Messages are written here, never taken from a parser or a database driver: those echo the input
 (a pydantic message can quote the value, a PostgreSQL error the whole failing row), and the input
-is an email address or a phone number. A field is named by its path in the body, never by value.
+is an email address or a phone number. A field is named by its path in the body, never by value,
+and only with names the intake knows.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -48,10 +48,6 @@ ERRORS: dict[str, tuple[int, str]] = {
     "hash_key_unavailable": (503, "The identifier hash key is not available"),
     "store_unavailable": (503, "The compliance store is not available"),
 }
-
-# A path segment we are willing to echo: a field name of ours, or an index. Caller-chosen keys
-# (an unknown field could be named after an email address) are not echoed.
-_SAFE_SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
 
 
 @dataclass(frozen=True)
@@ -107,16 +103,17 @@ class IntakeError(Exception):
         return problem
 
 
-def field_path(loc: tuple) -> str:
+def field_path(loc: tuple, known: frozenset[str]) -> str:
     """``("subject_identities", 0, "identity_value")`` -> ``subject_identities[0].identity_value``.
 
-    Segments that are not safe to echo (see ``_SAFE_SEGMENT``) become ``?``.
+    Names not in ``known`` become ``?``: an unknown key is chosen by the caller and may itself be
+    an identifier (``{"jane@example.com": ...}``, ``{"cus_Nx...": ...}``).
     """
     path = ""
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
-            text = str(part) if _SAFE_SEGMENT.match(str(part)) else "?"
+            text = part if part in known else "?"
             path += f".{text}" if path else text
     return path or "(body)"

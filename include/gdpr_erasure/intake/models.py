@@ -29,10 +29,12 @@ from gdpr_erasure.store.status import RequestStatus
 COMPLETION_PERIOD = timedelta(days=30)
 OPENDSR_API_VERSION = "2.0"
 
+# Email characters: no '@', no whitespace, no C0/C1 control characters. Excluding C1 (\x80-\x9f)
+# also keeps JSON Schema's (ECMA) '\s' and Python's/Rust's '\s' in agreement (U+0085).
 # Opaque caller ids: no '@', '+' or spaces, so an id cannot be an email or an E.164 number
 # (paths carry ids, and access logs print paths).
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
-_EMAIL_CHAR = r"[^@\s\x00-\x1f\x7f]"
+_EMAIL_CHAR = r"[^@\s\x00-\x1f\x7f-\x9f]"
 EMAIL_PATTERN = rf"^{_EMAIL_CHAR}{{1,64}}@{_EMAIL_CHAR}+\.{_EMAIL_CHAR}{{2,}}$"
 EMAIL_MAX_LENGTH = 254
 PHONE_PATTERN = r"^\+[1-9][0-9]{6,14}$"
@@ -354,6 +356,21 @@ _DETAILS = {
 }
 
 
+#: Field names that may appear in an error's path (anything else is shown as ``?``).
+KNOWN_FIELDS = frozenset(
+    name
+    for model in (
+        ErasureRequestBody,
+        OpenDsrRequestBody,
+        EmailIdentity,
+        PhoneIdentity,
+        ControllerCustomerIdentity,
+        StripeCustomerIdentity,
+    )
+    for name in model.model_fields
+)
+
+
 def _field_errors(exc: ValidationError) -> list[FieldError]:
     errors = []
     for error in exc.errors(include_url=False, include_context=False, include_input=False):
@@ -362,7 +379,7 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
         # Discriminated unions put the tag in the path: subject_identities.0.email.identity_value
         if len(loc) >= 3 and loc[0] == "subject_identities" and loc[2] in IDENTITY_FIELDS:
             tag, loc = loc[2], loc[:2] + loc[3:]
-        errors.append(FieldError(field_path(loc), _code(kind, loc, tag)))
+        errors.append(FieldError(field_path(loc, KNOWN_FIELDS), _code(kind, loc, tag)))
     return errors or [FieldError("(body)", "invalid_value")]
 
 

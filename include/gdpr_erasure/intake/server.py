@@ -19,11 +19,14 @@ import ipaddress
 import json
 import logging.config
 import os
+import queue
 import signal
 import socket
+import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TextIO
 
 import uvicorn
@@ -183,6 +186,52 @@ def serve(
         return 0
     finally:
         sock.close()
+
+
+@contextlib.contextmanager
+def standalone_intake(
+    *,
+    secret: str,
+    db_url: str | None = None,
+    env: Mapping[str, str] | None = None,
+    log_path: Path | None = None,
+    workers: int = 1,
+    timeout: float = 30.0,
+) -> Iterator[str]:
+    """Run ``gdpr-erasure intake serve --port 0`` in a subprocess; yield its URL; stop it.
+
+    For the demo and scripts: the ``gdpr_intake`` connection is given to the subprocess as
+    ``AIRFLOW_CONN_GDPR_INTAKE`` holding ``secret``; sign with the same secret
+    (``IntakeClient(url, secret)``).
+
+    :param env: environment for the server (default: this process's).
+    :param log_path: where its stderr goes (default: discarded).
+    """
+    server_env = dict(os.environ if env is None else env)
+    server_env["AIRFLOW_CONN_GDPR_INTAKE"] = json.dumps({"conn_type": "generic", "password": secret})
+    command = [sys.executable, "-m", "gdpr_erasure.cli", "intake", "serve", "--port", "0"]
+    command += ["--workers", str(workers)] + (["--db-url", db_url] if db_url else [])
+    with open(log_path or os.devnull, "w") as log:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=server_env)
+    try:
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            line = ""
+        if not line.startswith(READY_PREFIX):
+            raise RuntimeError(
+                f"the intake did not start within {timeout:.0f} s (see {log_path or 'its log'})"
+            )
+        yield line.strip().removeprefix(READY_PREFIX)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class _Stopped(Exception):
