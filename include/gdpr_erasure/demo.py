@@ -1,7 +1,8 @@
 """``make demo``: the whole pipeline, end to end, on this machine.
 
 Sets up an Airflow home and a SQLite compliance store under ``.demo/``, starts the API sandbox
-on a free loopback port, submits erasure requests for seeded people (edge cases included),
+on a free loopback port, submits erasure requests for seeded people (edge cases included)
+through the signed intake API,
 runs the ``gdpr_erasure`` DAG to completion, prints a per-request summary and the audit chain
 check, confirms in the sandbox that the data is gone, and stops what it started.
 Every run starts from a clean ``.demo/``, so it can be repeated.
@@ -45,8 +46,7 @@ def main() -> int:
 def _demo(stack: LocalStack, started: float) -> int:
     import subprocess
 
-    stack.submit(list(PEOPLE), prefix="demo")
-    say(f"submitted {len(PEOPLE)} erasure requests into the intake table: {', '.join(PEOPLE)}")
+    _submit_through_the_webhook(stack)
 
     say("running the gdpr_erasure DAG (airflow dags test); task logs in .demo/dag-run.log")
     dag_started = time.monotonic()
@@ -63,6 +63,30 @@ def _demo(stack: LocalStack, started: float) -> int:
     ok = code == 0 and verified == 0 and gone and completed
     say(f"{'SUCCESS' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s")
     return 0 if ok else 1
+
+
+def _submit_through_the_webhook(stack: LocalStack) -> None:
+    """Send the requests the way a client would: signed POSTs to the intake API."""
+    import secrets
+
+    from gdpr_erasure.intake.client import IntakeClient
+    from gdpr_erasure.intake.server import standalone_intake
+
+    secret = secrets.token_hex(32)
+    with standalone_intake(
+        secret=secret, db_url=stack.store_url, env=stack.env, log_path=stack.root / "intake.log"
+    ) as intake_url:
+        say(f"intake API (signed webhook) on {intake_url}")
+        client = IntakeClient(intake_url, secret)
+        for key in PEOPLE:
+            person = stack.people[key]
+            client.submit(
+                f"demo-{key}",
+                email=person["email"],
+                phone=person["phone"],
+                stripe_customer_id=(person["stripe_customer_ids"] or [None])[0],
+            )
+    say(f"submitted {len(PEOPLE)} signed erasure requests through the intake: {', '.join(PEOPLE)}")
 
 
 def _print_summary(store) -> None:
