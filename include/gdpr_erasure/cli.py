@@ -17,6 +17,7 @@ def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
         people=args.people,
         faults=args.fault,
         regulation_seconds=args.regulation_seconds,
+        allow_non_loopback=args.allow_non_loopback,
     )
 
 
@@ -263,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=3.0,
         help="how long a Segment regulation takes from INITIALIZED to FINISHED",
+    )
+    serve.add_argument(
+        "--allow-non-loopback",
+        action="store_true",
+        help="also bind a non-loopback --host (a private container network only; never a public one)",
     )
     serve.set_defaults(func=_cmd_sandbox_serve)
 

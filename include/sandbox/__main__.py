@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=3.0,
         help="how long a Segment regulation takes from INITIALIZED to FINISHED",
     )
+    run.add_argument(
+        "--allow-non-loopback",
+        action="store_true",
+        help="also bind a non-loopback --host (a private container network only; never a public one)",
+    )
     return parser
 
 
@@ -45,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         people=args.people,
         faults=args.fault,
         regulation_seconds=args.regulation_seconds,
+        allow_non_loopback=args.allow_non_loopback,
     )
 
 

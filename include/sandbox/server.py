@@ -114,15 +114,24 @@ def serve(
     people: int = 20,
     faults: list[str] | None = None,
     regulation_seconds: float = 3.0,
+    allow_non_loopback: bool = False,
 ) -> int:
     """Run the sandbox until interrupted; returns the process exit code.
 
     Refuses any host that is not a loopback address: the sandbox holds fake personal data and
-    accepts any test credentials, so it must never be reachable from another machine.
+    accepts any test credentials, so it must never be reachable from another machine. The one
+    exception is ``allow_non_loopback`` (CLI ``--allow-non-loopback``), for a container on a
+    private container network (the compose file's ``sandbox`` profile), never a public interface.
     """
     if not is_loopback(host):
-        print(f"sandbox: refusing to bind {host!r}: only loopback addresses are allowed", file=sys.stderr)
-        return 2
+        if not allow_non_loopback:
+            print(
+                f"sandbox: refusing to bind {host!r}: only loopback addresses are allowed "
+                "(--allow-non-loopback overrides this, for a private container network only)",
+                file=sys.stderr,
+            )
+            return 2
+        print(f"sandbox: WARNING: listening on non-loopback address {host!r}", file=sys.stderr)
     try:
         settings = Settings().updated(
             {"seed": seed, "people": people, "regulation_seconds": regulation_seconds}

@@ -1,0 +1,30 @@
+# The image every service of docker-compose.yaml runs: Apache Airflow 3.3.2 with this project's
+# pinned requirements and the gdpr_erasure package installed, the DAG and the plugin baked in.
+#
+#   docker compose build            (or: docker build -t gdpr-erasure-airflow .)
+#
+# The slim variant of apache/airflow:3.3.2 on Python 3.11: requirements.txt is resolved and
+# tested (pip check, the test suite) on 3.11, and slim preinstalls no providers that could
+# disagree with its pins, so what runs is exactly what the tests ran.
+ARG AIRFLOW_IMAGE=apache/airflow:slim-3.3.2-python3.11
+FROM ${AIRFLOW_IMAGE}
+
+USER root
+# The simple auth manager's password file lives here (a named volume, written by airflow-init).
+RUN mkdir -p /opt/airflow/auth \
+    && chown airflow:0 /opt/airflow/auth \
+    && chmod 0770 /opt/airflow/auth
+USER airflow
+
+# Dependencies first, so a code change does not reinstall them. Pinning apache-airflow to the
+# image's version in requirements.txt keeps pip from replacing the Airflow the image ships.
+COPY --chown=airflow:0 requirements.txt /opt/gdpr-erasure/requirements.txt
+RUN pip install --no-cache-dir -r /opt/gdpr-erasure/requirements.txt
+
+COPY --chown=airflow:0 pyproject.toml /opt/gdpr-erasure/pyproject.toml
+COPY --chown=airflow:0 include/ /opt/gdpr-erasure/include/
+RUN pip install --no-cache-dir --no-deps /opt/gdpr-erasure \
+    && pip check
+
+COPY --chown=airflow:0 dags/ /opt/airflow/dags/
+COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/

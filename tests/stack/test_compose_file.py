@@ -1,0 +1,241 @@
+"""docker-compose.yaml, .env.example and the Dockerfile: valid against the Compose
+Specification's schema, consistent with each other, with the tested Airflow, and free of secrets.
+(The stack itself runs in test_stack_celery.py.)"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import jsonschema
+import pytest
+from stack_support import (
+    AIRFLOW_SERVICES,
+    COMPOSE_FILE,
+    ENV_EXAMPLE,
+    INIT_SERVICE,
+    REPO_ROOT,
+    InterpolationError,
+    interpolate,
+    interpolate_tree,
+    load_compose,
+    read_env_file,
+    service_command,
+    service_environment,
+    variables_used,
+)
+
+SCHEMA_FILE = Path(__file__).with_name("compose-spec.json")
+# Names of secret settings: .env.example must leave them empty, the compose file must require them.
+SECRET_NAME = re.compile(r"PASSWORD$|SECRET|TOKEN|FERNET|_KEY$")
+REQUIRED_SECRETS = {
+    "POSTGRES_PASSWORD",
+    "AIRFLOW_FERNET_KEY",
+    "AIRFLOW_API_SECRET_KEY",
+    "AIRFLOW_JWT_SECRET",
+    "AIRFLOW_ADMIN_PASSWORD",
+    "GDPR_HASH_KEY",
+}
+
+
+def filled_env() -> dict[str, str]:
+    """.env.example with a made-up value for every secret (what an operator's .env looks like)."""
+    values = read_env_file()
+    return {
+        key: (f"test-{key.lower()}-0123456789abcdef" if SECRET_NAME.search(key) else v)
+        for key, v in values.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    return json.loads(SCHEMA_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return load_compose()
+
+
+def test_the_compose_file_is_valid_against_the_compose_specification(schema, compose):
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    validator = validator_class(schema)
+    for document in (compose, interpolate_tree(compose, filled_env())):
+        errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
+        assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
+
+
+def test_the_schema_catches_mistakes(schema, compose):
+    """The validation is not vacuous: typical slips are reported."""
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["airflow-worker"]["depends_on"]["redis"]["condition"] = "service_ready"
+    broken["services"]["airflow-triggerer"]["restart_policy"] = "always"
+    assert len(list(validator.iter_errors(broken))) == 2
+
+
+def test_every_variable_is_in_env_example_and_every_entry_is_used():
+    used, documented = variables_used(), set(read_env_file())
+    assert used - documented == set(), "add these to .env.example"
+    assert documented - used == set(), "unused in docker-compose.yaml"
+
+
+def test_env_example_commits_no_secret():
+    secrets = {key: value for key, value in read_env_file().items() if SECRET_NAME.search(key)}
+    assert set(secrets) >= REQUIRED_SECRETS
+    assert {key for key, value in secrets.items() if value} == set()
+
+
+def test_compose_refuses_to_start_without_the_secrets():
+    for name in REQUIRED_SECRETS:
+        env = filled_env()
+        env[name] = ""
+        with pytest.raises(InterpolationError, match=name):
+            interpolate_tree(load_compose(), env)
+    interpolate_tree(load_compose(), filled_env())  # and starts with them
+
+
+def test_dotenv_stays_out_of_git_and_the_image():
+    for ignore_file in (".gitignore", ".dockerignore"):
+        lines = (REPO_ROOT / ignore_file).read_text().splitlines()
+        assert ".env" in lines, ignore_file
+    assert ".venv" in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+
+
+def test_the_stack_runs_every_component_on_one_shared_configuration(compose):
+    services = compose["services"]
+    assert {
+        "postgres",
+        "redis",
+        INIT_SERVICE,
+        *AIRFLOW_SERVICES,
+        "sandbox",
+    } <= set(services)
+    env = filled_env()
+    commands = {name: service_command(compose, name, env) for name in AIRFLOW_SERVICES}
+    assert commands == {
+        "airflow-apiserver": ["api-server"],
+        "airflow-scheduler": ["scheduler"],
+        "airflow-dag-processor": ["dag-processor"],
+        "airflow-triggerer": ["triggerer"],
+        "airflow-worker": ["celery", "worker"],
+    }
+    common = service_environment({"services": {"x": compose["x-airflow-common"]}}, "x", env)
+    assert common["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert common["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+    assert common["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+    assert common["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://airflow:")
+    assert common["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://airflow:")
+    for name in (INIT_SERVICE, *AIRFLOW_SERVICES):
+        own = service_environment(compose, name, env)
+        assert {key: own[key] for key in common} == common, name  # same secrets, same databases
+        depends = services[name]["depends_on"]
+        assert depends["postgres"]["condition"] == depends["redis"]["condition"] == "service_healthy"
+        if name != INIT_SERVICE:
+            assert depends[INIT_SERVICE]["condition"] == "service_completed_successfully", name
+    # Provider credentials reach airflow-init only (it stores them encrypted as connections).
+    for name in AIRFLOW_SERVICES:
+        assert not any(
+            key.startswith(("STRIPE_", "TWILIO_", "SEGMENT_"))
+            for key in service_environment(compose, name, env)
+        )
+    # The compliance store is a database of its own, not Airflow's.
+    init_env = service_environment(compose, INIT_SERVICE, env)
+    assert init_env["COMPLIANCE_DB_NAME"] != env["AIRFLOW_DB_NAME"]
+
+
+def test_the_init_script_parses():
+    compose = load_compose()
+    script = service_command(compose, INIT_SERVICE, filled_env())[-1]
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+    python = script.split("python - <<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+    compile(python, "airflow-init", "exec")
+    for step in ("airflow db migrate", '["airflow", "connections", "import"', "gdpr-erasure pools create"):
+        assert step in script
+
+
+def test_the_sandbox_service_is_optional_and_private(compose):
+    from gdpr_erasure.cli import build_parser
+
+    sandbox = compose["services"]["sandbox"]
+    assert sandbox["profiles"] == ["sandbox"]
+    assert all(port.startswith("127.0.0.1:") for port in interpolate_tree(sandbox["ports"], filled_env()))
+    command = interpolate_tree(sandbox["command"], filled_env())
+    assert command[0] == "gdpr-erasure"
+    args = build_parser().parse_args(command[1:])
+    assert args.allow_non_loopback is True
+    assert args.host == "0.0.0.0"
+    # airflow-init waits for it only when the profile is on.
+    assert compose["services"][INIT_SERVICE]["depends_on"]["sandbox"]["required"] is False
+
+
+def test_the_image_is_the_airflow_the_tests_ran():
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    base = re.search(r"^ARG AIRFLOW_IMAGE=apache/airflow:(?:slim-)?(\S+)-python(\d+\.\d+)$", dockerfile, re.M)
+    assert base, "the base image must be a pinned apache/airflow tag"
+    airflow_version, python_version = base.groups()
+    assert airflow_version == version("apache-airflow")
+    assert f"apache-airflow=={airflow_version}" in (REPO_ROOT / "requirements.txt").read_text().splitlines()
+    assert python_version == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert "pip install --no-cache-dir -r /opt/gdpr-erasure/requirements.txt" in dockerfile
+    assert "pip install --no-cache-dir --no-deps /opt/gdpr-erasure" in dockerfile
+    compose = load_compose()
+    assert compose["x-airflow-common"]["build"] == "."
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("${A}", "a"),
+        ("$A/$B", "a/"),
+        ("${B:-dflt}", "dflt"),
+        ("${B-dflt}", ""),
+        ("${C-dflt}", "dflt"),
+        ("${A:+alt}", "alt"),
+        ("${B:+alt}", ""),
+        ("${B+alt}", "alt"),
+        ("$${HOSTNAME} $$", "${HOSTNAME} $"),
+        ("x${A:?need A}y", "xay"),
+    ],
+)
+def test_interpolation_follows_the_compose_specification(template, expected):
+    assert interpolate(template, {"A": "a", "B": ""}) == expected
+
+
+@pytest.mark.parametrize("template", ["${B:?need B}", "${C?need C}", "${}"])
+def test_interpolation_errors(template):
+    with pytest.raises(InterpolationError):
+        interpolate(template, {"B": ""})
+
+
+def test_the_sandbox_clis_pass_the_non_loopback_flag(monkeypatch):
+    import sandbox.__main__ as sandbox_main
+    import sandbox.server
+    from gdpr_erasure.cli import main
+
+    calls = []
+    monkeypatch.setattr(sandbox.server, "serve", lambda **kwargs: calls.append(kwargs) or 0)
+    monkeypatch.setattr(sandbox_main, "serve", lambda **kwargs: calls.append(kwargs) or 0)
+    assert main(["sandbox", "serve", "--port", "0"]) == 0
+    assert main(["sandbox", "serve", "--host", "0.0.0.0", "--allow-non-loopback"]) == 0
+    assert sandbox_main.main(["serve", "--host", "0.0.0.0", "--allow-non-loopback"]) == 0
+    assert [call["allow_non_loopback"] for call in calls] == [False, True, True]
+
+
+def test_the_sandbox_still_refuses_other_hosts_by_default(capsys):
+    from sandbox.server import serve
+
+    assert serve(host="0.0.0.0", port=0) == 2
+    assert "only loopback" in capsys.readouterr().err
+
+
+def test_compose_file_and_schema_provenance_are_recorded():
+    readme = (Path(__file__).parent / "README.md").read_text()
+    assert "compose-spec/compose-spec" in readme
+    assert re.search(r"\b[0-9a-f]{40}\b", readme)
+    assert COMPOSE_FILE.exists() and ENV_EXAMPLE.exists()
