@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint format clean
+.PHONY: install test demo lint format clean browser screenshots
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,13 +17,21 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The browser test drives Debian's Chromium (Playwright's own browser download is not possible here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: $(STAMP) browser
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) -m gdpr_erasure.demo
+
+# Regenerate the README's screenshots with the browser test.
+screenshots: $(STAMP) browser
+	GDPR_SCREENSHOTS_DIR=docs/screenshots $(PY) -m pytest tests/stack/test_browser_ui.py -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

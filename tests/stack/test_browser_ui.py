@@ -1,0 +1,120 @@
+"""The Airflow UI in a real browser (Debian's Chromium driven by Playwright) on the Celery stack:
+sign in, trigger the DAG from its Params form, wait for the run, open the auditor page.
+
+Screenshots go to ``$GDPR_SCREENSHOTS_DIR`` (``make screenshots`` points it at docs/screenshots,
+which the README shows) or to a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+# Offline machine: no background networking, updates or sync (their connections are refused).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PEOPLE = ("person-003", "no_stripe")
+
+
+@pytest.fixture
+def browser_page(tmp_path):
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make test does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(30_000)
+        yield page
+        browser.close()
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    directory = Path(os.environ.get("GDPR_SCREENSHOTS_DIR") or tmp_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def test_trigger_from_the_params_form_and_review_the_audit_page(celery_stack, browser_page, shots):
+    stack, page = celery_stack, browser_page
+    stack.sandbox("POST", "/reset", json={"regulation_seconds": 2})
+    ids = stack.submit(list(PEOPLE), prefix="ui")
+    stack.unpause()
+    before = {
+        run["dag_run_id"]
+        for run in stack.api("GET", "/dags/gdpr_erasure/dagRuns", expect=200).json()["dag_runs"]
+    }
+
+    # Sign in like a person would.
+    page.goto(f"{stack.api_url}/")
+    page.fill("input[name=username]", stack.username)
+    page.fill("input[name=password]", stack.password)
+    page.click("button:has-text('Sign in')")
+    page.wait_for_url(f"{stack.api_url}/")
+
+    # Trigger from the DAG page's Params form, changing a parameter.
+    page.goto(f"{stack.api_url}/dags/gdpr_erasure")
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.locator("[role=dialog][data-state=open]")
+    expect(dialog).to_contain_text("Run Parameters")
+    dialog.locator("input[name=element_max_requests]").fill("25")
+    page.screenshot(path=str(shots / "trigger-params-form.png"))
+    dialog.get_by_role("button", name="Trigger").last.click()
+
+    # The run the form created, followed to its end over the REST API.
+    run = stack.wait_for(
+        "the run triggered from the UI",
+        lambda: next(
+            (
+                r
+                for r in stack.api("GET", "/dags/gdpr_erasure/dagRuns", expect=200).json()["dag_runs"]
+                if r["dag_run_id"] not in before
+            ),
+            None,
+        ),
+        60,
+    )
+    assert run["conf"]["max_requests"] == 25  # the value typed into the form
+    finished = stack.wait_for_dag_run(run["dag_run_id"], 240)
+    assert finished["state"] == "success", stack.diagnostics()
+    page.goto(f"{stack.api_url}/dags/gdpr_erasure/runs/{run['dag_run_id']}")
+    page.wait_for_timeout(2000)
+    page.screenshot(path=str(shots / "dag-run.png"))
+
+    # The auditor page, behind the same login, inside the UI (Browse > GDPR audit)...
+    page.goto(f"{stack.api_url}/plugin/gdpr-audit")
+    frame = page.frame_locator("iframe").first
+    expect(frame.locator("#chain-status")).to_contain_text("Audit chain intact")
+    page.screenshot(path=str(shots / "auditor-in-airflow.png"))
+    # ...and on its own.
+    page.goto(f"{stack.api_url}/gdpr-audit/")
+    expect(page.locator("#chain-status")).to_contain_text("Audit chain intact")
+    for request_id in ids:
+        expect(page.locator("#records")).to_contain_text(request_id)
+    page.screenshot(path=str(shots / "auditor-page.png"), full_page=True)
+
+
+def test_the_auditor_page_refuses_anyone_not_signed_in(celery_stack):
+    import requests
+
+    response = requests.get(f"{celery_stack.api_url}/gdpr-audit/", timeout=30)
+    assert response.status_code == 401
+    signed_in = requests.get(
+        f"{celery_stack.api_url}/gdpr-audit/api/records",
+        headers={"Authorization": f"Bearer {celery_stack.token()}"},
+        timeout=30,
+    )
+    assert signed_in.status_code == 200
+    assert "summary" in signed_in.json()
