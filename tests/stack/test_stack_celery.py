@@ -42,15 +42,16 @@ def test_a_rest_triggered_run_erases_every_request_on_the_celery_stack(stack):
     store = stack.store()
     try:
         assert store.dialect == "postgresql"
-        assert store.counts_by_status() == {"completed": len(ids)}
+        # Other tests of this session share the stack: check this test's requests, not totals.
+        assert {store.get(request_id).status.value for request_id in ids} == {"completed"}
         chain = store.verify_audit_chain()
         assert chain.ok, chain.problems
-        assert chain.checked == len(ids)
+        assert chain.checked >= len(ids)
         audit = {entry.request_id: entry.record for entry in store.audit_entries()}
         assert all(store.get(request_id).identifiers is None for request_id in ids)
     finally:
         store.dispose()
-    assert sorted(audit) == sorted(ids)
+    assert set(ids) <= set(audit)
     assert audit["stack-no_stripe"]["stripe"]["purge"] == "skipped"
     assert audit["stack-no_segment"]["segment"]["purge"] == "skipped"
     assert len(audit["stack-multi_stripe"]["stripe"]["customer_ids"]) == 2
@@ -104,7 +105,7 @@ def test_a_rest_triggered_run_erases_every_request_on_the_celery_stack(stack):
     engine.dispose()
 
     # -- the Segment proofs waited in the triggerer, not on the worker ----------------------------
-    slow = {request_id for request_id, record in audit.items() if record["segment"]["regulation_id"]}
+    slow = {rid for rid, record in audit.items() if rid in ids and record["segment"]["regulation_id"]}
     assert len(slow) >= 3
     request_of = {(ti["task_id"], ti["map_index"]): ti["rendered_map_index"] for ti in tis}
     events = stack.api(
