@@ -1,7 +1,9 @@
 """
 ### GDPR right to be forgotten
 
-Drains the intake table of erasure requests. For each request, in its own mapped group:
+Drains the intake table of erasure requests. The claimed requests are split into batches, and
+each batch goes through its own mapped group, where every step handles each request on its own
+(its own outcome, log group and failure):
 
 1. **resolve_identity** - find the person's Segment profile and user ids, Twilio Memory
    profile(s) and Stripe customers;
@@ -22,8 +24,9 @@ Each run also takes back: `failed` requests (retried; after 3 failures they go t
 regulation still running: only the pending proof is checked again), and requests whose run
 died (their lease expired). Steps already done are never repeated.
 
-**Trigger by hand** with the Params form: `max_requests` for this run, `request_ids` to target
-specific requests, `dry_run` to resolve and report without deleting anything.
+**Trigger by hand** with the Params form: `max_requests` for this run, `batch_size` requests per
+mapped group, `request_ids` to target specific requests, `dry_run` to resolve and report without
+deleting anything.
 """
 
 from __future__ import annotations
@@ -56,6 +59,12 @@ SEGMENT_PATIENCE_SECONDS = float(os.environ.get("GDPR_ERASURE_SEGMENT_PATIENCE_S
 # A claimed request whose run dies is claimable again after this lease (crash recovery).
 CLAIM_LEASE = timedelta(seconds=float(os.environ.get("GDPR_ERASURE_LEASE_SECONDS", 6 * 3600)))
 
+# The grid names each mapped group by its batch: first request id and how many more.
+BATCH_LABEL = (
+    "{{ task.request_ids[0] }}"
+    "{% if task.request_ids | length > 1 %} +{{ task.request_ids | length - 1 }}{% endif %}"
+)
+
 # Days to keep a completed request's identifiers (0: forget them at completion).
 RETENTION_DAYS = "{{ var.value.get('gdpr_retention_days', 0) }}"
 
@@ -72,7 +81,12 @@ with DAG(
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
     on_failure_callback=ComplianceAlertNotifier(),
     params={
-        "max_requests": Param(100, type="integer", minimum=1, maximum=1024, description="Requests this run"),
+        "max_requests": Param(
+            1000, type="integer", minimum=1, maximum=100_000, description="Requests this run"
+        ),
+        "batch_size": Param(
+            25, type="integer", minimum=1, maximum=500, description="Requests per mapped group"
+        ),
         "request_ids": Param([], type="array", items={"type": "string"}, description="Only these requests"),
         "dry_run": Param(False, type="boolean", description="Resolve and report; delete nothing"),
     },
@@ -80,39 +94,40 @@ with DAG(
     claimed = ClaimRequestsOperator(
         task_id="claim_requests",
         max_requests="{{ params.max_requests }}",
+        batch_size="{{ params.batch_size }}",
         request_ids="{{ params.request_ids }}",
         lease=CLAIM_LEASE,
     )
 
-    @task_group(group_id="erase_request", default_args={"map_index_template": "{{ task.request_id }}"})
-    def erase_request(request_id: str):
+    @task_group(group_id="erase_batch", default_args={"map_index_template": BATCH_LABEL})
+    def erase_batch(request_ids: list[str]):
         resolve = ResolveIdentityOperator(
-            task_id="resolve_identity", request_id=request_id, pool="segment_api"
+            task_id="resolve_identity", request_ids=request_ids, pool="segment_api"
         )
 
         purge_profile = PurgeTwilioProfileOperator(
-            task_id="purge_twilio_profile", request_id=request_id, pool="twilio_api"
+            task_id="purge_twilio_profile", request_ids=request_ids, pool="twilio_api"
         )
         purge_history = PurgeTwilioHistoryOperator(
-            task_id="purge_twilio_history", request_id=request_id, pool="twilio_api"
+            task_id="purge_twilio_history", request_ids=request_ids, pool="twilio_api"
         )
         erase_segment = EraseSegmentOperator(
-            task_id="erase_segment", request_id=request_id, pool="segment_api"
+            task_id="erase_segment", request_ids=request_ids, pool="segment_api"
         )
         redact_stripe = RedactStripeOperator(
-            task_id="redact_stripe", request_id=request_id, pool="stripe_api"
+            task_id="redact_stripe", request_ids=request_ids, pool="stripe_api"
         )
 
         verify_profile = TwilioProfileDeletedSensor(
             task_id="verify_twilio_profile",
-            request_id=request_id,
+            request_ids=request_ids,
             pool="twilio_api",
             poll_interval=POLL_SECONDS["twilio"],
             timeout=timedelta(hours=1).total_seconds(),
         )
         verify_segment = SegmentRegulationSensor(
             task_id="verify_segment",
-            request_id=request_id,
+            request_ids=request_ids,
             pool="segment_api",
             poll_interval=POLL_SECONDS["segment"],
             patience=SEGMENT_PATIENCE_SECONDS,
@@ -120,14 +135,14 @@ with DAG(
         )
         verify_stripe = StripeCustomerDeletedSensor(
             task_id="verify_stripe",
-            request_id=request_id,
+            request_ids=request_ids,
             pool="stripe_api",
             poll_interval=POLL_SECONDS["stripe"],
             timeout=timedelta(hours=1).total_seconds(),
         )
 
         write_audit = WriteAuditRecordOperator(
-            task_id="write_audit", request_id=request_id, max_failures=3, retention_days=RETENTION_DAYS
+            task_id="write_audit", request_ids=request_ids, max_failures=3, retention_days=RETENTION_DAYS
         )
 
         resolve >> [purge_profile, purge_history, erase_segment, redact_stripe]
@@ -136,7 +151,7 @@ with DAG(
         redact_stripe >> verify_stripe
         [verify_profile, purge_history, verify_segment, verify_stripe] >> write_audit
 
-    erased = erase_request.expand(request_id=claimed.output)
+    erased = erase_batch.expand(request_ids=claimed.output)
 
     forget = ForgetIdentifiersOperator(
         task_id="forget_identifiers",

@@ -22,40 +22,44 @@ def dag(airflow_db):
 
 def test_dag_reads_as_the_business_process(dag):
     assert dag.schedule == "@daily" or str(dag.timetable.summary) == "@daily"
-    assert set(dag.params) == {"max_requests", "request_ids", "dry_run"}
-    group = [t.task_id for t in dag.tasks if t.task_id.startswith("erase_request.")]
+    assert set(dag.params) == {"max_requests", "batch_size", "request_ids", "dry_run"}
+    group = [t.task_id for t in dag.tasks if t.task_id.startswith("erase_batch.")]
     assert group == [
-        "erase_request.resolve_identity",
-        "erase_request.purge_twilio_profile",
-        "erase_request.purge_twilio_history",
-        "erase_request.erase_segment",
-        "erase_request.redact_stripe",
-        "erase_request.verify_twilio_profile",
-        "erase_request.verify_segment",
-        "erase_request.verify_stripe",
-        "erase_request.write_audit",
+        "erase_batch.resolve_identity",
+        "erase_batch.purge_twilio_profile",
+        "erase_batch.purge_twilio_history",
+        "erase_batch.erase_segment",
+        "erase_batch.redact_stripe",
+        "erase_batch.verify_twilio_profile",
+        "erase_batch.verify_segment",
+        "erase_batch.verify_stripe",
+        "erase_batch.write_audit",
     ]
-    resolve = dag.get_task("erase_request.resolve_identity")
+    resolve = dag.get_task("erase_batch.resolve_identity")
     assert resolve.downstream_task_ids == {
-        "erase_request.purge_twilio_profile",
-        "erase_request.purge_twilio_history",
-        "erase_request.erase_segment",
-        "erase_request.redact_stripe",
+        "erase_batch.purge_twilio_profile",
+        "erase_batch.purge_twilio_history",
+        "erase_batch.erase_segment",
+        "erase_batch.redact_stripe",
     }
     assert dag.get_task("summarize_run").trigger_rule == "all_done"
-    assert dag.get_task("erase_request.write_audit").trigger_rule == "all_done"
+    assert dag.get_task("erase_batch.write_audit").trigger_rule == "all_done"
 
 
-def test_every_per_request_task_is_mapped_and_named_by_request_id(dag):
+def test_every_group_task_is_mapped_over_a_batch_and_named_by_it(dag):
+    from jinja2 import Template
+
     for task in dag.tasks:
-        if task.task_id.startswith("erase_request."):
-            assert "request_id" in task.template_fields, task.task_id
-            assert task.map_index_template == "{{ task.request_id }}"
+        if task.task_id.startswith("erase_batch."):
+            assert "request_ids" in task.template_fields, task.task_id
+            label = Template(task.map_index_template)
+            assert label.render(task={"request_ids": ["req-a"]}) == "req-a"
+            assert label.render(task={"request_ids": ["req-a", "req-b", "req-c"]}) == "req-a +2"
 
 
 def test_sensors_defer_instead_of_holding_a_worker(dag):
     for task_id in ("verify_twilio_profile", "verify_segment", "verify_stripe"):
-        assert dag.get_task(f"erase_request.{task_id}").deferrable is True
+        assert dag.get_task(f"erase_batch.{task_id}").deferrable is True
 
 
 @pytest.mark.parametrize(

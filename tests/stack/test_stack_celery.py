@@ -18,7 +18,8 @@ PEOPLE = ("person-002", "person-005", "multi_stripe", "no_stripe", "no_segment",
 # first checks and has to defer (a proof already there would need no triggerer).
 REGULATION_SECONDS = 40
 RUN_TIMEOUT = 180.0
-MAPPED_GROUP = "erase_request."  # one instance of each of its tasks per request
+MAPPED_GROUP = "erase_batch."  # one instance of each of its tasks per batch
+BATCH_SIZE = 2  # six requests in three batches: several mapped groups side by side
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def stack(celery_stack):
 def test_a_rest_triggered_run_erases_every_request_on_the_celery_stack(stack):
     ids = stack.submit(list(PEOPLE), prefix="stack")
 
-    run_id = stack.trigger_dag()
+    run_id = stack.trigger_dag({"batch_size": BATCH_SIZE})
     run = stack.wait_for_dag_run(run_id, RUN_TIMEOUT)
     assert run["state"] == "success", stack.diagnostics()
     assert run["run_type"] == "manual"
@@ -70,8 +71,17 @@ def test_a_rest_triggered_run_erases_every_request_on_the_celery_stack(stack):
     dag_tasks = [
         task["task_id"] for task in stack.api("GET", "/dags/gdpr_erasure/tasks", expect=200).json()["tasks"]
     ]
+    claim = f"/dags/gdpr_erasure/dagRuns/{quote(run_id, safe='')}/taskInstances/claim_requests"
+    batches = stack.api(
+        "GET",
+        f"{claim}/xcomEntries/return_value",
+        params={"deserialize": True},
+        expect=200,
+    ).json()["value"]
+    assert sorted(rid for batch in batches for rid in batch) == sorted(ids)
+    assert [len(batch) for batch in batches] == [BATCH_SIZE] * (len(PEOPLE) // BATCH_SIZE)
     assert Counter(ti["task_id"] for ti in tis) == {
-        task: len(PEOPLE) if task.startswith(MAPPED_GROUP) else 1 for task in dag_tasks
+        task: len(batches) if task.startswith(MAPPED_GROUP) else 1 for task in dag_tasks
     }
     assert {ti["state"] for ti in tis} == {"success"}
     assert {ti["queue"] for ti in tis} == {stack.queue}
@@ -107,21 +117,19 @@ def test_a_rest_triggered_run_erases_every_request_on_the_celery_stack(stack):
     # -- the Segment proofs waited in the triggerer, not on the worker ----------------------------
     slow = {rid for rid, record in audit.items() if rid in ids and record["segment"]["regulation_id"]}
     assert len(slow) >= 3
-    request_of = {(ti["task_id"], ti["map_index"]): ti["rendered_map_index"] for ti in tis}
+    slow_batches = {index for index, batch in enumerate(batches) if slow & set(batch)}
     events = stack.api(
         "GET",
         "/eventLogs",
         params={"dag_id": "gdpr_erasure", "run_id": run_id, "event": "deferred", "limit": 100},
         expect=200,
     ).json()["event_logs"]
-    deferred = {
-        request_of[(e["task_id"], e["map_index"])] for e in events if e["task_id"].endswith("verify_segment")
-    }
-    assert deferred == slow
+    deferred = {e["map_index"] for e in events if e["task_id"].endswith("verify_segment")}
+    assert deferred == slow_batches
     triggerers = stack.api("GET", "/jobs", params={"job_type": "TriggererJob"}, expect=200).json()["jobs"]
     trigger_logs = {f".trigger.{job['id']}.log" for job in triggerers}
     for ti in tis:
-        if ti["task_id"] != "erase_request.verify_segment" or ti["rendered_map_index"] not in slow:
+        if ti["task_id"] != f"{MAPPED_GROUP}verify_segment" or ti["map_index"] not in slow_batches:
             continue
         log = stack.api(
             "GET",

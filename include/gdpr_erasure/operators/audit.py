@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +11,13 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from gdpr_erasure import steps
 from gdpr_erasure.hashing import ALGORITHM, HashKey, identifiers_hash, keyed_hash, load_hash_key
-from gdpr_erasure.operators.base import ErasureStepOperator, is_dry_run, log_group
+from gdpr_erasure.operators.base import (
+    ErasureStepOperator,
+    RequestScope,
+    as_request_ids,
+    is_dry_run,
+    run_batch,
+)
 from gdpr_erasure.store import AuditRecordExists, ErasureRequest, RequestStatus, StepResult, StepStatus
 
 AUDIT_SCHEMA = "gdpr-erasure-audit/1"
@@ -18,9 +25,10 @@ _PURGE_OK = {StepStatus.DONE, StepStatus.PENDING, StepStatus.SKIPPED, StepStatus
 _NEEDS_PROOF = {StepStatus.DONE, StepStatus.PENDING}
 
 
-class RequestFailed(AirflowFailException):
-    """One or more systems could not be erased or proven; the request is marked failed (final
-    for this run: retrying the audit step cannot change the upstream outcome)."""
+class RequestsFailed(AirflowFailException):
+    """Some requests of the batch could not be erased or proven; they are marked failed (final
+    for this run: retrying the audit step cannot change the upstream outcome). The other
+    requests of the batch were closed before this is raised."""
 
 
 def open_steps(results: dict[str, StepResult]) -> tuple[list[str], list[str]]:
@@ -32,6 +40,10 @@ def open_steps(results: dict[str, StepResult]) -> tuple[list[str], list[str]]:
     """
     failures: list[str] = []
     pending: list[str] = []
+    resolve = results.get(steps.RESOLVE)
+    if resolve is None or resolve.status is not StepStatus.DONE:
+        reason = resolve.result.get("reason") if resolve else None
+        return [f"{steps.RESOLVE}: {reason or 'did not run'}"], []
     for purge, verify in steps.PURGE_STEPS.items():
         result = results.get(purge)
         if result is None:
@@ -119,18 +131,19 @@ class WriteAuditRecordOperator(ErasureStepOperator):
     * a provider accepted a deletion but has not finished it (sensor patience ran out): mark it
       ``verifying``; a later run re-checks only that;
     * otherwise: mark it ``failed`` with the reasons (``needs_attention`` at the
-      ``max_failures``-th failure) and fail this task.
+      ``max_failures``-th failure). The task fails once the whole batch is handled, so the
+      batch shows red in the grid while every healthy request of it is closed.
 
     Each of those writes is idempotent, so a rerun after a crash finishes the job without a
     second record.
 
-    :param request_id: the erasure request (templated).
+    :param request_ids: the batch of erasure requests (templated).
     :param max_failures: failed attempts after which the request goes to ``needs_attention``.
     :param retention_days: days to keep the identifiers after completion (templated; 0 forgets
         them right away, otherwise ``forget_identifiers`` does it when the time comes).
     """
 
-    template_fields = ("request_id", "max_failures", "retention_days")
+    template_fields = ("request_ids", "max_failures", "retention_days")
     ui_color = "#e0f2f1"
 
     def __init__(self, *, max_failures: int = 3, retention_days: int | str = 0, **kwargs: Any) -> None:
@@ -142,58 +155,69 @@ class WriteAuditRecordOperator(ErasureStepOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         if is_dry_run(context):
             raise AirflowSkipException("dry run: no audit record")
-        return self.run(context)
+        ids = as_request_ids(self.request_ids)
+        outcomes = run_batch(ids, lambda rid: self._close_one(rid, context), self.max_concurrency)
+        counts = Counter(outcome for outcome, _ in outcomes)
+        self.log.info("write_audit: %d request(s): %s", len(ids), dict(sorted(counts.items())))
+        failed = {rid: reason for rid, (outcome, reason) in zip(ids, outcomes, strict=True) if reason}
+        if failed:
+            raise RequestsFailed(f"{len(failed)} of {len(ids)} request(s) not completed: {failed}")
+        return {"requests": len(ids), **counts}
 
-    def run(self, context: Context) -> dict[str, Any]:
-        request = self.store.get(self.request_id)
-        entry = self.store.audit_entry(self.request_id)
+    def _close_one(self, request_id: str, context: Context) -> tuple[str, str]:
+        request = RequestScope(self.store, request_id, self.log)
+        try:
+            return self.close(request, context)
+        finally:
+            request.log.flush(f"write_audit: {request_id}")
+
+    def close(self, scope: RequestScope, context: Context) -> tuple[str, str]:
+        """Close one request; returns ``(outcome, failure reason or "")``."""
+        store, log = scope.store, scope.log
+        request = store.get(scope.id)
+        entry = store.audit_entry(scope.id)
         if request.status is RequestStatus.COMPLETED and entry is not None:
-            self.log.info("request %s already completed (audit seq %d)", self.request_id, entry.seq)
-            return {"outcome": "completed", "audit_seq": entry.seq, "rerun": True}
+            log.info("already completed (audit seq %d)", entry.seq)
+            return "completed", ""
 
-        results = self.store.steps(self.request_id)
+        results = store.steps(scope.id)
         failures, pending = open_steps(results) if entry is None else ([], [])
         if failures:
             reason = "; ".join(failures)
-            after = self.store.record_failure(self.request_id, reason, max_failures=int(self.max_failures))
-            self.log.error(
-                "request %s %s (failure %d of %d): %s",
-                self.request_id,
+            after = store.record_failure(scope.id, reason, max_failures=int(self.max_failures))
+            log.error(
+                "%s (failure %d of %d): %s",
                 after.status.value,
                 after.failures,
                 int(self.max_failures),
                 reason,
             )
-            raise RequestFailed(f"request {self.request_id} {after.status.value}: {reason}")
+            return after.status.value, f"{after.status.value}: {reason}"
         if pending:
-            self.store.transition(
-                self.request_id, RequestStatus.VERIFYING, expected=[RequestStatus.IN_PROGRESS]
+            store.transition(scope.id, RequestStatus.VERIFYING, expected=[RequestStatus.IN_PROGRESS])
+            log.info(
+                "erased, proof still pending (%s): verifying; a later run checks again", "; ".join(pending)
             )
-            self.log.info(
-                "request %s erased, proof still pending (%s): verifying; a later run checks again",
-                self.request_id,
-                "; ".join(pending),
-            )
-            return {"outcome": "verifying", "pending": len(pending)}
+            return "verifying", ""
 
         key = load_hash_key()
-        with log_group(self.log, f"Audit record for {self.request_id}"):
-            if entry is None:
-                record = build_audit_record(request, results, key, run_id=context["run_id"])
-                try:
-                    entry = self.store.append_audit(self.request_id, record)
-                except AuditRecordExists:  # a concurrent rerun got there first
-                    entry = self.store.audit_entry(self.request_id)
-            self.log.info("audit record seq %d, hash %s", entry.seq, entry.record_hash)
-            if request.status is not RequestStatus.COMPLETED:
-                self.store.transition(self.request_id, RequestStatus.COMPLETED)
-            self._forget_resolved_user_ids(results, key)
-            if request.identifiers is not None and int(self.retention_days) == 0:
-                self.store.erase_identifiers(self.request_id, identifiers_hash(key, request.identifiers))
-                self.log.info("identifiers of %s replaced by their keyed hash", self.request_id)
-        return {"outcome": "completed", "audit_seq": entry.seq, "rerun": False}
+        if entry is None:
+            record = build_audit_record(request, results, key, run_id=context["run_id"])
+            try:
+                entry = store.append_audit(scope.id, record)
+            except AuditRecordExists:  # a concurrent rerun got there first
+                entry = store.audit_entry(scope.id)
+        log.info("audit record seq %d, hash %s", entry.seq, entry.record_hash)
+        if request.status is not RequestStatus.COMPLETED:
+            store.transition(scope.id, RequestStatus.COMPLETED)
+        self._forget_resolved_user_ids(scope, results, key)
+        if request.identifiers is not None and int(self.retention_days) == 0:
+            store.erase_identifiers(scope.id, identifiers_hash(key, request.identifiers))
+            log.info("identifiers replaced by their keyed hash")
+        return "completed", ""
 
-    def _forget_resolved_user_ids(self, results: dict[str, StepResult], key: HashKey) -> None:
+    @staticmethod
+    def _forget_resolved_user_ids(scope: RequestScope, results: dict[str, StepResult], key: HashKey) -> None:
         """Segment user ids can be emails in some workspaces: once the request is closed, the
         stored resolution keeps only their keyed hashes (as the audit record does)."""
         resolved = results.get(steps.RESOLVE)
@@ -208,4 +232,4 @@ class WriteAuditRecordOperator(ErasureStepOperator):
                 "user_ids_hmac": [keyed_hash(key, u) for u in segment["user_ids"]],
             },
         }
-        self.store.record_step(self.request_id, steps.RESOLVE, resolved.status, forgotten)
+        scope.record(steps.RESOLVE, resolved.status, forgotten)

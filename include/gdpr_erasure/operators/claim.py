@@ -15,28 +15,32 @@ from gdpr_erasure.store.engine import DEFAULT_CONN_ID
 
 
 class ClaimRequestsOperator(ComplianceStoreMixin, BaseOperator):
-    """Atomically claim up to ``max_requests`` requests and return their ids (only ids: this list
-    is XCom, which is stored in clear in Airflow's metadata DB). Claimed are pending requests,
-    failed ones (retry), verifying ones (re-check) and those whose run died (lease expired).
+    """Atomically claim up to ``max_requests`` requests and return their ids in batches of
+    ``batch_size`` (only ids: this list is XCom, which is stored in clear in Airflow's metadata
+    DB). Claimed are pending requests, failed ones (retry), verifying ones (re-check) and those
+    whose run died (lease expired).
 
-    The limit never exceeds ``[core] max_map_length``, so the mapped groups downstream always
-    expand; what is left waits for the next run. In a dry run nothing is claimed: the pending
-    requests are listed so they can be resolved and reported.
+    The number of batches never exceeds ``[core] max_map_length``, so the mapped groups
+    downstream always expand; what is left waits for the next run. In a dry run nothing is
+    claimed: the pending requests are listed so they can be resolved and reported.
 
     :param max_requests: most requests this run takes (templated).
+    :param batch_size: requests per mapped group (templated); each task of the group works on
+        its batch a few requests at a time.
     :param request_ids: only these requests, if given (templated).
     :param lease: how long the claim holds before another run may take the request over; longer
         than a run normally lasts, short enough that a crash delays requests by hours, not days.
     :param compliance_conn_id: Airflow connection of the compliance store.
     """
 
-    template_fields: Sequence[str] = ("max_requests", "request_ids")
+    template_fields: Sequence[str] = ("max_requests", "batch_size", "request_ids")
     ui_color = "#e1f5fe"
 
     def __init__(
         self,
         *,
-        max_requests: int | str = 100,
+        max_requests: int | str = 1000,
+        batch_size: int | str = 25,
         request_ids: list[str] | str | None = None,
         lease: timedelta = timedelta(hours=6),
         compliance_conn_id: str = DEFAULT_CONN_ID,
@@ -44,19 +48,21 @@ class ClaimRequestsOperator(ComplianceStoreMixin, BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.max_requests = max_requests
+        self.batch_size = batch_size
         self.request_ids = request_ids
         self.lease = lease
         self.compliance_conn_id = compliance_conn_id
 
-    def execute(self, context: Context) -> list[str]:
-        ceiling = conf.getint("core", "max_map_length", fallback=1024)
+    def execute(self, context: Context) -> list[list[str]]:
+        size = max(1, int(self.batch_size))
+        ceiling = conf.getint("core", "max_map_length", fallback=1024) * size
         limit = min(int(self.max_requests), ceiling)
         wanted = _as_list(self.request_ids)
         if is_dry_run(context):
             pending = self.store.list_requests([RequestStatus.PENDING], limit=limit)
             ids = [r.id for r in pending if not wanted or r.id in wanted]
             self.log.info("dry run: %d pending request(s) will be resolved, nothing claimed", len(ids))
-            return ids
+            return batches(ids, size)
         ids = self.store.claim(
             limit,
             claimed_by=f"{context['dag'].dag_id}/{context['run_id']}",
@@ -65,9 +71,18 @@ class ClaimRequestsOperator(ComplianceStoreMixin, BaseOperator):
         )
         backlog = self.store.counts_by_status().get(RequestStatus.PENDING.value, 0)
         self.log.info(
-            "claimed %d request(s) (limit %d); %d still pending for later runs", len(ids), limit, backlog
+            "claimed %d request(s) (limit %d) in %d batch(es) of up to %d; %d still pending for later runs",
+            len(ids),
+            limit,
+            -(-len(ids) // size),
+            size,
+            backlog,
         )
-        return ids
+        return batches(ids, size)
+
+
+def batches(ids: list[str], size: int) -> list[list[str]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def _as_list(value: list[str] | str | None) -> list[str]:

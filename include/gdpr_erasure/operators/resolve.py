@@ -10,7 +10,7 @@ from gdpr_erasure import steps
 from gdpr_erasure.hooks.segment import SegmentHook
 from gdpr_erasure.hooks.stripe import StripeHook
 from gdpr_erasure.hooks.twilio import TwilioHook
-from gdpr_erasure.operators.base import ErasureStepOperator, is_dry_run, log_group
+from gdpr_erasure.operators.base import ErasureStepOperator, RequestScope, is_dry_run
 from gdpr_erasure.pii import mask_identifiers
 from gdpr_erasure.store import StepStatus
 
@@ -36,13 +36,14 @@ class ResolveIdentityOperator(ErasureStepOperator):
     The ids are stored under step ``resolve`` (never in XCom). In a dry run the result is only
     logged and summarised, so the store does not change.
 
-    :param request_id: the erasure request (templated).
+    :param request_ids: the batch of erasure requests (templated).
     :param stripe_conn_id: Stripe connection.
     :param twilio_conn_id: Twilio connection.
     :param segment_conn_id: Segment connection.
     """
 
     has_side_effects = False
+    step_name = steps.RESOLVE
     ui_color = "#e3f2fd"
 
     def __init__(
@@ -58,40 +59,37 @@ class ResolveIdentityOperator(ErasureStepOperator):
         self.twilio_conn_id = twilio_conn_id
         self.segment_conn_id = segment_conn_id
 
-    def run(self, context: Context) -> dict[str, int]:
-        earlier = self.finished_step(steps.RESOLVE)
+    def process(self, request: RequestScope, context: Context) -> dict[str, int]:
+        earlier = request.finished_step(steps.RESOLVE)
         if earlier is not None:
             # Re-resolving after the purges would find less (it is being deleted) and overwrite
             # the ids the audit record needs: a rerun keeps the first resolution.
-            self.log.info(
-                "%s already resolved at %s; keeping that result", self.request_id, earlier.updated_at
-            )
+            request.log.info("already resolved at %s; keeping that result", earlier.updated_at)
             return _summary(earlier.result)
-        request = self.store.get(self.request_id)
-        ids = request.identifiers
+        ids = request.store.get(request.id).identifiers
         if ids is None:
-            raise RuntimeError(f"request {self.request_id} has no identifiers left to resolve")
+            raise RuntimeError(f"request {request.id} has no identifiers left to resolve")
         mask_identifiers(ids.email, ids.email_as_given, ids.phone)
 
-        with log_group(self.log, f"Resolve {self.request_id} ({', '.join(ids.present())})"):
-            segment = self._resolve_segment(ids)
-            twilio = self._resolve_twilio(ids)
-            stripe = self._resolve_stripe(ids)
-            result = {"segment": segment, "twilio": twilio, "stripe": stripe}
-            summary = _summary(result)
-            self.log.info(
-                "found: %d Segment profile(s) with %d user id(s); %d Twilio Memory profile(s); "
-                "%d Stripe customer(s); phone history %s",
-                summary["segment_profiles"],
-                summary["segment_user_ids"],
-                summary["twilio_profiles"],
-                summary["stripe_customers"],
-                "to search" if twilio["has_phone"] else "not applicable (no phone)",
-            )
+        request.log.info("identifiers given: %s", ", ".join(ids.present()))
+        segment = self._resolve_segment(ids)
+        twilio = self._resolve_twilio(ids)
+        stripe = self._resolve_stripe(ids)
+        result = {"segment": segment, "twilio": twilio, "stripe": stripe}
+        summary = _summary(result)
+        request.log.info(
+            "found: %d Segment profile(s) with %d user id(s); %d Twilio Memory profile(s); "
+            "%d Stripe customer(s); phone history %s",
+            summary["segment_profiles"],
+            summary["segment_user_ids"],
+            summary["twilio_profiles"],
+            summary["stripe_customers"],
+            "to search" if twilio["has_phone"] else "not applicable (no phone)",
+        )
         if is_dry_run(context):
-            self.log.info("dry run: nothing recorded")
+            request.log.info("dry run: nothing recorded")
         else:
-            self.store.record_step(self.request_id, steps.RESOLVE, StepStatus.DONE, result)
+            request.record(steps.RESOLVE, StepStatus.DONE, result)
         return summary
 
     def _resolve_segment(self, ids) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from airflow.sdk import Context
 
 from gdpr_erasure import steps
 from gdpr_erasure.hooks.segment import SegmentHook
-from gdpr_erasure.operators.base import ErasureStepOperator
+from gdpr_erasure.operators.base import ErasureStepOperator, RequestScope
 from gdpr_erasure.store import StepStatus
 
 
@@ -21,13 +21,14 @@ class EraseSegmentOperator(ErasureStepOperator):
     regulation failed (then a retry asks again). Deletion is asynchronous;
     ``SegmentRegulationSensor`` waits for ``FINISHED``.
 
-    :param request_id: the erasure request (templated).
+    :param request_ids: the batch of erasure requests (templated).
     :param segment_conn_id: Segment connection.
     :param regulation_type: Segment regulation type.
     """
 
-    template_fields = ("request_id", "regulation_type")
+    template_fields = ("request_ids", "regulation_type")
     ui_color = "#e8f5e9"
+    step_name = steps.SEGMENT
 
     def __init__(
         self,
@@ -40,24 +41,23 @@ class EraseSegmentOperator(ErasureStepOperator):
         self.segment_conn_id = segment_conn_id
         self.regulation_type = regulation_type
 
-    def run(self, context: Context) -> dict[str, Any]:
-        previous = self.step(steps.SEGMENT)
-        earlier = self.finished_step(steps.SEGMENT, proof=steps.VERIFY_SEGMENT)
+    def process(self, request: RequestScope, context: Context) -> dict[str, Any]:
+        previous = request.step(steps.SEGMENT)
+        earlier = request.finished_step(steps.SEGMENT, proof=steps.VERIFY_SEGMENT)
         if earlier is not None:
-            self.log.info(
-                "Segment step of %s already %s (regulation %s): not creating another",
-                self.request_id,
+            request.log.info(
+                "Segment step already %s (regulation %s): not creating another",
                 earlier.status.value,
                 earlier.result.get("regulation_id"),
             )
             return {"regulation_id": earlier.result.get("regulation_id"), "reused": True}
 
-        resolved = self.resolved()["segment"]
+        resolved = request.resolved()["segment"]
         user_ids = resolved["user_ids"]
         if not user_ids:
             reason = "no Segment profile" if not resolved["segment_ids"] else "Segment profile has no user_id"
-            self.store.record_step(self.request_id, steps.SEGMENT, StepStatus.SKIPPED, {"reason": reason})
-            self.log.info("%s for %s: no regulation needed", reason, self.request_id)
+            request.record(steps.SEGMENT, StepStatus.SKIPPED, {"reason": reason})
+            request.log.info("%s: no regulation needed", reason)
             return {"regulation_id": None}
 
         # Only reached again when Segment reported the earlier regulation failed: try a new one.
@@ -67,12 +67,9 @@ class EraseSegmentOperator(ErasureStepOperator):
                 *previous.result.get("failed_regulation_ids", []),
                 previous.result["regulation_id"],
             ]
-            self.log.warning(
-                "regulation(s) %s failed for %s: requesting a new one", failed_before, self.request_id
-            )
+            request.log.warning("regulation(s) %s failed: requesting a new one", failed_before)
         regulation_id = SegmentHook(self.segment_conn_id).create_regulation(user_ids, self.regulation_type)
-        self.store.record_step(
-            self.request_id,
+        request.record(
             steps.SEGMENT,
             StepStatus.DONE,
             {
@@ -82,11 +79,10 @@ class EraseSegmentOperator(ErasureStepOperator):
                 "failed_regulation_ids": failed_before,
             },
         )
-        self.log.info(
-            "Segment regulation %s (%s) created for %d user id(s) of %s",
+        request.log.info(
+            "Segment regulation %s (%s) created for %d user id(s)",
             regulation_id,
             self.regulation_type,
             len(user_ids),
-            self.request_id,
         )
         return {"regulation_id": regulation_id, "reused": False}

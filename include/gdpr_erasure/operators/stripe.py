@@ -9,7 +9,7 @@ from airflow.sdk import Context
 
 from gdpr_erasure import steps
 from gdpr_erasure.hooks.stripe import StripeHook, idempotency_key
-from gdpr_erasure.operators.base import ErasureStepOperator, log_group
+from gdpr_erasure.operators.base import ErasureStepOperator, RequestScope
 from gdpr_erasure.store import StepStatus
 
 GDPR_STATUS = "redacted"
@@ -33,12 +33,13 @@ class RedactStripeOperator(ErasureStepOperator):
     update with the identical idempotency key; customers already handled are skipped.
     A customer that no longer exists is ``already_absent``, not an error.
 
-    :param request_id: the erasure request (templated).
+    :param request_ids: the batch of erasure requests (templated).
     :param stripe_conn_id: Stripe connection.
     :param job_ready_timeout: seconds to wait for a redaction job to pass validation.
     """
 
     ui_color = "#ede7f6"
+    step_name = steps.STRIPE
 
     def __init__(
         self,
@@ -53,23 +54,22 @@ class RedactStripeOperator(ErasureStepOperator):
         self.job_ready_timeout = job_ready_timeout
         self.job_poll_interval = job_poll_interval
 
-    def run(self, context: Context) -> dict[str, Any]:
-        earlier = self.finished_step(steps.STRIPE, proof=steps.VERIFY_STRIPE)
+    def process(self, request: RequestScope, context: Context) -> dict[str, Any]:
+        earlier = request.finished_step(steps.STRIPE, proof=steps.VERIFY_STRIPE)
         if earlier is not None:
-            self.log.info("Stripe step of %s already %s", self.request_id, earlier.status.value)
+            request.log.info("Stripe step already %s", earlier.status.value)
             return {"customers": len(earlier.result.get("customers", {})), "rerun": True}
-        customer_ids = self.resolved()["stripe"]["customer_ids"]
+        customer_ids = request.resolved()["stripe"]["customer_ids"]
         if not customer_ids:
-            self.store.record_step(
-                self.request_id, steps.STRIPE, StepStatus.SKIPPED, {"reason": "no customer"}
-            )
-            self.log.info("no Stripe customer for %s: nothing to redact", self.request_id)
+            request.record(steps.STRIPE, StepStatus.SKIPPED, {"reason": "no customer"})
+            request.log.info("no Stripe customer: nothing to redact")
             return {"customers": 0}
 
         hook = StripeHook(self.stripe_conn_id)
-        previous = self.step(steps.STRIPE)
+        previous = request.step(steps.STRIPE)
         state: dict[str, Any] = dict(previous.result) if previous else {}
-        proof = self.step(steps.VERIFY_STRIPE)
+        state.pop("reason", None)  # an earlier attempt's error; this attempt continues its work
+        proof = request.step(steps.VERIFY_STRIPE)
         if proof is not None and proof.status is StepStatus.FAILED and state.get("redaction_job_id"):
             # Stripe reported the job failed: a retry creates a new job (with a new key).
             state["failed_redaction_job_ids"] = [
@@ -80,39 +80,41 @@ class RedactStripeOperator(ErasureStepOperator):
         state.setdefault("deletion_ts", int(time.time()))
         state.setdefault("method", hook.redaction_method)
         state.setdefault("customers", {})
-        self._save(state, StepStatus.PENDING)  # the timestamp is fixed before Stripe sees it
+        _save(request, state, StepStatus.PENDING)  # the timestamp is fixed before Stripe sees it
 
-        with log_group(self.log, f"Stripe customers of {self.request_id}: {', '.join(customer_ids)}"):
-            for customer_id in customer_ids:
-                self._tag_and_delete(hook, state, customer_id)
-            if state["method"] == "redaction_job":
-                self._redaction_job(hook, state)
+        request.log.info("Stripe customers: %s", ", ".join(customer_ids))
+        for customer_id in customer_ids:
+            self._tag_and_delete(hook, request, state, customer_id)
+        if state["method"] == "redaction_job":
+            self._redaction_job(hook, request, state)
 
         outcomes = [c["outcome"] for c in state["customers"].values()]
         status = (
             StepStatus.ALREADY_ABSENT if all(o == "already_absent" for o in outcomes) else StepStatus.DONE
         )
-        self._save(state, status)
+        _save(request, state, status)
         summary = {o: outcomes.count(o) for o in sorted(set(outcomes))}
-        self.log.info("Stripe (%s) for %s: %s", state["method"], self.request_id, summary)
+        request.log.info("Stripe (%s): %s", state["method"], summary)
         return {"customers": len(outcomes), **summary}
 
-    def _tag_and_delete(self, hook: StripeHook, state: dict[str, Any], customer_id: str) -> None:
+    def _tag_and_delete(
+        self, hook: StripeHook, request: RequestScope, state: dict[str, Any], customer_id: str
+    ) -> None:
         record = state["customers"].setdefault(customer_id, {"outcome": "pending"})
         if record["outcome"] in ("deleted", "already_absent", "tagged_for_redaction"):
-            self.log.info("%s: %s earlier, skipping", customer_id, record["outcome"])
+            request.log.info("%s: %s earlier, skipping", customer_id, record["outcome"])
             return
         metadata = {
             "gdpr_status": GDPR_STATUS,
             "deletion_ts": str(state["deletion_ts"]),
-            "gdpr_request_id": self.request_id,
+            "gdpr_request_id": request.id,
         }
-        key = idempotency_key(self.request_id, "tag", customer_id, metadata["deletion_ts"])
+        key = idempotency_key(request.id, "tag", customer_id, metadata["deletion_ts"])
         updated = hook.update_customer_metadata(customer_id, metadata, idempotency_key=key)
         if updated is None or updated.get("deleted"):
             record["outcome"] = "already_absent"
-            self.log.info("%s: already gone from Stripe", customer_id)
-            self._save(state, StepStatus.PENDING)
+            request.log.info("%s: already gone from Stripe", customer_id)
+            _save(request, state, StepStatus.PENDING)
             return
         echoed = updated.get("metadata") or {}
         if any(echoed.get(k) != v for k, v in metadata.items()):
@@ -120,34 +122,32 @@ class RedactStripeOperator(ErasureStepOperator):
         record["tag_confirmed"] = True
         if state["method"] == "delete":
             record["outcome"] = hook.delete_customer(customer_id)
-            self.log.info("%s: tagged (confirmed) and %s", customer_id, record["outcome"])
+            request.log.info("%s: tagged (confirmed) and %s", customer_id, record["outcome"])
         else:
             record["outcome"] = "tagged_for_redaction"
-            self.log.info("%s: tagged (confirmed); redaction job follows", customer_id)
-        self._save(state, StepStatus.PENDING)
+            request.log.info("%s: tagged (confirmed); redaction job follows", customer_id)
+        _save(request, state, StepStatus.PENDING)
 
-    def _redaction_job(self, hook: StripeHook, state: dict[str, Any]) -> None:
+    def _redaction_job(self, hook: StripeHook, request: RequestScope, state: dict[str, Any]) -> None:
         targets = [cid for cid, c in state["customers"].items() if c["outcome"] == "tagged_for_redaction"]
         if not targets:
             return
         job_id = state.get("redaction_job_id")
         if job_id is None:
             attempt = str(len(state.get("failed_redaction_job_ids", [])))
-            key = idempotency_key(self.request_id, "redaction_job", attempt, *sorted(targets))
+            key = idempotency_key(request.id, "redaction_job", attempt, *sorted(targets))
             job_id = hook.create_redaction_job(sorted(targets), idempotency_key=key)["id"]
             state["redaction_job_id"] = job_id
-            self._save(state, StepStatus.PENDING)
-            self.log.info("redaction job %s created for %d customer(s)", job_id, len(targets))
+            _save(request, state, StepStatus.PENDING)
+            request.log.info("redaction job %s created for %d customer(s)", job_id, len(targets))
         job = self._wait_until_validated(hook, job_id)
         if job["status"] == "ready":
-            job = hook.run_redaction_job(
-                job_id, idempotency_key=idempotency_key(self.request_id, "run", job_id)
-            )
-        self.log.info("redaction job %s is %s", job_id, job["status"])
+            job = hook.run_redaction_job(job_id, idempotency_key=idempotency_key(request.id, "run", job_id))
+        request.log.info("redaction job %s is %s", job_id, job["status"])
         if job["status"] in ("failed", "canceled"):
             state["failed_redaction_job_ids"] = [*state.get("failed_redaction_job_ids", []), job_id]
             del state["redaction_job_id"]
-            self._save(state, StepStatus.FAILED)
+            _save(request, state, StepStatus.FAILED)
             raise RuntimeError(f"Stripe redaction job {job_id} is {job['status']}")
         state["redaction_job_status"] = job["status"]
 
@@ -163,5 +163,6 @@ class RedactStripeOperator(ErasureStepOperator):
                 )
             time.sleep(self.job_poll_interval)
 
-    def _save(self, state: dict[str, Any], status: StepStatus) -> None:
-        self.store.record_step(self.request_id, steps.STRIPE, status, state)
+
+def _save(request: RequestScope, state: dict[str, Any], status: StepStatus) -> None:
+    request.record(steps.STRIPE, status, state)

@@ -10,7 +10,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context, TriggerRule
 from airflow.sdk.exceptions import AirflowFailException
 
-from gdpr_erasure.operators.base import ComplianceStoreMixin, is_dry_run, log_group
+from gdpr_erasure.operators.base import ComplianceStoreMixin, as_request_ids, is_dry_run, log_group
 from gdpr_erasure.store import RequestStatus
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID
 from gdpr_erasure.store.types import utcnow
@@ -31,7 +31,7 @@ class SummarizeRunOperator(ComplianceStoreMixin, BaseOperator):
 
     ``verifying`` is not a failure: the provider accepted the deletion and a later run checks it.
 
-    :param request_ids: the ids ``claim_requests`` returned (templated / XComArg).
+    :param request_ids: the batches ``claim_requests`` returned (templated / XComArg).
     :param warn_after: age at which an open request is reported as nearing the deadline.
     :param compliance_conn_id: Airflow connection of the compliance store.
     """
@@ -54,7 +54,7 @@ class SummarizeRunOperator(ComplianceStoreMixin, BaseOperator):
         self.compliance_conn_id = compliance_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        ids = list(self.request_ids or [])
+        ids = as_request_ids(self.request_ids)
         if is_dry_run(context):
             self.log.info(
                 "dry run over %d pending request(s): resolved and reported, nothing deleted", len(ids)

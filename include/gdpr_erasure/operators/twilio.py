@@ -8,7 +8,7 @@ from airflow.sdk import Context
 
 from gdpr_erasure import steps
 from gdpr_erasure.hooks.twilio import TwilioHook
-from gdpr_erasure.operators.base import ErasureStepOperator, log_group
+from gdpr_erasure.operators.base import ErasureStepOperator, RequestLog, RequestScope
 from gdpr_erasure.pii import mask_identifiers
 from gdpr_erasure.store import StepStatus
 
@@ -20,39 +20,37 @@ class PurgeTwilioProfileOperator(ErasureStepOperator):
 
     Memory deletes asynchronously (202); ``TwilioProfileDeletedSensor`` proves it afterwards.
 
-    :param request_id: the erasure request (templated).
+    :param request_ids: the batch of erasure requests (templated).
     :param twilio_conn_id: Twilio connection.
     """
 
     ui_color = "#fde0dc"
+    step_name = steps.TWILIO_PROFILE
 
     def __init__(self, *, twilio_conn_id: str = TwilioHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.twilio_conn_id = twilio_conn_id
 
-    def run(self, context: Context) -> dict[str, int]:
-        earlier = self.finished_step(steps.TWILIO_PROFILE, proof=steps.VERIFY_TWILIO_PROFILE)
+    def process(self, request: RequestScope, context: Context) -> dict[str, int]:
+        earlier = request.finished_step(steps.TWILIO_PROFILE, proof=steps.VERIFY_TWILIO_PROFILE)
         if earlier is not None:
-            self.log.info("Twilio profile step of %s already %s", self.request_id, earlier.status.value)
+            request.log.info("Twilio profile step already %s", earlier.status.value)
             return {"rerun": 1}
-        profile_ids = self.resolved()["twilio"]["memory_profile_ids"]
+        profile_ids = request.resolved()["twilio"]["memory_profile_ids"]
         if not profile_ids:
-            self.store.record_step(
-                self.request_id, steps.TWILIO_PROFILE, StepStatus.SKIPPED, {"reason": "no profile"}
-            )
-            self.log.info("no Twilio Memory profile for %s: nothing to delete", self.request_id)
+            request.record(steps.TWILIO_PROFILE, StepStatus.SKIPPED, {"reason": "no profile"})
+            request.log.info("no Twilio Memory profile: nothing to delete")
             return {"deleted": 0, "already_absent": 0}
         hook = TwilioHook(self.twilio_conn_id)
         outcomes = {profile_id: hook.delete_memory_profile(profile_id) for profile_id in profile_ids}
         counts = {"deleted": sum(o == "deleted" for o in outcomes.values())}
         counts["already_absent"] = len(outcomes) - counts["deleted"]
-        self.store.record_step(
-            self.request_id,
+        request.record(
             steps.TWILIO_PROFILE,
             StepStatus.DONE if counts["deleted"] else StepStatus.ALREADY_ABSENT,
             {"profile_ids": profile_ids, "outcomes": outcomes},
         )
-        self.log.info(
+        request.log.info(
             "Twilio Memory: deletion accepted for %d profile(s), %d already absent: %s",
             counts["deleted"],
             counts["already_absent"],
@@ -69,7 +67,7 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
     left; a resource deleted in between answers 404 and counts as already absent. The counts in
     the audit record are "found by the first attempt" minus "left at the end".
 
-    :param request_id: the erasure request (templated).
+    :param request_ids: the batch of erasure requests (templated).
     :param twilio_conn_id: Twilio connection.
     :param conversations: ``delete_conversation`` removes the whole conversation (right for
         one-to-one business messaging, where each conversation is one customer's thread);
@@ -77,6 +75,7 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
     """
 
     ui_color = "#fde0dc"
+    step_name = steps.TWILIO_HISTORY
 
     def __init__(
         self,
@@ -89,65 +88,57 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
         self.twilio_conn_id = twilio_conn_id
         self.conversations = conversations
 
-    def run(self, context: Context) -> dict[str, int]:
-        earlier = self.finished_step(steps.TWILIO_HISTORY)
+    def process(self, request: RequestScope, context: Context) -> dict[str, int]:
+        earlier = request.finished_step(steps.TWILIO_HISTORY)
         if earlier is not None:
-            self.log.info("Twilio history of %s already %s", self.request_id, earlier.status.value)
+            request.log.info("Twilio history already %s", earlier.status.value)
             return earlier.result.get("deleted", {})
-        ids = self.store.get(self.request_id).identifiers
+        ids = request.store.get(request.id).identifiers
         phone = ids.phone if ids else None
         # Chat participants are found by identity, which apps usually set to an email or user id.
         identities = (
             [v for v in dict.fromkeys([ids.email, ids.email_as_given, ids.user_id]) if v] if ids else []
         )
         if not phone and not identities:
-            self.store.record_step(
-                self.request_id, steps.TWILIO_HISTORY, StepStatus.SKIPPED, {"reason": "no phone"}
-            )
-            self.log.info(
-                "request %s has no phone or chat identity: no Twilio history to search", self.request_id
-            )
+            request.record(steps.TWILIO_HISTORY, StepStatus.SKIPPED, {"reason": "no phone"})
+            request.log.info("no phone or chat identity: no Twilio history to search")
             return {}
         mask_identifiers(phone, *identities)
         hook = TwilioHook(self.twilio_conn_id)
 
-        with log_group(self.log, f"Inventory of {self.request_id}"):
-            listing = self._inventory(hook, phone, identities)
+        listing = self._inventory(hook, phone, identities)
         # The first attempt's inventory is kept: after a crash the rerun lists only what is left,
         # and "found then" minus "left now" is exactly what the pipeline erased.
-        previous = self.step(steps.TWILIO_HISTORY)
+        previous = request.step(steps.TWILIO_HISTORY)
         found = previous.result.get("found") if previous and previous.result.get("found") else None
         if found is None:
             found = {kind: len(items) for kind, items in listing.items()}
-            self.store.record_step(
-                self.request_id, steps.TWILIO_HISTORY, StepStatus.PENDING, {"found": found}
-            )
-        self.log.info("found %s; to delete now %s", found, {k: len(v) for k, v in listing.items()})
+            request.record(steps.TWILIO_HISTORY, StepStatus.PENDING, {"found": found})
+        request.log.info("found %s; to delete now %s", found, {k: len(v) for k, v in listing.items()})
 
-        with log_group(self.log, f"Deleting the Twilio history of {self.request_id}"):
-            # Children first: once a call is gone its recordings can no longer be listed by CallSid.
-            self._delete_all(hook.delete_message, listing["messages"], "message")
-            self._delete_all(hook.delete_transcription, listing["transcriptions"], "transcription")
-            self._delete_all(hook.delete_recording, listing["recordings"], "recording")
-            self._delete_all(hook.delete_call, listing["calls"], "call")
-            if self.conversations == "delete_conversation":
-                self._delete_all(hook.delete_conversation, listing["conversations"], "conversation")
-            else:
-                for conversation_sid, participant_sid in listing["conversations"]:
-                    hook.delete_participant(conversation_sid, participant_sid)
+        # Children first: once a call is gone its recordings can no longer be listed by CallSid.
+        log = request.log
+        self._delete_all(log, hook.delete_message, listing["messages"], "message")
+        self._delete_all(log, hook.delete_transcription, listing["transcriptions"], "transcription")
+        self._delete_all(log, hook.delete_recording, listing["recordings"], "recording")
+        self._delete_all(log, hook.delete_call, listing["calls"], "call")
+        if self.conversations == "delete_conversation":
+            self._delete_all(log, hook.delete_conversation, listing["conversations"], "conversation")
+        else:
+            for conversation_sid, participant_sid in listing["conversations"]:
+                hook.delete_participant(conversation_sid, participant_sid)
 
         left = {kind: len(items) for kind, items in self._inventory(hook, phone, identities).items()}
         erased = {kind: found[kind] - left.get(kind, 0) for kind in found}
         clean = not any(left.values())
-        self.store.record_step(
-            self.request_id,
+        request.record(
             steps.TWILIO_HISTORY,
             StepStatus.DONE if clean else StepStatus.FAILED,
             {"found": found, "deleted": erased, "remaining_after": left},
         )
-        self.log.info("Twilio history of %s: erased %s; left afterwards %s", self.request_id, erased, left)
+        request.log.info("Twilio history: erased %s; left afterwards %s", erased, left)
         if not clean:
-            raise RuntimeError(f"request {self.request_id}: Twilio still lists {left} after the purge")
+            raise RuntimeError(f"request {request.id}: Twilio still lists {left} after the purge")
         return erased
 
     def _inventory(self, hook: TwilioHook, phone: str | None, identities: list[str]) -> dict[str, list]:
@@ -174,13 +165,12 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
             found += hook.list_participant_conversations(identity=identity)
         return found
 
-    def _delete_all(self, delete, sids: list, kind: str) -> int:
+    @staticmethod
+    def _delete_all(log: RequestLog, delete, sids: list, kind: str) -> int:
         deleted = 0
         for done, sid in enumerate(sids, start=1):
             deleted += delete(sid) == "deleted"
             if done % PROGRESS_EVERY == 0:
-                self.log.info("%s: %d/%d processed", kind, done, len(sids))
-        self.log.info(
-            "%s: %d listed, %d deleted, %d already gone", kind, len(sids), deleted, len(sids) - deleted
-        )
+                log.progress("%s: %d/%d processed", kind, done, len(sids))
+        log.info("%s: %d listed, %d deleted, %d already gone", kind, len(sids), deleted, len(sids) - deleted)
         return deleted

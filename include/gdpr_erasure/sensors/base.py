@@ -8,37 +8,45 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, Context
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
-from gdpr_erasure.operators.base import ComplianceStoreMixin, is_dry_run
+from gdpr_erasure.operators.base import (
+    DEFAULT_CONCURRENCY,
+    ComplianceStoreMixin,
+    as_request_ids,
+    is_dry_run,
+    run_batch,
+)
 from gdpr_erasure.store import StepStatus
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID
 from gdpr_erasure.triggers.base import PollUntilDoneTrigger
-
-
-class VerificationFailed(AirflowFailException):
-    """The provider reported that the deletion failed (not merely still running): a retry
-    would read the same answer, so the task fails without retrying."""
+from gdpr_erasure.triggers.batch import BatchProofTrigger
 
 
 class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
-    """Wait until a provider proves a purge step's deletion, then record the proof.
+    """Wait until a provider proves a purge step's deletion for each request of a batch, then
+    record the proof per request.
 
     Subclasses say which purge step they verify (:attr:`purge_step`), under which step name the
-    proof is stored (:attr:`verify_step`), and build the trigger from the purge step's stored
-    result. In deferrable mode (the default) the wait happens in the triggerer; otherwise the
-    sensor pokes with the same check, best in ``mode="reschedule"``.
+    proof is stored (:attr:`verify_step`), and build a request's trigger from the purge step's
+    stored result. Each request is checked once right away (often the deletion is already
+    proven and nothing waits); the rest wait together in one :class:`BatchProofTrigger` in the
+    triggerer (deferrable, the default), or are poked on a worker otherwise.
 
-    :param request_id: the erasure request (templated).
+    A provider that reports the deletion failed fails only that request (``write_audit`` marks
+    it failed); checks that keep erroring make the task retry while retries remain.
+
+    :param request_ids: the batch of erasure requests (templated).
     :param deferrable: wait in the triggerer instead of on a worker.
     :param poll_interval: seconds between provider checks.
-    :param patience: seconds to wait in this run before handing the request over to a later run
+    :param patience: seconds to wait in this run before handing a request over to a later run
         (status ``verifying``) instead of failing; None waits until ``timeout`` and then fails.
         For providers that are slow by design (a Segment regulation can take days).
+    :param max_concurrency: provider checks running at the same time.
     :param compliance_conn_id: Airflow connection of the compliance store.
     """
 
-    template_fields: Sequence[str] = ("request_id",)
+    template_fields: Sequence[str] = ("request_ids",)
     purge_step: str
     verify_step: str
     ui_color = "#fff8e1"
@@ -46,19 +54,21 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
     def __init__(
         self,
         *,
-        request_id: str,
+        request_ids: list[str] | str,
         deferrable: bool = True,
         poll_interval: float = 10.0,
         patience: float | None = None,
+        max_concurrency: int = DEFAULT_CONCURRENCY,
         compliance_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("poke_interval", poll_interval)
         super().__init__(**kwargs)
-        self.request_id = request_id
+        self.request_ids = request_ids
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.patience = patience
+        self.max_concurrency = max_concurrency
         self.compliance_conn_id = compliance_conn_id
 
     # -- to implement ----------------------------------------------------------------------
@@ -70,77 +80,117 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
     # -- flow --------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        ids = as_request_ids(self.request_ids)
         if is_dry_run(context):
-            raise AirflowSkipException(f"dry run: nothing was deleted for {self.request_id}")
-        existing = self.store.steps(self.request_id).get(self.verify_step)
-        if existing is not None and existing.status is StepStatus.DONE:
-            self.log.info("%s already proven for %s", self.purge_step, self.request_id)
-            return existing.result
-        trigger = self._trigger()
-        if trigger is None:
-            self.store.record_step(
-                self.request_id, self.verify_step, StepStatus.SKIPPED, {"reason": "nothing deleted"}
-            )
-            self.log.info("nothing to verify for %s: %s deleted nothing", self.request_id, self.purge_step)
-            return None
-        state, evidence = trigger.check()  # often already true: then no deferral at all
-        if state != "waiting":
-            return self._finish(state, evidence)
+            raise AirflowSkipException(f"dry run: nothing was deleted for {len(ids)} request(s)")
+        answers = run_batch(ids, self._first_check, self.max_concurrency)
+        waiting = {rid: trigger for rid, trigger in zip(ids, answers, strict=True) if trigger is not None}
+        if not waiting:
+            return self._summary(ids)
         if self.patience is not None and self.patience <= 0:
-            return self._finish("pending", evidence)
+            for rid in waiting:
+                self._finish(rid, "pending", {})
+            return self._summary(ids)
         if not self.deferrable:
             return super().execute(context)
-        if self.patience is not None:
-            trigger.deadline = time.time() + self.patience
-        self.log.info("deferring: %s", evidence.get("summary", "waiting for the provider"))
+        deadline = time.time() + self.patience if self.patience is not None else None
+        self.log.info("deferring: %d of %d request(s) not proven yet", len(waiting), len(ids))
         self.defer(
-            trigger=trigger,
+            trigger=BatchProofTrigger.of(
+                waiting,
+                poll_interval=self.poll_interval,
+                deadline=deadline,
+                max_concurrency=self.max_concurrency,
+            ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout) if self.timeout else None,
         )
         return None
 
     def poke(self, context: Context) -> bool:
-        trigger = self._trigger()
-        state, evidence = trigger.check()
-        if state == "waiting":
-            return False
-        self._finish(state, evidence)
-        return True
+        """Non-deferrable mode: check the requests that have no proof yet."""
+        ids = [rid for rid in as_request_ids(self.request_ids) if self._open(rid)]
+        return all(trigger is None for trigger in run_batch(ids, self._first_check, self.max_concurrency))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        status = event.get("status")
-        if status == "success":
-            return self._finish("done", event.get("evidence") or {})
-        if status in ("failed", "pending"):
-            return self._finish(status, event.get("evidence") or {})
-        raise AirflowException(
-            f"verification of {self.purge_step} for {self.request_id}: {event.get('message')}"
-        )
+        ids = as_request_ids(self.request_ids)
+        if event.get("status") != "settled":
+            raise AirflowException(f"verification of {self.purge_step}: {event.get('message') or event}")
+        errors = {}
+        for rid, outcome in (event.get("outcomes") or {}).items():
+            state, evidence = outcome.get("state"), outcome.get("evidence") or {}
+            if state == "error":
+                errors[rid] = evidence.get("reason", "check failed")
+            else:
+                self._finish(rid, "done" if state == "done" else state, evidence)
+        if errors:
+            ti = context.get("ti")
+            if ti is not None and ti.try_number <= (self.retries or 0):
+                raise AirflowException(f"checks kept failing for {len(errors)} request(s): {errors}")
+            for rid, reason in errors.items():
+                self._finish(rid, "failed", {"reason": reason})
+        return self._summary(ids)
 
-    def _trigger(self) -> PollUntilDoneTrigger | None:
-        purge = self.store.steps(self.request_id).get(self.purge_step)
-        if purge is None:
-            raise AirflowException(f"{self.purge_step} has not run for {self.request_id}")
+    # -- per request -----------------------------------------------------------------------
+
+    def _open(self, request_id: str) -> bool:
+        existing = self.store.steps(request_id).get(self.verify_step)
+        return existing is None or existing.status not in (StepStatus.DONE, StepStatus.SKIPPED)
+
+    def _first_check(self, request_id: str) -> PollUntilDoneTrigger | None:
+        """Settle the request if possible; return its trigger if it has to wait."""
+        steps_ = self.store.steps(request_id)
+        existing = steps_.get(self.verify_step)
+        if existing is not None and existing.status is StepStatus.DONE:
+            return None  # already proven (a retry, or the next run re-checking the rest)
+        purge = steps_.get(self.purge_step)
+        if purge is None or purge.status in (StepStatus.FAILED, StepStatus.PENDING):
+            return None  # the purge did not succeed: nothing to prove, write_audit fails it
         if purge.status in (StepStatus.SKIPPED, StepStatus.ALREADY_ABSENT):
+            self.store.record_step(
+                request_id, self.verify_step, StepStatus.SKIPPED, {"reason": "nothing deleted"}
+            )
             return None
-        return self.build_trigger(purge.result)
+        trigger = self.build_trigger(purge.result)
+        if trigger is None:
+            self.store.record_step(
+                request_id, self.verify_step, StepStatus.SKIPPED, {"reason": "nothing deleted"}
+            )
+            return None
+        try:
+            state, evidence = trigger.check()
+        except Exception as exc:  # the trigger checks again; a lasting error surfaces there
+            self.log.warning("%s: first check failed (%s); waiting", request_id, exc)
+            return trigger
+        if state == "waiting":
+            return trigger
+        self._finish(request_id, state, evidence)
+        return None
 
-    def _finish(self, state: str, evidence: dict[str, Any]) -> dict[str, Any]:
+    def _finish(self, request_id: str, state: str, evidence: dict[str, Any]) -> None:
         if state == "done":
-            self.store.record_step(self.request_id, self.verify_step, StepStatus.DONE, evidence)
-            self.log.info("proven for %s: %s", self.request_id, evidence)
-            return evidence
-        if state == "pending":
+            self.store.record_step(request_id, self.verify_step, StepStatus.DONE, evidence)
+            self.log.info("%s: proven: %s", request_id, evidence)
+        elif state == "pending":
             # Not a failure: the provider is still working. write_audit moves the request to
             # ``verifying`` and a later run checks again.
-            self.store.record_step(self.request_id, self.verify_step, StepStatus.PENDING, evidence)
+            self.store.record_step(request_id, self.verify_step, StepStatus.PENDING, evidence)
             self.log.info(
-                "not proven yet for %s after %ss of patience (%s): a later run checks again",
-                self.request_id,
+                "%s: not proven yet after %ss of patience (%s): a later run checks again",
+                request_id,
                 self.patience,
                 evidence.get("summary") or evidence.get("status"),
             )
-            return evidence
-        self.store.record_step(self.request_id, self.verify_step, StepStatus.FAILED, evidence)
-        raise VerificationFailed(f"{self.request_id}: {evidence.get('reason', 'provider reported failure')}")
+        else:
+            self.store.record_step(request_id, self.verify_step, StepStatus.FAILED, evidence)
+            self.log.error("%s: %s", request_id, evidence.get("reason", "provider reported failure"))
+
+    def _summary(self, ids: list[str]) -> dict[str, int]:
+        """Counts of this batch's proofs by status (the task's XCom: no identifiers)."""
+        counts: dict[str, int] = {}
+        for rid in ids:
+            result = self.store.steps(rid).get(self.verify_step)
+            status = result.status.value if result else "not_checked"
+            counts[status] = counts.get(status, 0) + 1
+        self.log.info("%s for %d request(s): %s", self.verify_step, len(ids), counts)
+        return counts

@@ -15,7 +15,7 @@ class SegmentRegulationSensor(DeletionProofSensor):
     ``FAILED``, ``INVALID``, ``NOT_SUPPORTED`` and ``PARTIAL_SUCCESS`` fail with the reason taken
     from ``streamStatus`` (kept in the store as evidence).
 
-    :param request_id: the erasure request (templated).
+    :param request_ids: the batch of erasure requests (templated).
     :param segment_conn_id: Segment connection.
     """
 

@@ -15,7 +15,7 @@ class StripeCustomerDeletedSensor(DeletionProofSensor):
     customer ``redact_stripe`` deleted, or, for the redaction-job method, until the job is
     ``succeeded``. Customers that were already absent are checked too.
 
-    :param request_id: the erasure request (templated).
+    :param request_ids: the batch of erasure requests (templated).
     :param stripe_conn_id: Stripe connection.
     """
 

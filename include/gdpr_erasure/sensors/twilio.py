@@ -13,7 +13,7 @@ from gdpr_erasure.triggers.twilio import TwilioProfileDeletedTrigger
 class TwilioProfileDeletedSensor(DeletionProofSensor):
     """Deferrable: waits until every deleted Memory profile answers 404.
 
-    :param request_id: the erasure request (templated).
+    :param request_ids: the batch of erasure requests (templated).
     :param twilio_conn_id: Twilio connection.
     """
 
