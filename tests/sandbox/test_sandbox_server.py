@@ -296,3 +296,18 @@ def test_create_app_serves_in_process_and_hides_request_data_on_bugs(monkeypatch
     assert response.status_code == 500 and response.json()["error"]["type"] == "api_error"
     assert "KeyError" in caplog.text and email not in caplog.text
     assert state.requests[-1]["route"] == "/v1/customers" and state.requests[-1]["status"] == 500
+
+
+def test_the_listening_socket_says_tcp_so_kept_alive_calls_are_not_delayed():
+    """asyncio sets TCP_NODELAY only on accepted sockets whose listener was created with
+    proto=IPPROTO_TCP; without it every call on a kept-alive connection (what the SDKs use)
+    waited 40 ms for the client's delayed ACK."""
+    import socket
+
+    from sandbox.server import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()

@@ -29,6 +29,7 @@ from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk import BaseHook
 from requests.auth import AuthBase, HTTPBasicAuth
 
+from gdpr_erasure.hooks.connections import cached_connection
 from gdpr_erasure.hooks.errors import ApiConfigurationError, PermanentApiError, TransientApiError
 from gdpr_erasure.hooks.retry import DEFAULT_POLICY, RetryPolicy, call_with_retries, parse_retry_after
 from gdpr_erasure.pii import quiet_identifier_loggers, scrub
@@ -80,6 +81,11 @@ class SegmentApiHttpHook(HttpHook):
         super().__init__(method=method, http_conn_id=segment_conn_id)
         self.api = api
 
+    @classmethod
+    def get_connection(cls, conn_id: str):
+        # HttpHook looks the connection up on every call; once per process is enough.
+        return cached_connection(conn_id)
+
     def _set_base_url(self, connection) -> None:
         if self.api == "profiles":
             self.base_url = (
@@ -128,7 +134,7 @@ class SegmentHook(BaseHook):
 
     @cached_property
     def space_id(self) -> str:
-        space = (self.get_connection(self.segment_conn_id).extra_dejson or {}).get("space_id")
+        space = (cached_connection(self.segment_conn_id).extra_dejson or {}).get("space_id")
         if not space:
             raise ApiConfigurationError(f"connection {self.segment_conn_id} has no space_id extra")
         return space

@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar
 import stripe
 from airflow.sdk import BaseHook
 
+from gdpr_erasure.hooks.connections import cached_connection
 from gdpr_erasure.hooks.errors import ApiConfigurationError, PermanentApiError, TransientApiError
 from gdpr_erasure.hooks.retry import DEFAULT_POLICY, RetryPolicy, call_with_retries, parse_retry_after
 from gdpr_erasure.pii import quiet_identifier_loggers, scrub
@@ -73,7 +74,7 @@ class StripeHook(BaseHook):
 
     @cached_property
     def _conn(self):
-        return self.get_connection(self.stripe_conn_id)
+        return cached_connection(self.stripe_conn_id)
 
     @cached_property
     def extra(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 from twilio.rest.memory.v1.lookup import LookupList
 
+from gdpr_erasure.hooks.connections import cached_connection
 from gdpr_erasure.hooks.errors import (
     ApiConfigurationError,
     ExternalApiError,
@@ -103,7 +104,7 @@ class TwilioHook(BaseHook):
 
     @cached_property
     def _conn(self):
-        return self.get_connection(self.twilio_conn_id)
+        return cached_connection(self.twilio_conn_id)
 
     @cached_property
     def extra(self) -> dict[str, Any]:

@@ -156,7 +156,8 @@ class WriteAuditRecordOperator(ErasureStepOperator):
         if is_dry_run(context):
             raise AirflowSkipException("dry run: no audit record")
         ids = as_request_ids(self.request_ids)
-        outcomes = run_batch(ids, lambda rid: self._close_one(rid, context), self.max_concurrency)
+        key = load_hash_key()  # once per batch: each lookup is a round trip to the API server
+        outcomes = run_batch(ids, lambda rid: self._close_one(rid, key, context), self.max_concurrency)
         counts = Counter(outcome for outcome, _ in outcomes)
         self.log.info("write_audit: %d request(s): %s", len(ids), dict(sorted(counts.items())))
         failed = {rid: reason for rid, (outcome, reason) in zip(ids, outcomes, strict=True) if reason}
@@ -164,14 +165,14 @@ class WriteAuditRecordOperator(ErasureStepOperator):
             raise RequestsFailed(f"{len(failed)} of {len(ids)} request(s) not completed: {failed}")
         return {"requests": len(ids), **counts}
 
-    def _close_one(self, request_id: str, context: Context) -> tuple[str, str]:
+    def _close_one(self, request_id: str, key: HashKey, context: Context) -> tuple[str, str]:
         request = RequestScope(self.store, request_id, self.log)
         try:
-            return self.close(request, context)
+            return self.close(request, key, context)
         finally:
             request.log.flush(f"write_audit: {request_id}")
 
-    def close(self, scope: RequestScope, context: Context) -> tuple[str, str]:
+    def close(self, scope: RequestScope, key: HashKey, context: Context) -> tuple[str, str]:
         """Close one request; returns ``(outcome, failure reason or "")``."""
         store, log = scope.store, scope.log
         request = store.get(scope.id)
@@ -200,7 +201,6 @@ class WriteAuditRecordOperator(ErasureStepOperator):
             )
             return "verifying", ""
 
-        key = load_hash_key()
         if entry is None:
             record = build_audit_record(request, results, key, run_id=context["run_id"])
             try:

@@ -26,7 +26,7 @@ from gdpr_erasure.store import ComplianceStore, StepResult, StepStatus
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID, resolve_db_url
 
 #: Requests of one batch worked on at the same time (threads; each makes its own API calls).
-DEFAULT_CONCURRENCY = int(os.environ.get("GDPR_ERASURE_CONCURRENCY", "4"))
+DEFAULT_CONCURRENCY = int(os.environ.get("GDPR_ERASURE_CONCURRENCY", "8"))
 
 _log_lock = threading.Lock()
 
