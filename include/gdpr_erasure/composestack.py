@@ -1,7 +1,8 @@
 """The docker-compose stack without Docker: the same Airflow processes, with the same settings,
-run locally against this machine's PostgreSQL and Redis.
+run locally against this machine's PostgreSQL and Redis. The stack tests and the throughput
+benchmark (``make bench``) run on it.
 
-``docker-compose.yaml`` is the one source of truth. :func:`celery_stack` reads it and, like
+``docker-compose.yaml`` is the one source of truth. :func:`compose_stack` reads it and, like
 ``docker compose up`` would:
 
 1. interpolates it with a test ``.env`` (:func:`stack_variables`): unique database names, fresh
@@ -13,7 +14,8 @@ run locally against this machine's PostgreSQL and Redis.
    (migration, compliance database, connections, pools);
 4. starts the API server, scheduler, DAG processor, triggerer and Celery worker with their
    services' ``command`` and ``environment``, each in its own process group, and waits until
-   each one is up.
+   each one is up. With ``executor="LocalExecutor"`` the scheduler runs the tasks itself and
+   no worker is started (the benchmark's setting).
 
 What differs from the containers is listed in :func:`local_overrides` and :data:`EXTRA_ARGS`:
 an Airflow home, DAG and plugin folders in the work tree, free ports on 127.0.0.1, a Celery queue
@@ -47,7 +49,7 @@ import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # a source checkout: the compose file is there
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 
@@ -221,11 +223,13 @@ def stack_variables(
     }
 
 
-def local_overrides(*, root: Path, api_port: int, queue: str) -> dict[str, str]:
+def local_overrides(
+    *, root: Path, api_port: int, queue: str, dags_folder: Path = REPO_ROOT / "dags"
+) -> dict[str, str]:
     """What a process here needs instead of a container: its files, free ports, an own queue."""
     return {
         "AIRFLOW_HOME": str(root / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(api_port),
@@ -262,7 +266,7 @@ def host_environment() -> dict[str, str]:
 
 
 @dataclass
-class CeleryStack:
+class ComposeStack:
     """A running stack. ``api_url`` is the API server (UI, ``/api/v2``, ``/gdpr`` intake)."""
 
     root: Path
@@ -273,7 +277,7 @@ class CeleryStack:
     variables: dict[str, str]
     env: dict[str, dict[str, str]]  # per service
     queue: str
-    worker_name: str
+    worker_name: str | None
     store_url: str
     airflow_db_url: str
     sandbox_url: str
@@ -484,7 +488,7 @@ def _clean_redis(redis_url: str, queue: str) -> None:
 
 
 def _start_sandbox(
-    root: Path, env: dict[str, str], regulation_seconds: float
+    root: Path, env: dict[str, str], regulation_seconds: float, extra_args: list[str]
 ) -> tuple[subprocess.Popen, str]:
     log = open(root / "logs" / "sandbox.log", "w")  # noqa: SIM115 - owned by the child
     command = [
@@ -497,6 +501,7 @@ def _start_sandbox(
         "0",
         "--regulation-seconds",
         str(regulation_seconds),
+        *extra_args,
     ]
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True
@@ -538,21 +543,27 @@ def _group_gone(process: subprocess.Popen) -> bool:
 
 
 @contextmanager
-def celery_stack(
+def compose_stack(
     root: Path,
     *,
+    executor: str = "CeleryExecutor",
+    dags_folder: Path = REPO_ROOT / "dags",
     pg_url: str | None = None,
     redis_url: str | None = None,
     regulation_seconds: float = 2.0,
+    sandbox_args: list[str] | None = None,
     extra_env: dict[str, str] | None = None,
-) -> Iterator[CeleryStack]:
+) -> Iterator[ComposeStack]:
     """Run the compose file's Airflow services as local processes for the ``with`` block.
 
     :param root: an empty directory for the Airflow home, the auth file and the process logs.
+    :param executor: ``CeleryExecutor`` (the compose file's) or ``LocalExecutor`` (no worker).
+    :param dags_folder: the DAG folder (the benchmark adds its floor DAG to the real one).
     :param pg_url: an administrative URL of the PostgreSQL server (default: the server of
         ``$GDPR_TEST_PG_URL``, else ``127.0.0.1:5432`` as ``postgres``).
     :param redis_url: the Redis server (default ``$GDPR_TEST_REDIS_URL`` or ``127.0.0.1:6379/0``).
     :param regulation_seconds: how long the sandbox takes to finish a Segment regulation.
+    :param sandbox_args: more ``gdpr-erasure sandbox serve`` arguments (``--people 1000``).
     :param extra_env: more settings for every Airflow process (after the compose file's).
     """
     pg = make_url(pg_url or _default_pg_url())
@@ -568,7 +579,7 @@ def celery_stack(
     base_env = host_environment()
 
     with ExitStack() as cleanup:
-        sandbox, sandbox_url = _start_sandbox(root, base_env, regulation_seconds)
+        sandbox, sandbox_url = _start_sandbox(root, base_env, regulation_seconds, sandbox_args or [])
         cleanup.callback(_stop_group, sandbox)
 
         variables = stack_variables(
@@ -580,7 +591,9 @@ def celery_stack(
         cleanup.callback(_clean_redis, redis_url, queue)
 
         compose = load_compose()
-        overrides = local_overrides(root=root, api_port=api_port, queue=queue)
+        overrides = local_overrides(root=root, api_port=api_port, queue=queue, dags_folder=dags_folder)
+        overrides["AIRFLOW__CORE__EXECUTOR"] = executor
+        services = [s for s in AIRFLOW_SERVICES if executor == "CeleryExecutor" or s != "airflow-worker"]
         envs = {
             service: {
                 **base_env,
@@ -588,11 +601,11 @@ def celery_stack(
                 **overrides,
                 **(extra_env or {}),
             }
-            for service in (INIT_SERVICE, *AIRFLOW_SERVICES)
+            for service in (INIT_SERVICE, *services)
         }
         pg_airflow = make_url(envs[INIT_SERVICE]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
         compliance = pg_airflow.set(database=variables["COMPLIANCE_DB_NAME"])
-        stack = CeleryStack(
+        stack = ComposeStack(
             root=root,
             uid=uid,
             api_url=api_url,
@@ -601,7 +614,7 @@ def celery_stack(
             variables=variables,
             env=envs,
             queue=queue,
-            worker_name=f"{queue}@{socket.gethostname()}",
+            worker_name=f"{queue}@{socket.gethostname()}" if "airflow-worker" in services else None,
             store_url=compliance.render_as_string(hide_password=False),
             airflow_db_url=pg_airflow.render_as_string(hide_password=False),
             sandbox_url=sandbox_url,
@@ -610,7 +623,7 @@ def celery_stack(
 
         _run_init(stack, compose, variables)
         cleanup.callback(lambda: _stop_groups(list(stack.processes.values())))
-        for service in AIRFLOW_SERVICES:
+        for service in services:
             _start_service(stack, compose, service, variables)
 
         _wait_until_up(stack)
@@ -625,7 +638,12 @@ def _default_pg_url() -> str:
     return DEFAULT_PG_URL
 
 
-def _run_init(stack: CeleryStack, compose: dict[str, Any], variables: dict[str, str]) -> None:
+def celery_stack(root: Path, **kwargs: Any) -> contextlib.AbstractContextManager[ComposeStack]:
+    """The compose file's stack as it is: Celery executor and worker."""
+    return compose_stack(root, executor="CeleryExecutor", **kwargs)
+
+
+def _run_init(stack: ComposeStack, compose: dict[str, Any], variables: dict[str, str]) -> None:
     service = compose["services"][INIT_SERVICE]
     if service.get("entrypoint") != "/bin/bash":
         raise StackError(f"{INIT_SERVICE} is expected to run its command with /bin/bash")
@@ -654,7 +672,7 @@ def _run_init(stack: CeleryStack, compose: dict[str, Any], variables: dict[str, 
 
 
 def _start_service(
-    stack: CeleryStack, compose: dict[str, Any], service: str, variables: dict[str, str]
+    stack: ComposeStack, compose: dict[str, Any], service: str, variables: dict[str, str]
 ) -> subprocess.Popen:
     command = [sys.executable, "-m", "airflow", *service_command(compose, service, variables)]
     command += EXTRA_ARGS.get(service, [])
@@ -676,7 +694,7 @@ def _start_service(
     return process
 
 
-def _wait_until_up(stack: CeleryStack) -> None:
+def _wait_until_up(stack: ComposeStack) -> None:
     scheduler_port = stack.env["airflow-scheduler"]["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT"]
 
     def api_healthy() -> bool:
@@ -691,6 +709,8 @@ def _wait_until_up(stack: CeleryStack) -> None:
         return {"SchedulerJob", "TriggererJob", "DagProcessorJob"} <= kinds
 
     def worker_ready() -> bool:
+        if stack.worker_name is None:  # LocalExecutor: the scheduler runs the tasks
+            return True
         return f"{stack.worker_name} ready." in stack.logs["airflow-worker"].read_text(errors="replace")
 
     def dag_parsed() -> bool:

@@ -1,17 +1,18 @@
 """Fixtures of the compose-stack tests: ``celery_stack``, the docker-compose stack run as local
-processes (see stack_support.py), started once per session and stopped at its end."""
+processes (see gdpr_erasure/composestack.py), started once per session and stopped at its end."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from stack_support import CeleryStack, StackError
-from stack_support import celery_stack as start_celery_stack
+
+from gdpr_erasure.composestack import ComposeStack, StackError
+from gdpr_erasure.composestack import celery_stack as start_celery_stack
 
 
 @pytest.fixture(scope="session")
-def celery_stack(tmp_path_factory) -> Iterator[CeleryStack]:
+def celery_stack(tmp_path_factory) -> Iterator[ComposeStack]:
     """API server, scheduler, DAG processor, triggerer and Celery worker with the compose file's
     settings, on the local PostgreSQL and Redis (a missing one fails the test)."""
     root = tmp_path_factory.mktemp("celery-stack")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from stack_support import (
+
+from gdpr_erasure.composestack import (
     AIRFLOW_SERVICES,
     COMPOSE_FILE,
     ENV_EXAMPLE,

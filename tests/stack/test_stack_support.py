@@ -8,7 +8,8 @@ import subprocess
 import time
 
 import pytest
-from stack_support import StackError, _stop_groups, check_services, free_port
+
+from gdpr_erasure.composestack import StackError, _stop_groups, check_services, free_port
 
 
 def test_a_missing_postgresql_is_an_error_not_a_skip():
