@@ -28,3 +28,6 @@ RUN pip install --no-cache-dir --no-deps /opt/gdpr-erasure \
 
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
+# Local settings: preload the pipeline in each Airflow process, so forked task processes
+# inherit its modules instead of importing them per task (docs/benchmarks.md).
+COPY --chown=airflow:0 config/ /opt/airflow/config/

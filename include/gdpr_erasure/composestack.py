@@ -32,6 +32,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -572,7 +573,9 @@ def compose_stack(
 
     uid = secrets.token_hex(4)
     (root / "logs").mkdir(parents=True, exist_ok=True)
-    (root / "airflow").mkdir(exist_ok=True)
+    (root / "airflow" / "config").mkdir(parents=True, exist_ok=True)
+    # The Dockerfile copies config/ into $AIRFLOW_HOME/config: the local settings (preload).
+    shutil.copy(REPO_ROOT / "config" / "airflow_local_settings.py", root / "airflow" / "config")
     api_port = free_port()
     api_url = f"http://127.0.0.1:{api_port}"
     queue = f"gdpr-stack-{uid}"

@@ -1,0 +1,42 @@
+"""Import what every erasure task needs, ahead of time (see config/airflow_local_settings.py).
+
+Each task process parses the DAG file, which imports the operators, hooks and provider SDKs;
+in a process forked from one that already imported them, that parse is nearly free.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+log = logging.getLogger(__name__)
+
+MODULES = (
+    "gdpr_erasure.operators.audit",
+    "gdpr_erasure.operators.claim",
+    "gdpr_erasure.operators.resolve",
+    "gdpr_erasure.operators.retention",
+    "gdpr_erasure.operators.segment",
+    "gdpr_erasure.operators.stripe",
+    "gdpr_erasure.operators.summary",
+    "gdpr_erasure.operators.twilio",
+    "gdpr_erasure.sensors.segment",
+    "gdpr_erasure.sensors.stripe",
+    "gdpr_erasure.sensors.twilio",
+    "gdpr_erasure.triggers.batch",
+    "gdpr_erasure.notifiers",
+    "stripe",
+    "twilio.rest",
+)
+
+
+def preload() -> list[str]:
+    """Import :data:`MODULES`; a module that fails to import is logged and left to the task."""
+    loaded = []
+    for name in MODULES:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except Exception as exc:  # never stop an Airflow process from starting
+            log.warning("gdpr_erasure preload: %s not imported (%s)", name, exc)
+    return loaded
