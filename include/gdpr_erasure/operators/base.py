@@ -24,6 +24,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from gdpr_erasure.hooks.errors import PermanentApiError
 from gdpr_erasure.store import ComplianceStore, StepResult, StepStatus
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID, resolve_db_url
+from gdpr_erasure.store.types import utcnow
 
 #: Requests of one batch worked on at the same time (threads; each makes its own API calls).
 DEFAULT_CONCURRENCY = int(os.environ.get("GDPR_ERASURE_CONCURRENCY", "8"))
@@ -92,23 +93,42 @@ class RequestLog:
 
 
 class RequestScope:
-    """One request as seen by a step: its id, its recorded steps and its log."""
+    """One request as seen by a step: its id, its recorded steps and its log.
+
+    The recorded steps are read once, when first needed, and kept up to date with what this
+    step records: the other tasks working on the request at the same time write other steps.
+    """
 
     def __init__(self, store: ComplianceStore, request_id: str, log) -> None:
         self.store = store
         self.id = request_id
         self.log = RequestLog(log, request_id)
+        self._steps: dict[str, StepResult] | None = None
+
+    @property
+    def steps(self) -> dict[str, StepResult]:
+        if self._steps is None:
+            self._steps = self.store.steps(self.id)
+        return self._steps
 
     def step(self, name: str) -> StepResult | None:
-        return self.store.steps(self.id).get(name)
+        return self.steps.get(name)
 
     def record(self, name: str, status: StepStatus, result: dict[str, Any] | None = None) -> None:
         self.store.record_step(self.id, name, status, result)
+        previous = self.steps.get(name)
+        self.steps[name] = StepResult(
+            step=name,
+            status=status,
+            result=dict(result or {}),
+            attempts=(previous.attempts + 1) if previous else 1,
+            updated_at=utcnow(),
+        )
 
     def finished_step(self, name: str, proof: str | None = None) -> StepResult | None:
         """The step's earlier result if it finished and its proof (if any) did not fail: a rerun
         (task retry, crash recovery, the next run re-checking) then leaves it alone."""
-        steps = self.store.steps(self.id)
+        steps = self.steps
         done = steps.get(name)
         if done is None or done.status in (StepStatus.FAILED, StepStatus.PENDING):
             return None
@@ -144,7 +164,9 @@ class ComplianceStoreMixin:
 
     @cached_property
     def store(self) -> ComplianceStore:
-        return ComplianceStore.from_url(resolve_db_url(conn_id=self.compliance_conn_id))
+        # No pre-ping: a task process lives for one task, and a dead connection fails the
+        # transaction, which the task's retry repeats.
+        return ComplianceStore.from_url(resolve_db_url(conn_id=self.compliance_conn_id), pre_ping=False)
 
 
 class ErasureStepOperator(ComplianceStoreMixin, BaseOperator):

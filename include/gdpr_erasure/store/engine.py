@@ -75,12 +75,13 @@ def _airflow_connection(conn_id: str):
         return None
 
 
-def create_store_engine(url: str) -> Engine:
+def create_store_engine(url: str, *, pre_ping: bool = True) -> Engine:
     """An engine with the settings each backend needs for safe concurrent use."""
     sa_url = make_url(url)
     if sa_url.get_backend_name() == "sqlite":
         return _sqlite_engine(sa_url)
-    return create_engine(sa_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # A batch task's threads each hold a connection while they work on a request.
+    return create_engine(sa_url, pool_pre_ping=pre_ping, pool_size=8, max_overflow=8, pool_recycle=1800)
 
 
 def _sqlite_engine(sa_url: URL) -> Engine:

@@ -148,9 +148,14 @@ class ComplianceStore:
         self.engine = engine
 
     @classmethod
-    def from_url(cls, url: str | None = None) -> ComplianceStore:
-        """Open the store at ``url`` or, if None, wherever :func:`resolve_db_url` points."""
-        return cls(create_store_engine(resolve_db_url(url)))
+    def from_url(cls, url: str | None = None, *, pre_ping: bool = True) -> ComplianceStore:
+        """Open the store at ``url`` or, if None, wherever :func:`resolve_db_url` points.
+
+        :param pre_ping: test each pooled connection before use (PostgreSQL). Right for
+            long-lived processes (the intake); a task process that lives for one task skips it,
+            as it doubled the round trips of every short transaction.
+        """
+        return cls(create_store_engine(resolve_db_url(url), pre_ping=pre_ping))
 
     @property
     def dialect(self) -> str:
