@@ -85,7 +85,7 @@ with DAG(
             1000, type="integer", minimum=1, maximum=100_000, description="Requests this run"
         ),
         "batch_size": Param(
-            25, type="integer", minimum=1, maximum=500, description="Requests per mapped group"
+            50, type="integer", minimum=1, maximum=500, description="Requests per mapped group"
         ),
         "request_ids": Param([], type="array", items={"type": "string"}, description="Only these requests"),
         "dry_run": Param(False, type="boolean", description="Resolve and report; delete nothing"),

@@ -40,7 +40,7 @@ class ClaimRequestsOperator(ComplianceStoreMixin, BaseOperator):
         self,
         *,
         max_requests: int | str = 1000,
-        batch_size: int | str = 25,
+        batch_size: int | str = 50,
         request_ids: list[str] | str | None = None,
         lease: timedelta = timedelta(hours=6),
         compliance_conn_id: str = DEFAULT_CONN_ID,

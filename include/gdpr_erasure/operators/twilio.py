@@ -172,5 +172,8 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
             deleted += delete(sid) == "deleted"
             if done % PROGRESS_EVERY == 0:
                 log.progress("%s: %d/%d processed", kind, done, len(sids))
-        log.info("%s: %d listed, %d deleted, %d already gone", kind, len(sids), deleted, len(sids) - deleted)
+        if sids:  # the inventory line already says which kinds had nothing
+            log.info(
+                "%s: %d listed, %d deleted, %d already gone", kind, len(sids), deleted, len(sids) - deleted
+            )
         return deleted
