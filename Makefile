@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint format clean browser screenshots
+.PHONY: install test demo lint format clean browser screenshots bench
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,18 @@ test: $(STAMP) browser
 
 demo: $(STAMP)
 	$(PY) -m gdpr_erasure.demo
+
+# Throughput benchmark on the LocalExecutor stack (local PostgreSQL and Redis): prints a table
+# and writes it with a plot into docs/benchmarks.md and docs/benchmarks.png (~12 min here).
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	$(PY) -m pip check
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) include/bench/throughput.py $(BENCH_ARGS)
 
 # Regenerate the README's screenshots with the browser test.
 screenshots: $(STAMP) browser
