@@ -153,17 +153,16 @@ def scenario_slow() -> bool:
         done = store.counts_by_status() == {"completed": len(keys)} and len(store.audit_entries()) == len(
             keys
         )
+        # Only requests with a Segment regulation wait; one without a Segment profile completes.
+        slow = want["segment regulation created"]
+        expected_first = (
+            {"verifying": slow, "completed": len(keys) - slow} if slow < len(keys) else {"verifying": slow}
+        )
         print(
-            f"slow processor: {len(keys)} verifying after run 1, completed after run 2: {done}; "
-            f"wall {time.monotonic() - started:.1f}s; regulations {want['segment regulation created']}"
+            f"slow processor: {slow} verifying after run 1 (expected {expected_first}), all completed "
+            f"after run 2: {done}; wall {time.monotonic() - started:.1f}s"
         )
-        return (
-            first == 0
-            and second == 0
-            and after_first == {"verifying": len(keys)}
-            and done
-            and not writes_in_second
-        )
+        return first == 0 and second == 0 and after_first == expected_first and done and not writes_in_second
 
 
 def scenario_failing() -> bool:
