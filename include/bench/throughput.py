@@ -31,8 +31,7 @@ from typing import Any
 import psutil
 
 from gdpr_erasure.composestack import REPO_ROOT, ComposeStack, compose_stack
-from gdpr_erasure.identifiers import SubjectIdentifiers
-from gdpr_erasure.localstack import connection_env, sandbox_connections
+from gdpr_erasure.localstack import connection_env, person_identifiers, sandbox_connections
 
 ROOT = Path.cwd() / ".bench" / "throughput"
 FLOOR_DAG = Path(__file__).resolve().parent / "dags" / "gdpr_erasure_floor.py"
@@ -175,15 +174,7 @@ def run_sequential(stack, requests: int, sample: int, latency_ms: int) -> Result
     people = _seed(stack, max(sample, 20), latency_ms)[:sample]
     accounts = stack.sandbox("GET", "/people")["accounts"]
     os.environ.update(connection_env(sandbox_connections(stack.sandbox_url, accounts)))
-    work = [
-        (
-            f"seq-{p['key']}",
-            SubjectIdentifiers.parse(
-                email=p["email"], phone=p["phone"], stripe_customer_id=(p["stripe_customer_ids"] or [None])[0]
-            ),
-        )
-        for p in people
-    ]
+    work = [(f"seq-{p['key']}", person_identifiers(p)) for p in people]
     seconds = sequential.erase_sequentially(work)
     return Result("sequential", requests, latency_ms, seconds / sample * requests, sample=sample)
 
@@ -277,7 +268,8 @@ def plot(results: list[Result], latency: int, path: Path) -> None:
         per_request = seq[0].wall / seq[0].requests
         xs = sorted({r.requests for r in results if r.kind == "pipeline" and r.latency_ms == latency})
         walls.plot(xs, [per_request * x for x in xs], ":", label="sequential script (extrapolated)")
-    walls.set(xlabel="requests drained in one run", ylabel="wall time (s)", title="Time to drain")
+    walls.set(xlabel="requests drained in one run", ylabel="wall time (s, log scale)", title="Time to drain")
+    walls.set_yscale("log")
     costs.set(
         xlabel="requests drained in one run", ylabel="CPU s per request", title="Airflow CPU per request"
     )
@@ -303,7 +295,12 @@ def main() -> int:
     parser.add_argument("--parallelism", type=int, default=8, help="[core] parallelism (LocalExecutor)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests at a time per task")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/ alone")
+    parser.add_argument("--replot", action="store_true", help="redraw the plot from the last results")
     args = parser.parse_args()
+    if args.replot:
+        saved = json.loads((ROOT / "results.json").read_text())
+        plot([Result(**r) for r in saved], args.latency_ms, PLOT)
+        return 0
     sizes = [int(s) for s in args.sizes.split(",")]
 
     dags = ROOT / "dags"
