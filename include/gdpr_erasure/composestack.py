@@ -372,22 +372,9 @@ class ComposeStack:
 
     def submit(self, keys: list[str], prefix: str = "req") -> list[str]:
         """Put requests for these sandbox people into the intake table (store API)."""
-        from gdpr_erasure.identifiers import SubjectIdentifiers
+        from gdpr_erasure.localstack import submit_people
 
-        store = self.store()
-        try:
-            ids = []
-            for key in keys:
-                person = self.people[key]
-                identifiers = SubjectIdentifiers.parse(
-                    email=person["email"],
-                    phone=person["phone"],
-                    stripe_customer_id=(person["stripe_customer_ids"] or [None])[0],
-                )
-                ids.append(store.submit(f"{prefix}-{key}", identifiers, source="stack-test").request.id)
-            return ids
-        finally:
-            store.dispose()
+        return submit_people(self.store_url, [self.people[key] for key in keys], prefix, source="stack")
 
     def sandbox(self, method: str, path: str, **kwargs: Any) -> Any:
         response = requests.request(method, f"{self.sandbox_url}/_sandbox{path}", timeout=30, **kwargs)

@@ -50,6 +50,31 @@ def sandbox_connections(base_url: str, accounts: dict[str, Any]) -> dict[str, di
     }
 
 
+def person_identifiers(person: dict[str, Any]):
+    """What a request for this sandbox person (``GET /_sandbox/people``) carries."""
+    from gdpr_erasure.identifiers import SubjectIdentifiers
+
+    return SubjectIdentifiers.parse(
+        email=person["email"],
+        phone=person["phone"],
+        stripe_customer_id=(person["stripe_customer_ids"] or [None])[0],
+    )
+
+
+def submit_people(store_url: str, people: list[dict[str, Any]], prefix: str, source: str) -> list[str]:
+    """Put one request per sandbox person into the intake table (``{prefix}-{key}``)."""
+    from gdpr_erasure.store import ComplianceStore
+
+    store = ComplianceStore.from_url(store_url)
+    try:
+        return [
+            store.submit(f"{prefix}-{p['key']}", person_identifiers(p), source=source).request.id
+            for p in people
+        ]
+    finally:
+        store.dispose()
+
+
 def connection_env(connections: dict[str, dict[str, Any]]) -> dict[str, str]:
     return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in connections.items()}
 
@@ -69,20 +94,7 @@ class LocalStack:
 
     def submit(self, keys: list[str], prefix: str = "req") -> list[str]:
         """Put requests for these sandbox people into the intake table (store API)."""
-        from gdpr_erasure.identifiers import SubjectIdentifiers
-
-        store = self.store()
-        ids = []
-        for key in keys:
-            person = self.people[key]
-            identifiers = SubjectIdentifiers.parse(
-                email=person["email"],
-                phone=person["phone"],
-                stripe_customer_id=(person["stripe_customer_ids"] or [None])[0],
-            )
-            ids.append(store.submit(f"{prefix}-{key}", identifiers, source="local").request.id)
-        store.dispose()
-        return ids
+        return submit_people(self.store_url, [self.people[key] for key in keys], prefix, source="local")
 
     def dag_test(self, log_name: str, conf: dict[str, Any] | None = None, **popen: Any) -> subprocess.Popen:
         """Start ``airflow dags test gdpr_erasure`` (the whole run in one process), logging to a file."""

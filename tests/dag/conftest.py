@@ -7,7 +7,7 @@ import runpy
 
 import pytest
 
-from gdpr_erasure.identifiers import SubjectIdentifiers
+from gdpr_erasure.localstack import person_identifiers
 from gdpr_erasure.store import ComplianceStore
 
 DAG_FILE = "dags/gdpr_erasure_dag.py"
@@ -33,16 +33,12 @@ class Pipeline:
         self.dag, self.store, self.sandbox = dag, store, sandbox
 
     def submit(self, *keys: str) -> list[str]:
-        ids = []
-        for key in keys:
-            person = self.sandbox.person(key)
-            identifiers = SubjectIdentifiers.parse(
-                email=person["email"],
-                phone=person["phone"],
-                stripe_customer_id=(person["stripe_customer_ids"] or [None])[0],
-            )
-            ids.append(self.store.submit(f"req-{key}", identifiers, source="test").request.id)
-        return ids
+        return [
+            self.store.submit(
+                f"req-{key}", person_identifiers(self.sandbox.person(key)), source="test"
+            ).request.id
+            for key in keys
+        ]
 
     def run(self, **conf):
         return self.dag.test(run_conf=conf or None)

@@ -1,16 +1,11 @@
 """Intake fixtures: the intake app served by uvicorn on 127.0.0.1 in a thread, on SQLite and (when
 ``GDPR_TEST_PG_URL`` is set, as in CI) PostgreSQL; one server per backend, the intake table
 emptied before each test.
-
-The store-URL fixture repeats the pattern of ``tests/store/conftest.py`` (a throwaway schema on
-PostgreSQL, selected with ``search_path``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -19,49 +14,23 @@ from dataclasses import dataclass
 import airflow.sdk  # noqa: F401
 import pytest
 from intake_support import ThreadedServer, connection_json, count_rows
-from sqlalchemy import create_engine, text
+from store_backends import backends, throwaway_database
 
 from gdpr_erasure.intake.app import create_app
 from gdpr_erasure.intake.settings import IntakeSettings
 from gdpr_erasure.store import ComplianceStore, schema
 
-PG_URL = os.environ.get("GDPR_TEST_PG_URL")
 CONTROLLER_ID = "acme-test"
 
 
-def _backends():
-    yield pytest.param("sqlite", id="sqlite")
-    yield pytest.param(
-        "postgresql",
-        id="postgresql",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.skipif(not PG_URL, reason="GDPR_TEST_PG_URL not set (CI sets it)"),
-        ],
-    )
-
-
-@pytest.fixture(scope="session", params=list(_backends()))
+@pytest.fixture(scope="session", params=backends())
 def intake_db_url(request, tmp_path_factory) -> Iterator[str]:
     """A compliance store on the parametrised backend, initialised, for the whole session."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('intake') / 'compliance.db'}"
-        admin = schema = None
-    else:
-        schema = f"gdpr_intake_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        sep = "&" if "?" in PG_URL else "?"
-        url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    store = ComplianceStore.from_url(url)
-    store.init_db()
-    store.dispose()
-    yield url
-    if admin is not None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with throwaway_database(request.param, tmp_path_factory.mktemp("intake"), "gdpr_intake") as url:
+        store = ComplianceStore.from_url(url)
+        store.init_db()
+        store.dispose()
+        yield url
 
 
 @pytest.fixture(scope="session")
