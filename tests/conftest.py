@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import queue
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,6 +20,8 @@ from typing import Any
 import pytest
 import requests
 
+from gdpr_erasure.localstack import SANDBOX_READY, sandbox_command
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Airflow home, compliance store and connections to the sandbox (tests/airflow_support.py).
@@ -29,7 +30,6 @@ pytest_plugins = ["airflow_support"]
 # --- API sandbox --------------------------------------------------------------------------------
 
 SANDBOX_START_TIMEOUT = 20.0
-SANDBOX_READY_PREFIX = "sandbox listening on "
 
 
 class SandboxClient:
@@ -105,24 +105,14 @@ def _wait_healthy(base_url: str, deadline: float) -> bool:
 @pytest.fixture(scope="session")
 def sandbox_url() -> Iterator[str]:
     """Base URL of a sandbox started as a subprocess through the real ``gdpr-erasure`` CLI."""
-    command = [
-        sys.executable,
-        "-m",
-        "gdpr_erasure.cli",
-        "sandbox",
-        "serve",
-        "--port",
-        "0",
-        "--regulation-seconds",
-        "2",
-    ]
+    command = sandbox_command("--regulation-seconds", "2")
     with tempfile.TemporaryFile(mode="w+") as stderr:
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
         try:
             deadline = time.monotonic() + SANDBOX_START_TIMEOUT
             line = _read_ready_line(process, SANDBOX_START_TIMEOUT) or ""
-            base_url = line.strip().removeprefix(SANDBOX_READY_PREFIX)
-            if not line.startswith(SANDBOX_READY_PREFIX) or not _wait_healthy(base_url, deadline):
+            base_url = line.strip().removeprefix(SANDBOX_READY)
+            if not line.startswith(SANDBOX_READY) or not _wait_healthy(base_url, deadline):
                 process.kill()
                 process.wait()
                 stderr.seek(0)

@@ -50,6 +50,8 @@ import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
+from gdpr_erasure.localstack import SANDBOX_READY, sandbox_command
+
 REPO_ROOT = Path(__file__).resolve().parents[2]  # a source checkout: the compose file is there
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
@@ -479,28 +481,17 @@ def _start_sandbox(
     root: Path, env: dict[str, str], regulation_seconds: float, extra_args: list[str]
 ) -> tuple[subprocess.Popen, str]:
     log = open(root / "logs" / "sandbox.log", "w")  # noqa: SIM115 - owned by the child
-    command = [
-        sys.executable,
-        "-m",
-        "gdpr_erasure.cli",
-        "sandbox",
-        "serve",
-        "--port",
-        "0",
-        "--regulation-seconds",
-        str(regulation_seconds),
-        *extra_args,
-    ]
+    command = sandbox_command("--regulation-seconds", str(regulation_seconds), *extra_args)
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True
     )
     log.close()
     assert process.stdout is not None
     line = process.stdout.readline().strip()  # the sandbox prints its URL first, or exits
-    if not line.startswith("sandbox listening on "):
+    if not line.startswith(SANDBOX_READY):
         _stop_group(process)
         raise StackError(f"the sandbox did not start: {line!r}; see {root / 'logs' / 'sandbox.log'}")
-    return process, line.removeprefix("sandbox listening on ")
+    return process, line.removeprefix(SANDBOX_READY)
 
 
 def _stop_group(process: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:

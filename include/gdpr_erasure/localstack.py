@@ -20,6 +20,13 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The sandbox's first line on stdout, followed by its base URL.
+SANDBOX_READY = "sandbox listening on "
+
+
+def sandbox_command(*args: str) -> list[str]:
+    """``gdpr-erasure sandbox serve`` on a free loopback port, with more arguments."""
+    return [sys.executable, "-m", "gdpr_erasure.cli", "sandbox", "serve", "--port", "0", *args]
 
 
 def sandbox_connections(base_url: str, accounts: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -146,16 +153,7 @@ def local_stack(
 
     with open(root / "sandbox.log", "w") as sandbox_log:
         sandbox = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gdpr_erasure.cli",
-                "sandbox",
-                "serve",
-                "--port",
-                "0",
-                *(sandbox_args or []),
-            ],
+            sandbox_command(*(sandbox_args or [])),
             stdout=subprocess.PIPE,
             stderr=sandbox_log,
             text=True,
@@ -163,9 +161,9 @@ def local_stack(
         )
         try:
             line = sandbox.stdout.readline().strip()
-            if not line.startswith("sandbox listening on http://127.0.0.1:"):
+            if not line.startswith(SANDBOX_READY):
                 raise RuntimeError(f"the sandbox did not start; see {root / 'sandbox.log'}")
-            base_url = line.removeprefix("sandbox listening on ")
+            base_url = line.removeprefix(SANDBOX_READY)
             stack = LocalStack(root=root, env=env, base_url=base_url, store_url=store_url)
             catalog = stack.control("GET", "/people")
             env.update(connection_env(sandbox_connections(base_url, catalog["accounts"])))
