@@ -313,7 +313,22 @@ class SandboxState:
         self.memory_profiles: dict[str, MemoryProfile] = {}
         self.segment_profiles: dict[str, SegmentProfile] = {}
         self.regulations: dict[str, Regulation] = {}
+        self._groups: dict[tuple[str, str], tuple[int, dict[Any, list[Any]]]] = {}
         seed_state(self)
+
+    def grouped(self, collection: str, attribute: str) -> dict[Any, list[Any]]:
+        """The items of a collection grouped by one attribute, so a filtered listing does not
+        scan every seeded record (with 1,000 people, 12,000 messages per call). Items are never
+        removed (deletes are soft), so a grouping stays valid until the collection grows."""
+        items = getattr(self, collection)
+        cached = self._groups.get((collection, attribute))
+        if cached is None or cached[0] != len(items):
+            groups: dict[Any, list[Any]] = {}
+            for item in items.values():
+                groups.setdefault(getattr(item, attribute), []).append(item)
+            cached = (len(items), groups)
+            self._groups[(collection, attribute)] = cached
+        return cached[1]
 
     def now_utc(self) -> datetime:
         return datetime.fromtimestamp(self.wall(), tz=UTC)

@@ -387,10 +387,20 @@ def _party_filter(call: Call) -> Callable[[Any], bool]:
     return lambda item: (to is None or item.to == to) and (from_ is None or item.from_ == from_)
 
 
+def _party_candidates(call: Call, collection: str) -> Iterable[Any]:
+    """The items that can match the ``To``/``From`` filter (looked up, not scanned)."""
+    to, from_ = call.query.get("To"), call.query.get("From")
+    if to is not None:
+        return call.state.grouped(collection, "to").get(to, [])
+    if from_ is not None:
+        return call.state.grouped(collection, "from_").get(from_, [])
+    return getattr(call.state, collection).values()
+
+
 def list_messages(call: Call) -> Response:
     wanted = _party_filter(call)
     ordered = _newest_first(
-        (m for m in call.state.messages.values() if wanted(m)), lambda m: m.date_sent, lambda m: m.sid
+        (m for m in _party_candidates(call, "messages") if wanted(m)), lambda m: m.date_sent, lambda m: m.sid
     )
     return list_2010(call, "messages", ordered, lambda m: not m.deleted, lambda m: m.sid, message_body)
 
@@ -399,7 +409,7 @@ def list_calls(call: Call) -> Response:
     wanted = _party_filter(call)
     status = call.query.get("Status")
     ordered = _newest_first(
-        (c for c in call.state.calls.values() if wanted(c) and (status is None or c.status == status)),
+        (c for c in _party_candidates(call, "calls") if wanted(c) and (status is None or c.status == status)),
         lambda c: c.start_time,
         lambda c: c.sid,
     )
@@ -410,7 +420,9 @@ def list_recordings(call: Call) -> Response:
     call_sid = call.query.get("CallSid")
     soft_deleted = call.query.get("IncludeSoftDeleted", "false").lower() == "true"
     ordered = _newest_first(
-        (r for r in call.state.recordings.values() if call_sid is None or r.call_sid == call_sid),
+        call.state.recordings.values()
+        if call_sid is None
+        else call.state.grouped("recordings", "call_sid").get(call_sid, []),
         lambda r: r.date_created,
         lambda r: r.sid,
     )
@@ -422,7 +434,7 @@ def list_call_recordings(call: Call) -> Response:
     """Recordings of one call. They outlive the call: deleting a call does not delete them."""
     call_sid = call.params["CallSid"]
     ordered = _newest_first(
-        (r for r in call.state.recordings.values() if r.call_sid == call_sid),
+        call.state.grouped("recordings", "call_sid").get(call_sid, []),
         lambda r: r.date_created,
         lambda r: r.sid,
     )
@@ -434,7 +446,7 @@ def list_call_recordings(call: Call) -> Response:
 def list_transcriptions(call: Call) -> Response:
     recording_sid = call.params["RecordingSid"]
     ordered = _newest_first(
-        (t for t in call.state.transcriptions.values() if t.recording_sid == recording_sid),
+        call.state.grouped("transcriptions", "recording_sid").get(recording_sid, []),
         lambda t: t.date_created,
         lambda t: t.sid,
     )
