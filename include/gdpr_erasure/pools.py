@@ -1,13 +1,15 @@
 """Airflow pools that keep the pipeline inside each provider's rate limits.
 
-A pool slot is one running task; each task calls its API sequentially, at roughly 3 to 10
-calls a second against the real services (100 to 300 ms a call). Deferred sensors hold no slot.
+A pool slot is one running task, and a task works on up to ``GDPR_ERASURE_CONCURRENCY`` (8)
+requests of its batch at a time, each calling the API sequentially: one slot is up to 8
+concurrent calls, roughly 25 to 80 calls a second against the real services (100 to 300 ms a
+call). Deferred sensors hold no slot; the hooks back off on 429 whatever the pools allow.
 
-| Pool | Slots | Provider limit it protects |
-|---|---|---|
-| ``stripe_api`` | 8 | 100 read/write ops/s in live mode, 25/s in test mode |
-| ``twilio_api`` | 8 | concurrency-based; 20429 means too many concurrent requests |
-| ``segment_api`` | 4 | Profile API 100 req/s per space; ``POST /regulations`` 600/min |
+| Pool | Slots | Concurrent calls | Provider limit it protects |
+|---|---|---|---|
+| ``stripe_api`` | 4 | 32 | 100 read/write ops/s in live mode (25/s in test mode: expect 429s, retried) |
+| ``twilio_api`` | 4 | 32 | concurrency-based; 20429 means too many concurrent requests |
+| ``segment_api`` | 2 | 16 | Profile API 100 req/s per space; ``POST /regulations`` 600/min |
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import subprocess
 import sys
 
 POOLS: dict[str, tuple[int, str]] = {
-    "stripe_api": (8, "Stripe API: 100 ops/s live, 25 ops/s test mode"),
-    "twilio_api": (8, "Twilio API: concurrency-limited (error 20429)"),
-    "segment_api": (4, "Segment Profile API 100 req/s per space; regulations 600/min"),
+    "stripe_api": (4, "Stripe API: 100 ops/s live, 25 ops/s test mode; 8 calls at a time per slot"),
+    "twilio_api": (4, "Twilio API: concurrency-limited (error 20429); 8 calls at a time per slot"),
+    "segment_api": (2, "Segment Profile API 100 req/s per space; regulations 600/min; 8 per slot"),
 }
 
 
