@@ -298,7 +298,7 @@ def create_regulation(call: Call) -> Response:
         subject_ids=list(subject_ids),
         outcome=_outcome(state, subject_ids) if subject_type == "USER_ID" else "finish",
     )
-    state.regulations[regulation.id] = regulation
+    state.add_regulation(regulation)
     headers = _rate_limit_headers(state, remaining=RATE_LIMIT_PER_HOUR - len(state.regulations))
     return json_response({"data": {"regulateId": regulation.id}}, 200, headers)
 

@@ -314,7 +314,13 @@ class SandboxState:
         self.segment_profiles: dict[str, SegmentProfile] = {}
         self.regulations: dict[str, Regulation] = {}
         self._groups: dict[tuple[str, str], tuple[int, dict[Any, list[Any]]]] = {}
+        # What tick() still has to advance: every call ticks, so it must not scan all state.
+        self._memory_deleting: list[MemoryProfile] = []
+        self._unsettled_regulations: list[Regulation] = []
         seed_state(self)
+        self._in_flight = [
+            i for i in (*self.messages.values(), *self.calls.values()) if i.settles_at is not None
+        ]
 
     def grouped(self, collection: str, attribute: str) -> dict[Any, list[Any]]:
         """The items of a collection grouped by one attribute, so a filtered listing does not
@@ -357,16 +363,26 @@ class SandboxState:
         for job in self.redaction_jobs.values():
             if job.status not in REDACTION_FINAL:
                 self._advance_redaction_job(job, now)
-        for profile in self.memory_profiles.values():
-            requested = profile.delete_requested_at
-            if requested is not None and not profile.deleted:
-                profile.deleted = now >= requested + self.settings.memory_delete_seconds
-        for regulation in self.regulations.values():
-            if not regulation.applied:
-                self._settle_regulation(regulation, now)
-        for item in [*self.messages.values(), *self.calls.values()]:
+        for profile in self._memory_deleting:
+            profile.deleted = now >= profile.delete_requested_at + self.settings.memory_delete_seconds
+        self._memory_deleting = [p for p in self._memory_deleting if not p.deleted]
+        for regulation in self._unsettled_regulations:
+            self._settle_regulation(regulation, now)
+        self._unsettled_regulations = [r for r in self._unsettled_regulations if not r.applied]
+        for item in self._in_flight:
             if item.settles_at is not None and now >= item.settles_at:
                 item.status, item.settles_at = item.final_status or item.status, None
+        self._in_flight = [i for i in self._in_flight if i.settles_at is not None]
+
+    def request_memory_delete(self, profile: MemoryProfile) -> None:
+        """Memory accepted the deletion; the profile disappears ``memory_delete_seconds`` later."""
+        if profile.delete_requested_at is None:
+            profile.delete_requested_at = self.clock()
+            self._memory_deleting.append(profile)
+
+    def add_regulation(self, regulation: Regulation) -> None:
+        self.regulations[regulation.id] = regulation
+        self._unsettled_regulations.append(regulation)
 
     def _advance_redaction_job(self, job: RedactionJob, now: float) -> None:
         step = self.settings.redaction_step_seconds

@@ -132,6 +132,5 @@ def fetch_profile(call: Call) -> Response:
 
 def delete_profile(call: Call) -> Response:
     profile = _profile(call)
-    if profile.delete_requested_at is None:
-        profile.delete_requested_at = call.state.clock()
+    call.state.request_memory_delete(profile)
     return json_response({"message": "Profile accepted for deletion."}, 202)
