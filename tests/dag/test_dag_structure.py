@@ -6,6 +6,7 @@ import importlib
 
 import pytest
 
+from gdpr_erasure.triggers.batch import BatchProofTrigger
 from gdpr_erasure.triggers.segment import SegmentRegulationTrigger, failure_reason
 from gdpr_erasure.triggers.stripe import StripeCustomerDeletedTrigger, StripeRedactionJobTrigger
 from gdpr_erasure.triggers.twilio import TwilioProfileDeletedTrigger
@@ -69,6 +70,15 @@ def test_sensors_defer_instead_of_holding_a_worker(dag):
         StripeRedactionJobTrigger("prj_1", "stripe_x", poll_interval=4),
         SegmentRegulationTrigger("reg_1", "segment_x", poll_interval=5),
         TwilioProfileDeletedTrigger(["mem_profile_1"], "twilio_x", poll_interval=6),
+        BatchProofTrigger.of(
+            {
+                "req-1": SegmentRegulationTrigger("reg_1", "segment_x", poll_interval=5),
+                "req-2": StripeCustomerDeletedTrigger(["cus_a"], "stripe_x", poll_interval=5),
+            },
+            poll_interval=5,
+            deadline=1_900_000_000.0,
+            max_concurrency=4,
+        ),
     ],
 )
 def test_triggers_serialize_to_an_importable_class_and_round_trip(trigger):
@@ -90,3 +100,10 @@ def test_regulation_failure_reason_names_the_destination():
         }
     )
     assert reason == "regulation reg_1 is FAILED (Webhooks: FAILED 410)"
+
+
+def test_the_preload_imports_every_module_it_names():
+    """config/airflow_local_settings.py preloads these; a wrong name would only be a warning."""
+    from gdpr_erasure.preload import MODULES, preload
+
+    assert preload() == list(MODULES)
