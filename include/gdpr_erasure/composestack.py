@@ -628,19 +628,7 @@ def _run_init(stack: ComposeStack, compose: dict[str, Any], variables: dict[str,
     service = compose["services"][INIT_SERVICE]
     if service.get("entrypoint") != "/bin/bash":
         raise StackError(f"{INIT_SERVICE} is expected to run its command with /bin/bash")
-    command = ["bash", *service_command(compose, INIT_SERVICE, variables)]
-    log = stack.root / "logs" / f"{INIT_SERVICE}.log"
-    stack.logs[INIT_SERVICE] = log
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            command,
-            env=stack.env[INIT_SERVICE],
-            cwd=stack.root,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    process = _launch(stack, INIT_SERVICE, ["bash", *service_command(compose, INIT_SERVICE, variables)])
     try:
         code = process.wait(timeout=INIT_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -659,10 +647,17 @@ def _start_service(
     command += EXTRA_ARGS.get(service, [])
     if service == "airflow-worker":
         command += ["--celery-hostname", stack.worker_name]
+    process = _launch(stack, service, command)
+    stack.processes[service] = process
+    return process
+
+
+def _launch(stack: ComposeStack, service: str, command: list[str]) -> subprocess.Popen:
+    """Start ``command`` with the service's environment, logging to ``logs/<service>.log``."""
     log = stack.root / "logs" / f"{service}.log"
     stack.logs[service] = log
     with open(log, "w") as out:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             command,
             env=stack.env[service],
             cwd=stack.root,
@@ -671,8 +666,6 @@ def _start_service(
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: stopped as a whole
         )
-    stack.processes[service] = process
-    return process
 
 
 def _wait_until_up(stack: ComposeStack) -> None:

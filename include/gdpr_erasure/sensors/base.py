@@ -122,7 +122,7 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
             if state == "error":
                 errors[rid] = evidence.get("reason", "check failed")
             else:
-                self._finish(rid, "done" if state == "done" else state, evidence)
+                self._finish(rid, state, evidence)
         if errors:
             ti = context.get("ti")
             if ti is not None and ti.try_number <= (self.retries or 0):
