@@ -1,8 +1,9 @@
 """Emulation of Twilio's 2010 REST API (``api.twilio.com``, under ``/twilio/api``).
 
-Messages, Calls, Recordings and Transcriptions: list (with the 2010 page envelope and
-``PageToken`` cursors) and delete. :class:`TwilioService` also holds what every Twilio host
-shares: HTTP Basic auth with an Account SID or API key SID, the error JSON
+The account itself (fetch, the preflight's credential check), and Messages, Calls, Recordings
+and Transcriptions: list (with the 2010 page envelope and ``PageToken`` cursors) and delete.
+:class:`TwilioService` also holds what every Twilio host shares: HTTP Basic auth with an
+Account SID or API key SID, the error JSON
 ``{"code", "message", "more_info", "status"}`` and the ``Twilio-Request-Id`` header.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
@@ -24,6 +25,11 @@ from sandbox.web import Call, Service, json_response, no_content, parse_basic_au
 
 API_VERSION = "2010-04-01"
 ACCOUNT_ROOT = f"/{API_VERSION}/Accounts/{{AccountSid}}"
+ACCOUNT_FETCH = f"/{API_VERSION}/Accounts/{{Sid}}.json"
+ACCOUNT_CREATED = datetime(2024, 1, 15, 9, 30, tzinfo=UTC)  # before every seeded record
+# The account resource shows the account's auth token; the sandbox has none (it accepts any
+# secret), so it shows this fixed placeholder in the token's format (32 hex digits).
+AUTH_TOKEN_PLACEHOLDER = "0" * 32
 SID_PATTERN = r"{prefix}[0-9a-fA-F]{{32}}"
 PAGING_PARAMS = ("PageSize", "Page", "PageToken")
 T = TypeVar("T")
@@ -328,7 +334,7 @@ def transcription_body(call: Call, transcription: Any) -> dict[str, Any]:
         "date_created": rfc2822(transcription.date_created),
         "date_updated": rfc2822(transcription.date_created),
         "duration": str(transcription.duration),
-        "price": "-0.05000",
+        "price": -0.05,  # number or null in the spec (its own example shows a string)
         "price_unit": "USD",
         "recording_sid": transcription.recording_sid,
         "sid": transcription.sid,
@@ -336,6 +342,44 @@ def transcription_body(call: Call, transcription: Any) -> dict[str, Any]:
         "transcription_text": transcription.text,
         "type": "fast",
         "uri": _account_uri(f"/Transcriptions/{transcription.sid}.json"),
+    }
+
+
+def account_body() -> dict[str, Any]:
+    """The sandbox account, as ``GET /2010-04-01/Accounts/{Sid}.json`` shows it (the spec's example)."""
+    subresources = {
+        "available_phone_numbers": "AvailablePhoneNumbers",
+        "calls": "Calls",
+        "conferences": "Conferences",
+        "incoming_phone_numbers": "IncomingPhoneNumbers",
+        "notifications": "Notifications",
+        "outgoing_caller_ids": "OutgoingCallerIds",
+        "recordings": "Recordings",
+        "transcriptions": "Transcriptions",
+        "addresses": "Addresses",
+        "signing_keys": "SigningKeys",
+        "connect_apps": "ConnectApps",
+        "sip": "SIP",
+        "authorized_connect_apps": "AuthorizedConnectApps",
+        "usage": "Usage",
+        "keys": "Keys",
+        "applications": "Applications",
+        "short_codes": "SMS/ShortCodes",
+        "queues": "Queues",
+        "messages": "Messages",
+        "balance": "Balance",
+    }
+    return {
+        "auth_token": AUTH_TOKEN_PLACEHOLDER,
+        "date_created": rfc2822(ACCOUNT_CREATED),
+        "date_updated": rfc2822(ACCOUNT_CREATED),
+        "friendly_name": "GDPR erasure sandbox",
+        "owner_account_sid": TWILIO_ACCOUNT_SID,
+        "sid": TWILIO_ACCOUNT_SID,
+        "status": "active",
+        "subresource_uris": {name: _account_uri(f"/{path}.json") for name, path in subresources.items()},
+        "type": "Full",
+        "uri": _account_uri(".json"),
     }
 
 
@@ -348,6 +392,7 @@ class TwilioApiService(TwilioService):
 
     def __init__(self) -> None:
         super().__init__()
+        self.route("GET", ACCOUNT_FETCH, fetch_account)
         self.route("GET", f"{ACCOUNT_ROOT}/Messages.json", list_messages)
         self.route("DELETE", f"{ACCOUNT_ROOT}/Messages/{{Sid}}.json", delete_message)
         self.route("GET", f"{ACCOUNT_ROOT}/Calls.json", list_calls)
@@ -370,6 +415,8 @@ class TwilioApiService(TwilioService):
         if refused is not None:
             return refused
         account = call.params.get("AccountSid")
+        if call.route is not None and call.route.template == ACCOUNT_FETCH:
+            account = call.params["Sid"]
         if account is not None and not re.fullmatch(SID_PATTERN.format(prefix="AC"), account):
             return self.not_found(call)
         if account is not None and account != TWILIO_ACCOUNT_SID:
@@ -395,6 +442,11 @@ def _party_candidates(call: Call, collection: str) -> Iterable[Any]:
     if from_ is not None:
         return call.state.grouped(collection, "from_").get(from_, [])
     return getattr(call.state, collection).values()
+
+
+def fetch_account(call: Call) -> Response:
+    """The account of the credentials (``authenticate`` already refused any other)."""
+    return json_response(account_body())
 
 
 def list_messages(call: Call) -> Response:

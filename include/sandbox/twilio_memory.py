@@ -1,6 +1,8 @@
-"""Emulation of the Twilio Memory v1 profile endpoints (``memory.twilio.com``).
+"""Emulation of the Twilio Memory v1 endpoints the pipeline calls (``memory.twilio.com``).
 
-Lookup by identifier (phone numbers normalised to E.164, emails to lower case), fetch and
+The store itself (``GET /v1/ControlPlane/Stores/{storeId}``, the preflight's check of
+``memory_store_id``: 404 for any other well-formed store id) and its profiles: lookup by
+identifier (phone numbers normalised to E.164, emails to lower case), fetch and
 asynchronous delete: ``DELETE`` answers 202 and the profile disappears only after
 ``memory_delete_seconds``; until then it can still be fetched and looked up, as the real API
 warns ("Downstream caches ... may take time to reflect the deletion"). Error bodies are the
@@ -9,6 +11,8 @@ spec's ``TwilioError`` (code, message, more_info, status, and nothing else).
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from typing import Any
 
@@ -22,6 +26,7 @@ from sandbox.web import Call, json_response
 STORE_PATTERN = r"mem_(store|service)_[0-7][0-9a-z]{25}"
 PROFILE_PATTERN = r"mem_profile_[0-7][0-9a-z]{25}"
 LOOKUP_TYPES = ("phone", "email")
+INTELLIGENCE_SERVICE_ID = "intelligence_service_01sandboxintelligence00000"
 
 # Messages of the spec's example error responses (components.responses).
 MESSAGES = {
@@ -45,6 +50,7 @@ class MemoryService(TwilioService):
 
     def __init__(self) -> None:
         super().__init__()
+        self.route("GET", "/v1/ControlPlane/Stores/{storeId}", fetch_store)
         self.route("POST", "/v1/Stores/{storeId}/Profiles/Lookup", lookup_profiles)
         self.route("GET", "/v1/Stores/{storeId}/Profiles/{profileId}", fetch_profile)
         self.route("DELETE", "/v1/Stores/{storeId}/Profiles/{profileId}", delete_profile)
@@ -94,6 +100,22 @@ def _profile(call: Call) -> MemoryProfile:
     if profile is None:
         raise spec_error(404)
     return profile
+
+
+def fetch_store(call: Call) -> Response:
+    """The sandbox's one store (the spec's ``Store``), with an ``ETag`` for its version."""
+    _store(call)
+    version = 1
+    tag = json.dumps({"id": MEMORY_STORE_ID, "v": version}, separators=(",", ":")).encode()
+    body = {
+        "displayName": "gdpr-erasure-sandbox",
+        "description": "Unified profiles of the GDPR erasure sandbox's fake people",
+        "id": MEMORY_STORE_ID,
+        "status": "ACTIVE",
+        "intelligenceServiceId": INTELLIGENCE_SERVICE_ID,
+        "version": version,
+    }
+    return json_response(body, headers={"ETag": base64.urlsafe_b64encode(tag).decode().rstrip("=")})
 
 
 def lookup_profiles(call: Call) -> Response:

@@ -195,6 +195,11 @@ def test_stripe_customer_operations_match_the_spec(sandbox, api: Api, contract: 
     )
     assert sorted(c["id"] for c in listed["data"]) == sorted(person["stripe_customer_ids"])
     contract.spec("stripe", api.stripe("GET", "/v1/customers", params={"limit": 3}), 200)
+    # The preflight's read: one customer; a test-mode key shows livemode false on every object.
+    probe = contract.spec("stripe", api.stripe("GET", "/v1/customers", params={"limit": 1}), 200)
+    assert len(probe["data"]) == 1 and probe["data"][0]["livemode"] is False
+    restricted = api.stripe("GET", "/v1/customers", key="rk_test_sandbox", params={"limit": 1})
+    assert contract.spec("stripe", restricted, 200)["data"][0]["livemode"] is False
     query = f"email:'{person['email']}'"
     found = contract.spec("stripe", api.stripe("GET", "/v1/customers/search", params={"query": query}), 200)
     assert len(found["data"]) == 2
@@ -222,7 +227,13 @@ def test_stripe_errors_match_the_spec(sandbox, api: Api, contract: Contract):
     unknown_param = api.stripe("POST", f"/v1/customers/{customer_id}", data={"nickname": "x"})
     assert contract.spec("stripe", unknown_param, 400)["error"]["param"] == "nickname"
     assert contract.spec("stripe", api.stripe("GET", "/v1/customers", key=None), 401)["error"]["type"]
-    contract.spec("stripe", api.stripe("GET", "/v1/customers", key="sk_live_abcdefgh1234"), 401)
+    # A key Stripe does not know: 401 with type invalid_request_error (the spec's error types have no
+    # authentication_error; stripe-python raises AuthenticationError from the status), key masked.
+    wrong = contract.spec("stripe", api.stripe("GET", "/v1/customers", key="sk_live_abcdefgh1234"), 401)
+    assert wrong["error"] == {
+        "message": "Invalid API Key provided: sk_live_****1234",
+        "type": "invalid_request_error",
+    }
     contract.spec("stripe", api.stripe("GET", "/v1/customers", params={"limit": 101}), 400)
     api.stripe("DELETE", f"/v1/customers/{customer_id}")
     contract.spec("stripe", api.stripe("DELETE", f"/v1/customers/{customer_id}"), 404)
@@ -287,19 +298,37 @@ def test_twilio_messages_and_calls_match_the_spec(sandbox, api: Api, contract: C
     contract.spec("twilio", api.api2010("DELETE", f"/Calls/{completed['sid']}.json"), 204)
 
 
+def test_twilio_account_fetch_matches_the_spec(sandbox, api: Api, contract: Contract):
+    """The preflight's credential check: ``GET /2010-04-01/Accounts/{Sid}.json``."""
+    path = f"/2010-04-01/Accounts/{api.account_sid}.json"
+    account = contract.spec("twilio", api.twilio("api", "GET", path), 200)
+    assert account["sid"] == account["owner_account_sid"] == api.account_sid
+    assert account["status"] == "active" and account["uri"] == path
+    # Wrong credentials (another account's SID, an empty secret): 401 with error 20003.
+    for auth in (("AC" + "1" * 32, "secret"), (api.account_sid, "")):
+        refused = contract.schema(TWILIO_ERROR, api.twilio("api", "GET", path, auth=auth), 401)
+        assert refused["code"] == 20003
+    other = f"/2010-04-01/Accounts/AC{'2' * 32}.json"
+    assert contract.schema(TWILIO_ERROR, api.twilio("api", "GET", other), 401)["code"] == 20003
+    malformed = api.twilio("api", "GET", "/2010-04-01/Accounts/ACnot-an-account.json")
+    assert contract.schema(TWILIO_ERROR, malformed, 404)["code"] == 20404
+
+
 def test_twilio_recordings_and_transcriptions_match_the_spec(sandbox, api: Api, contract: Contract):
     transcribed = _recording_with_transcription(sandbox, api)
     recording_sid, call_sid = transcribed["sid"], transcribed["call_sid"]
     contract.spec("twilio", api.api2010("GET", "/Recordings.json", params={"CallSid": call_sid}), 200)
     contract.spec("twilio", api.api2010("GET", f"/Calls/{call_sid}/Recordings.json"), 200)
-    # Not in the subset (see docs/sandbox.md): checked against the 2010 page envelope shape.
-    listed = api.api2010("GET", f"/Recordings/{recording_sid}/Transcriptions.json")
-    assert listed.status_code == 200
-    body = listed.json()
-    assert {"first_page_uri", "next_page_uri", "page", "page_size", "start", "end", "uri"} <= set(body)
-    transcription = body["transcriptions"][0]
+    listed = api.api2010("GET", f"/Recordings/{recording_sid}/Transcriptions.json", params={"PageSize": 1000})
+    transcriptions = contract.spec("twilio", listed, 200)["transcriptions"]
+    transcription = transcriptions[0]
     assert transcription["recording_sid"] == recording_sid and transcription["sid"].startswith("TR")
+    # The spec types a transcription's price as a number (or null), not a string as for messages.
+    assert all(t["price"] is None or isinstance(t["price"], float | int) for t in transcriptions)
     contract.spec("twilio", api.api2010("DELETE", f"/Transcriptions/{transcription['sid']}.json"), 204)
+    if len(transcriptions) > 1:
+        scoped = f"/Recordings/{recording_sid}/Transcriptions/{transcriptions[1]['sid']}.json"
+        contract.spec("twilio", api.api2010("DELETE", scoped), 204)
     contract.spec("twilio", api.api2010("DELETE", f"/Recordings/{recording_sid}.json"), 204)
     soft = api.api2010("GET", "/Recordings.json", params={"CallSid": call_sid, "IncludeSoftDeleted": "true"})
     statuses = {r["sid"]: r["status"] for r in contract.spec("twilio", soft, 200)["recordings"]}
@@ -388,6 +417,22 @@ def test_memory_matches_the_spec(sandbox, api: Api, contract: Contract):
     limited = api.memory("POST", "/Profiles/Lookup", json={"idType": "email", "value": person["email"]})
     assert contract.spec("memory", limited, 429)["code"] == 20429
     assert limited.headers["Retry-After"] == "2"
+
+
+def test_memory_store_fetch_matches_the_spec(sandbox, api: Api, contract: Contract):
+    """The preflight's check of ``memory_store_id``: ``GET /v1/ControlPlane/Stores/{storeId}``."""
+    fetched = api.twilio("memory", "GET", f"/v1/ControlPlane/Stores/{api.store_id}")
+    store = contract.spec("memory", fetched, 200)
+    assert store["id"] == api.store_id and store["status"] == "ACTIVE"
+    assert fetched.headers["ETag"]
+    unknown = api.twilio("memory", "GET", "/v1/ControlPlane/Stores/mem_store_01unknownstore000000000000")
+    assert contract.spec("memory", unknown, 404)["code"] == 20404
+    contract.spec("memory", api.twilio("memory", "GET", "/v1/ControlPlane/Stores/not-a-store"), 400)
+    # FetchStore declares no 401; the body is the spec's TwilioError like every Memory error.
+    refused = api.twilio(
+        "memory", "GET", f"/v1/ControlPlane/Stores/{api.store_id}", auth=("AC" + "3" * 32, "x")
+    )
+    assert contract.schema(TWILIO_ERROR, refused, 401)["code"] == 20003
 
 
 # --- Segment ---------------------------------------------------------------------------------------
