@@ -14,6 +14,8 @@ people flagged ``segment_failed`` or ``segment_stuck`` make it end FAILED or sta
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from datetime import timedelta
@@ -202,6 +204,7 @@ class PublicApiService(Service):
         super().__init__()
         self.route("POST", "/regulations", create_regulation)
         self.route("GET", "/regulations/{regulateId}", get_regulation)
+        self.route("GET", "/regulations", list_regulations)
 
     def authenticate(self, call: Call) -> Response | None:
         if bearer_token(call.header("authorization")) is None:
@@ -345,3 +348,91 @@ def get_regulation(call: Call) -> Response:
         raise PublicApiError(404, "NotFound", "Resource not found")
     status = regulation.status(call.state.clock())
     return json_response({"data": {"regulation": regulation_body(regulation, status)}})
+
+
+# --- Public API: listing regulations (listWorkspaceRegulations) -------------------------------------
+
+LIST_COUNT_DEFAULT = 200  # "If pagination is optional and not provided, the count will default to 200"
+LIST_COUNT_MAX = 1000
+
+
+def _list_query(call: Call, name: str) -> str | None:
+    """``pagination.count`` as the docs write it, or ``pagination[count]`` as the Go SDK does."""
+    outer, inner = name.split(".")
+    return call.query.get(name, call.query.get(f"{outer}[{inner}]"))
+
+
+def _list_count(call: Call) -> int:
+    raw = _list_query(call, "pagination.count")
+    if raw is None:
+        return LIST_COUNT_DEFAULT
+    if not raw.isdigit() or not 1 <= int(raw) <= LIST_COUNT_MAX:
+        message = f'"pagination.count" must be an integer between 1 and {LIST_COUNT_MAX}'
+        raise PublicApiError(422, "input-validation", message, "pagination.count")
+    return int(raw)
+
+
+def _cursor_at(offset: int) -> str:
+    """Opaque cursors like Segment's (``MA==``, ``Mw==``): the base64 of the offset."""
+    return base64.b64encode(str(offset).encode()).decode()
+
+
+def _list_offset(call: Call) -> int:
+    raw = _list_query(call, "pagination.cursor")
+    if not raw:
+        return 0
+    try:
+        decoded = base64.b64decode(raw, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        decoded = ""
+    if not decoded.isdigit():
+        raise PublicApiError(422, "input-validation", '"pagination.cursor" is not valid', "pagination.cursor")
+    return int(decoded)
+
+
+def _list_filters(call: Call) -> tuple[str | None, set[str]]:
+    """The ``status`` and ``regulationTypes`` filters (``regulationTypes`` repeated, or
+    ``regulationTypes.0=``... as the Go SDK sends them)."""
+    types = {
+        value
+        for key, value in call.query.multi_items()
+        if key == "regulationTypes" or re.fullmatch(r"regulationTypes(\.\d+|\[\d*\])", key)
+        for value in value.split(",")
+        if value
+    }
+    return call.query.get("status"), types
+
+
+def list_regulations(call: Call) -> Response:
+    """The workspace's regulations, newest first, in pages of ``pagination.count``."""
+    count, offset = _list_count(call), _list_offset(call)
+    wanted_status, wanted_types = _list_filters(call)
+    now = call.state.clock()
+    entries = []
+    for regulation in sorted(
+        call.state.regulations.values(), key=lambda r: (r.created_at, r.id), reverse=True
+    ):
+        status = regulation.status(now)
+        if wanted_status and status != wanted_status:
+            continue
+        if wanted_types and regulation.regulation_type not in wanted_types:
+            continue
+        entry: dict[str, Any] = {
+            "id": regulation.id,
+            "subjectType": regulation.subject_type,
+            "subjects": list(regulation.subject_ids),
+            "status": status,
+            "createdAt": regulation.created_at,
+            "regulationType": regulation.regulation_type,
+        }
+        if regulation.finished_at and status in ("FINISHED", "FAILED"):
+            entry["finishedAt"] = regulation.finished_at
+        entries.append(entry)
+    page = entries[offset : offset + count]
+    pagination = {
+        "current": _cursor_at(offset),
+        "next": _cursor_at(offset + count) if offset + count < len(entries) else None,
+        "previous": _cursor_at(max(offset - count, 0)) if offset > 0 else None,
+        "totalEntries": len(entries),
+    }
+    return json_response({"data": {"regulations": page, "pagination": pagination}})

@@ -469,6 +469,40 @@ def test_segment_regulations_match_the_spec(sandbox, api: Api, contract: Contrac
     assert contract.spec("segment", api.public("POST", "/regulations", json=body), 429)["errors"][0]["type"]
 
 
+def test_segment_regulation_list_matches_the_spec(sandbox, api: Api, contract: Contract):
+    """The preflight's read: ``GET /regulations`` (listWorkspaceRegulations), paged by cursor."""
+    empty = contract.spec("segment", api.public("GET", "/regulations"), 200)["data"]
+    assert empty == {
+        "regulations": [],
+        "pagination": {"current": "MA==", "next": None, "previous": None, "totalEntries": 0},
+    }
+    user_ids = [p["segment_user_id"] for p in sandbox.people() if p["segment_user_id"]][:3]
+    created = [api.regulate([user_id]) for user_id in user_ids]
+    first = api.public("GET", "/regulations", params={"pagination.count": 2})
+    page = contract.spec("segment", first, 200)["data"]
+    assert [r["id"] for r in page["regulations"]] == created[::-1][:2]
+    assert page["regulations"][0]["regulationType"] == "SUPPRESS_WITH_DELETE"
+    assert page["pagination"]["totalEntries"] == 3 and page["pagination"]["next"]
+    # The Go SDK's deepObject form of the same parameters.
+    second = api.public(
+        "GET",
+        "/regulations",
+        params={"pagination[count]": 2, "pagination[cursor]": page["pagination"]["next"]},
+    )
+    rest = contract.spec("segment", second, 200)["data"]
+    assert [r["id"] for r in rest["regulations"]] == created[:1] and rest["pagination"]["next"] is None
+    filtered = api.public(
+        "GET", "/regulations", params={"status": "FINISHED", "regulationTypes": "UNSUPPRESS"}
+    )
+    assert contract.spec("segment", filtered, 200)["data"]["regulations"] == []
+    for bad in ({"pagination.count": 0}, {"pagination.count": 1001}, {"pagination.cursor": "not a cursor"}):
+        errors = contract.spec("segment", api.public("GET", "/regulations", params=bad), 422)["errors"]
+        assert errors[0]["type"] == "input-validation"
+    # 401 is not in the spec; Segment documents the errors envelope for a missing or invalid token.
+    refused = api.public("GET", "/regulations", headers={"Authorization": ""})
+    assert contract.schema(SEGMENT_ERRORS, refused, 401)["errors"][0]["type"] == "unauthorized"
+
+
 def test_profile_schemas_accept_the_documented_examples():
     """The derived Profile API schemas must accept Segment's own examples (guards the derivation)."""
     endpoints = _profile_doc()["endpoints"]
