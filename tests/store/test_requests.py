@@ -15,9 +15,11 @@ from gdpr_erasure.store import (
     StepStatus,
 )
 from gdpr_erasure.store.engine import create_store_engine
+from gdpr_erasure.store.schema import SCHEMA_VERSION
 from gdpr_erasure.store.status import ALLOWED_SOURCES
 
 S = RequestStatus
+SOON = datetime.now(UTC) + timedelta(days=3)  # a deferred request's not_before
 
 
 def ident(n: int = 0) -> SubjectIdentifiers:
@@ -30,7 +32,7 @@ def test_init_db_is_idempotent_and_records_schema_version(store_url):
     store.submit("r1", ident())
     store.init_db()  # a second init keeps data and triggers
     assert store.get("r1").status is S.PENDING
-    assert store.schema_version() == 1
+    assert store.schema_version() == SCHEMA_VERSION == 2
     store.dispose()
 
 
@@ -117,10 +119,10 @@ def test_transitions_follow_the_state_machine(store, target):
         store.submit(rid, ident())
         _force(store, rid, source)
         if source in ALLOWED_SOURCES[target]:
-            assert store.transition(rid, target, error="boom").status is target
+            assert store.transition(rid, target, error="boom", not_before=SOON).status is target
         else:
             with pytest.raises(InvalidTransition):
-                store.transition(rid, target)
+                store.transition(rid, target, not_before=SOON)
             assert store.get(rid).status is source
 
 
@@ -133,12 +135,13 @@ def _force(store, rid, status):
         S.COMPLETED: [S.IN_PROGRESS, S.COMPLETED],
         S.FAILED: [S.IN_PROGRESS, S.FAILED],
         S.NEEDS_ATTENTION: [S.IN_PROGRESS, S.NEEDS_ATTENTION],
+        S.DEFERRED: [S.IN_PROGRESS, S.DEFERRED],
     }[status]
     for step in path:
         if step is S.IN_PROGRESS:
             assert store.claim(1, "setup", request_ids=[rid]) == [rid]
         else:
-            store.transition(rid, step)
+            store.transition(rid, step, not_before=SOON)
 
 
 def test_completed_is_final_and_sets_completed_at(store):
@@ -149,7 +152,7 @@ def test_completed_is_final_and_sets_completed_at(store):
     assert done.lease_expires_at is None
     for target in S:
         with pytest.raises(InvalidTransition):
-            store.transition("req-1", target)
+            store.transition("req-1", target, not_before=SOON)
 
 
 def test_failure_reason_is_recorded_and_requeue_clears_the_lease(store):

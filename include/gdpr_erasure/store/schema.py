@@ -27,7 +27,9 @@ from sqlalchemy import (
 from gdpr_erasure.store.status import RequestStatus, StepStatus
 from gdpr_erasure.store.types import UtcDateTime
 
-SCHEMA_VERSION = 1
+#: 2: ``erasure_requests.not_before`` and the ``deferred`` status (a provider's quota is spent).
+#: ``ComplianceStore.init_db`` migrates a version-1 store in place.
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -57,6 +59,8 @@ erasure_requests = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
     Column("completed_at", UtcDateTime()),
     Column("pii_erased_at", UtcDateTime()),
+    # Added in schema 2, last so that a migrated table (ALTER TABLE ADD COLUMN) matches a new one.
+    Column("not_before", UtcDateTime(), comment="not claimable before this time (a provider's quota)"),
     CheckConstraint(_in("status", RequestStatus), name="ck_erasure_requests_status"),
     CheckConstraint("attempts >= 0 AND failures >= 0", name="ck_erasure_requests_counts"),
 )

@@ -3,16 +3,27 @@
 ::
 
     pending --claim--> in_progress --all erased and proven--> completed (final)
-                        |  ^   |
-     a provider is still|  |   +--a step failed--> failed --next run claims it (retry)--> in_progress
-     working (Segment)  v  |                        |
-                      verifying                     +--N-th failure--> needs_attention
-                  (next run re-checks                                        |
-                   only what is pending)           pending <--gdpr-erasure requeue--+
+                        |  ^     |  |
+     a provider is still|  |     |  +--a step failed--> failed --next run claims it (retry)--> in_progress
+     working (Segment)  v  |     |                        |
+                      verifying  |                        +--N-th failure--> needs_attention
+                  (next run re-  |                                                  |
+                   checks only   |                     pending <--gdpr-erasure requeue--+
+                   what is       |
+                   pending)      +--a provider's quota is spent--> deferred (until not_before)
+                                    (Segment's monthly regulations)    |
+                                      in_progress <--a run claims it once not_before has passed
+                                                     (only the waiting step runs again)
 
-Claimable by a run: ``pending``, ``failed`` (retry), ``verifying`` (re-check), and
-``in_progress`` whose lease expired (the run that held it died). ``needs_attention`` waits for
-a person; ``completed`` never changes again.
+Claimable by a run: ``pending``, ``failed`` (retry), ``verifying`` (re-check), ``deferred``
+once its ``not_before`` has passed, and ``in_progress`` whose lease expired (the run that held
+it died). ``needs_attention`` waits for a person; ``completed`` never changes again.
+
+``deferred`` is not a failure: a provider asked us to wait longer than a task should (Segment's
+monthly regulation quota, answered with a 429 whose reset is days away). The request keeps what
+its other steps did, does not count toward ``needs_attention``, and only the waiting step runs
+again when a run claims it after ``not_before``. Ops may send it back to ``pending`` at once
+(``gdpr-erasure requeue``), for instance after Segment raised the quota.
 """
 
 from __future__ import annotations
@@ -27,23 +38,26 @@ class RequestStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     NEEDS_ATTENTION = "needs_attention"
+    DEFERRED = "deferred"  # waiting for a provider's quota until ``not_before``
 
 
 S = RequestStatus
 
 #: For each target status, the statuses a request may move to it from.
 ALLOWED_SOURCES: dict[RequestStatus, frozenset[RequestStatus]] = {
-    S.PENDING: frozenset({S.FAILED, S.NEEDS_ATTENTION}),
-    S.IN_PROGRESS: frozenset({S.PENDING, S.VERIFYING, S.FAILED}),
+    S.PENDING: frozenset({S.FAILED, S.NEEDS_ATTENTION, S.DEFERRED}),
+    S.IN_PROGRESS: frozenset({S.PENDING, S.VERIFYING, S.FAILED, S.DEFERRED}),
     S.VERIFYING: frozenset({S.IN_PROGRESS}),
     S.COMPLETED: frozenset({S.IN_PROGRESS, S.VERIFYING}),
     S.FAILED: frozenset({S.IN_PROGRESS, S.VERIFYING}),
     S.NEEDS_ATTENTION: frozenset({S.FAILED, S.IN_PROGRESS, S.VERIFYING}),
+    S.DEFERRED: frozenset({S.IN_PROGRESS}),
 }
 
 FINAL_STATUSES = frozenset({S.COMPLETED})
-#: Statuses a run may claim (plus ``in_progress`` with an expired lease).
-CLAIMABLE = frozenset({S.PENDING, S.FAILED, S.VERIFYING})
+#: Statuses a run may claim once their ``not_before`` (if any) has passed, plus ``in_progress``
+#: with an expired lease.
+CLAIMABLE = frozenset({S.PENDING, S.FAILED, S.VERIFYING, S.DEFERRED})
 
 
 def can_transition(source: RequestStatus, target: RequestStatus) -> bool:

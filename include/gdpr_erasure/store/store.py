@@ -3,6 +3,8 @@
 SQLAlchemy Core on one schema for SQLite and PostgreSQL. Every state change is a single
 conditional UPDATE (compare-and-set on ``status``), so two workers can never both move a request,
 and claiming is atomic: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite.
+A request may carry a ``not_before`` time (``deferred``: a provider's quota is spent until then):
+no run claims it earlier.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy import Connection, Engine, and_, case, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gdpr_erasure.identifiers import SubjectIdentifiers
-from gdpr_erasure.store import schema
+from gdpr_erasure.store import migrations, schema
 from gdpr_erasure.store.audit import (
     GENESIS_HASH,
     AuditEntry,
@@ -58,6 +60,10 @@ class AuditRecordExists(StoreError):
     """The request already has its audit record; the ledger holds one per request."""
 
 
+class SchemaTooNew(StoreError):
+    """The store was created by a newer version of this package; this one must not touch it."""
+
+
 @dataclass(frozen=True)
 class ErasureRequest:
     """A row of the intake table. ``repr`` shows which identifiers exist, not their values."""
@@ -76,6 +82,8 @@ class ErasureRequest:
     identifiers: SubjectIdentifiers | None
     identifiers_hash: str | None
     pii_erased_at: datetime | None
+    #: ``deferred`` until then: a provider's quota is spent (None: claimable now).
+    not_before: datetime | None = None
 
     def __repr__(self) -> str:
         present = self.identifiers.present() if self.identifiers else []
@@ -123,6 +131,7 @@ def _row_to_request(row) -> ErasureRequest:
         identifiers=identifiers,
         identifiers_hash=m["identifiers_hash"],
         pii_erased_at=m["pii_erased_at"],
+        not_before=m["not_before"],
     )
 
 
@@ -166,8 +175,18 @@ class ComplianceStore:
 
     # -- schema ----------------------------------------------------------------------------
 
-    def init_db(self) -> None:
-        """Create tables, indexes and the append-only triggers. Safe to run any number of times."""
+    def init_db(self) -> list[str]:
+        """Create tables, indexes and the append-only triggers, or migrate a store of an earlier
+        schema version in place (:mod:`gdpr_erasure.store.migrations`). Safe to run any number
+        of times. Refuses a store of a newer version than this package's. Returns the migration
+        steps applied (empty for a new or current store)."""
+        found = migrations.stored_version(self.engine)
+        if found is not None and found > schema.SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"the compliance store has schema version {found}; this package knows "
+                f"{schema.SCHEMA_VERSION}: upgrade the package, do not downgrade the store"
+            )
+        migrated = migrations.upgrade(self.engine, found)
         with self.engine.begin() as conn:
             schema.metadata.create_all(conn, checkfirst=True)
             ddl = schema.POSTGRES_TRIGGERS if self.dialect == "postgresql" else schema.SQLITE_TRIGGERS
@@ -179,6 +198,7 @@ class ComplianceStore:
                 {"key": "schema_version", "value": str(schema.SCHEMA_VERSION)},
                 ["key"],
             )
+        return migrated
 
     def schema_version(self) -> int | None:
         with self.engine.connect() as conn:
@@ -272,14 +292,16 @@ class ComplianceStore:
         """Atomically move up to ``limit`` claimable requests to ``in_progress``; return their ids.
 
         Claimable: ``pending``, ``failed`` (retry), ``verifying`` (re-check what is still
-        pending), or ``in_progress`` whose lease has expired (its run died). Oldest first.
-        Concurrent callers never receive the same request.
+        pending), ``deferred`` whose ``not_before`` has passed (a provider's quota was reset), or
+        ``in_progress`` whose lease has expired (its run died). A request whose ``not_before`` is
+        still ahead is left alone. Oldest first. Concurrent callers never receive the same request.
         """
         if limit <= 0:
             return []
         now = utcnow()
+        due = or_(R.c.not_before.is_(None), R.c.not_before <= now)
         claimable = or_(
-            R.c.status.in_([s.value for s in CLAIMABLE]),
+            and_(R.c.status.in_([s.value for s in CLAIMABLE]), due),
             and_(R.c.status == RequestStatus.IN_PROGRESS.value, R.c.lease_expires_at < now),
         )
         candidates = select(R.c.id).where(claimable)
@@ -299,6 +321,7 @@ class ComplianceStore:
                 claimed_by=claimed_by,
                 lease_expires_at=now + lease,
                 attempts=R.c.attempts + 1,
+                not_before=None,  # it is due: the step that waited runs again in this run
                 updated_at=now,
             )
             .returning(R.c.id, R.c.received_at)
@@ -314,11 +337,14 @@ class ComplianceStore:
         *,
         error: str | None = None,
         expected: Iterable[RequestStatus] | None = None,
+        not_before: datetime | None = None,
     ) -> ErasureRequest:
         """Move a request to ``target`` if the state machine allows it from its current status.
 
-        :param error: reason to record (for ``failed`` / ``needs_attention``); must hold no PII.
+        :param error: reason to record (for ``failed`` / ``needs_attention`` / ``deferred``); must
+            hold no PII.
         :param expected: narrow the allowed source statuses further (compare-and-set).
+        :param not_before: for ``deferred`` (required): no run claims the request before then.
         """
         sources = set(ALLOWED_SOURCES[target])
         if expected is not None:
@@ -326,11 +352,15 @@ class ComplianceStore:
         now = utcnow()
         values: dict[str, Any] = {"status": target.value, "updated_at": now}
         if target is RequestStatus.COMPLETED:
-            values |= {"completed_at": now, "lease_expires_at": None, "last_error": None}
+            values |= {"completed_at": now, "lease_expires_at": None, "last_error": None, "not_before": None}
         elif target in (RequestStatus.FAILED, RequestStatus.NEEDS_ATTENTION):
             values |= {"last_error": error, "lease_expires_at": None}
+        elif target is RequestStatus.DEFERRED:
+            if not_before is None:
+                raise ValueError("a deferred request needs the time it is due (not_before)")
+            values |= {"last_error": error, "lease_expires_at": None, "not_before": not_before}
         elif target is RequestStatus.PENDING:
-            values |= {"claimed_by": None, "lease_expires_at": None}
+            values |= {"claimed_by": None, "lease_expires_at": None, "not_before": None}
         statement = (
             update(R)
             .where(R.c.id == request_id, R.c.status.in_([s.value for s in sources]))
@@ -446,9 +476,45 @@ class ComplianceStore:
                 raise InvalidTransition(request_id, current, RequestStatus.FAILED.value)
         return _row_to_request(row)
 
+    def defer(self, request_id: str, not_before: datetime, reason: str) -> ErasureRequest:
+        """End this attempt as ``deferred`` until ``not_before``: a provider asked us to wait
+        longer than a task should (Segment's monthly regulation quota). Not a failure: the
+        failure count is unchanged, and the first run after ``not_before`` claims it again.
+        ``reason`` holds no PII."""
+        return self.transition(
+            request_id,
+            RequestStatus.DEFERRED,
+            error=reason,
+            not_before=not_before,
+            expected=[RequestStatus.IN_PROGRESS],
+        )
+
+    def deferred_requests(
+        self,
+        *,
+        received_since: datetime | None = None,
+        received_until: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[ErasureRequest]:
+        """``deferred`` requests (received in ``[received_since, received_until)`` if given),
+        soonest due first: what waits for a provider's quota, and until when."""
+        query = (
+            select(R)
+            .where(R.c.status == RequestStatus.DEFERRED.value)
+            .order_by(R.c.not_before, R.c.received_at, R.c.id)
+            .limit(limit)
+        )
+        if received_since is not None:
+            query = query.where(R.c.received_at >= received_since)
+        if received_until is not None:
+            query = query.where(R.c.received_at < received_until)
+        with self.engine.connect() as conn:
+            return [_row_to_request(row) for row in conn.execute(query)]
+
     def requeue(self, request_id: str) -> ErasureRequest:
-        """Ops: send a ``needs_attention`` (or ``failed``) request back to ``pending`` with a fresh
-        failure count; its recorded steps stay, so work already done is not repeated."""
+        """Ops: send a ``needs_attention``, ``failed`` or ``deferred`` request back to ``pending``
+        with a fresh failure count (and no ``not_before``: the next run takes it); its recorded
+        steps stay, so work already done is not repeated."""
         request = self.transition(request_id, RequestStatus.PENDING)
         with self.engine.begin() as conn:
             conn.execute(update(R).where(R.c.id == request_id).values(failures=0))

@@ -1,0 +1,274 @@
+"""``db init`` migrates a schema-1 store (before ``not_before`` and ``deferred``) in place, on
+both backends, keeping every request, step and audit record and every guard the database adds.
+
+The version-1 tables below are the DDL the package emitted at schema version 1 (SQLAlchemy's
+output for each dialect, copied), so the test does not depend on today's table definitions.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import insert, inspect, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from gdpr_erasure.cli import main as cli
+from gdpr_erasure.identifiers import SubjectIdentifiers
+from gdpr_erasure.store import ComplianceStore, RequestStatus, SchemaTooNew, StepStatus
+from gdpr_erasure.store import schema as current
+from gdpr_erasure.store.audit import GENESIS_HASH, canonical_json, chain_hash
+from gdpr_erasure.store.engine import create_store_engine
+
+S = RequestStatus
+RECEIVED = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+V1_TABLES = """
+CREATE TABLE audit_log (
+    seq {bigint} NOT NULL,
+    request_id VARCHAR(64) NOT NULL,
+    recorded_at {ts} NOT NULL,
+    record TEXT NOT NULL,
+    prev_hash VARCHAR(64) NOT NULL,
+    record_hash VARCHAR(64) NOT NULL,
+    PRIMARY KEY (seq),
+    UNIQUE (request_id),
+    UNIQUE (prev_hash),
+    UNIQUE (record_hash)
+);
+CREATE TABLE erasure_requests (
+    id VARCHAR(64) NOT NULL,
+    email TEXT,
+    phone VARCHAR(32),
+    stripe_customer_id VARCHAR(255),
+    user_id VARCHAR(255),
+    identifiers_hash VARCHAR(64),
+    source VARCHAR(32) NOT NULL,
+    status VARCHAR(20) NOT NULL,
+    attempts INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    claimed_by VARCHAR(250),
+    lease_expires_at {ts},
+    last_error TEXT,
+    received_at {ts} NOT NULL,
+    updated_at {ts} NOT NULL,
+    completed_at {ts},
+    pii_erased_at {ts},
+    PRIMARY KEY (id),
+    CONSTRAINT ck_erasure_requests_status CHECK (status IN ('pending', 'in_progress', 'verifying',
+        'completed', 'failed', 'needs_attention')),
+    CONSTRAINT ck_erasure_requests_counts CHECK (attempts >= 0 AND failures >= 0)
+);
+CREATE INDEX ix_erasure_requests_status_received ON erasure_requests (status, received_at);
+CREATE TABLE store_meta (
+    "key" VARCHAR(64) NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY ("key")
+);
+CREATE TABLE erasure_steps (
+    request_id VARCHAR(64) NOT NULL,
+    step VARCHAR(40) NOT NULL,
+    status VARCHAR(20) NOT NULL,
+    result TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    updated_at {ts} NOT NULL,
+    PRIMARY KEY (request_id, step),
+    CONSTRAINT ck_erasure_steps_status CHECK (status IN ('done', 'skipped', 'already_absent',
+        'pending', 'failed')),
+    FOREIGN KEY(request_id) REFERENCES erasure_requests (id)
+);
+INSERT INTO store_meta ("key", value) VALUES ('schema_version', '1')
+"""
+
+# The v1 requests: (id, status, attempts, failures, last_error).
+V1_REQUESTS = [
+    ("r-pending", "pending", 0, 0, None),
+    ("r-failed", "failed", 1, 1, "redact_stripe: failed"),
+    ("r-verifying", "verifying", 1, 0, None),
+    ("r-attention", "needs_attention", 3, 3, "verify_segment: FAILED"),
+    ("r-done-1", "completed", 1, 0, None),
+    ("r-done-2", "completed", 2, 1, None),
+]
+
+
+def _create_v1_store(engine) -> None:
+    """An empty schema-1 store, as ``db init`` of version 1 left it (tables, index, triggers)."""
+    postgres = engine.dialect.name == "postgresql"
+    ddl = V1_TABLES.format(
+        ts="TIMESTAMP WITH TIME ZONE" if postgres else "DATETIME", bigint="BIGINT" if postgres else "INTEGER"
+    )
+    with engine.begin() as conn:
+        for statement in filter(str.strip, ddl.split(";")):
+            conn.exec_driver_sql(statement)
+        for statement in current.POSTGRES_TRIGGERS if postgres else current.SQLITE_TRIGGERS:
+            conn.exec_driver_sql(statement)
+
+
+def _fill_v1_store(engine) -> None:
+    """Requests in every v1 status, their steps and a two-record audit chain. Written with the
+    tables' columns that existed in v1 only (no ``not_before``)."""
+    requests, steps, audit = current.erasure_requests, current.erasure_steps, current.audit_log
+    prev = GENESIS_HASH
+    with engine.begin() as conn:
+        for n, (rid, status, attempts, failures, last_error) in enumerate(V1_REQUESTS):
+            conn.execute(
+                insert(requests).values(
+                    id=rid,
+                    email=f"Person{n}@Example.com",
+                    phone=f"+1415555{n:04d}",
+                    source="test",
+                    status=status,
+                    attempts=attempts,
+                    failures=failures,
+                    last_error=last_error,
+                    received_at=RECEIVED + timedelta(minutes=n),
+                    updated_at=RECEIVED + timedelta(hours=1),
+                    completed_at=RECEIVED + timedelta(hours=2) if status == "completed" else None,
+                )
+            )
+            conn.execute(
+                insert(steps).values(
+                    request_id=rid,
+                    step="resolve",
+                    status="done",
+                    result=canonical_json({"stripe_customer_ids": [f"cus_{n}"]}),
+                    attempts=1,
+                    updated_at=RECEIVED,
+                )
+            )
+            if status == "completed":
+                seq = int(rid[-1])
+                record_json = canonical_json({"request_id": rid, "outcome": "completed"})
+                recorded_at = RECEIVED + timedelta(hours=2, seconds=seq)
+                record_hash = chain_hash(seq, prev, recorded_at, record_json)
+                conn.execute(
+                    insert(audit).values(
+                        seq=seq,
+                        request_id=rid,
+                        recorded_at=recorded_at,
+                        record=record_json,
+                        prev_hash=prev,
+                        record_hash=record_hash,
+                    )
+                )
+                prev = record_hash
+
+
+@pytest.fixture
+def v1_store(store_url):
+    engine = create_store_engine(store_url)
+    _create_v1_store(engine)
+    _fill_v1_store(engine)
+    store = ComplianceStore(engine)
+    yield store
+    store.dispose()
+
+
+def test_db_init_migrates_a_schema_1_store_in_place(v1_store):
+    store = v1_store
+    assert store.schema_version() == 1
+
+    migrated = store.init_db()
+
+    assert migrated, "init_db reported no migration"
+    assert store.schema_version() == current.SCHEMA_VERSION == 2
+    # Every row is kept, field by field.
+    got = {r.id: r for r in store.list_requests()}
+    assert {rid: (r.status.value, r.attempts, r.failures, r.last_error) for rid, r in got.items()} == {
+        rid: (status, attempts, failures, error) for rid, status, attempts, failures, error in V1_REQUESTS
+    }
+    assert got["r-failed"].received_at == RECEIVED + timedelta(minutes=1)
+    assert got["r-failed"].identifiers.email_as_given == "Person1@Example.com"
+    assert got["r-done-2"].completed_at == RECEIVED + timedelta(hours=2)
+    assert all(r.not_before is None for r in got.values())
+    assert store.steps("r-failed")["resolve"].result == {"stripe_customer_ids": ["cus_1"]}
+    report = store.verify_audit_chain()
+    assert (report.ok, report.checked) == (True, 2)
+
+    # The migrated table is the current one: same columns in the same order, and its index.
+    inspector = inspect(store.engine)
+    assert [c["name"] for c in inspector.get_columns("erasure_requests")] == list(
+        current.erasure_requests.c.keys()
+    )
+    assert "ix_erasure_requests_status_received" in {
+        i["name"] for i in inspector.get_indexes("erasure_requests")
+    }
+
+
+def test_a_migrated_store_defers_and_claims_by_not_before(v1_store):
+    store = v1_store
+    store.init_db()
+    assert sorted(store.claim(10, "run-1")) == ["r-failed", "r-pending", "r-verifying"]
+    due = datetime.now(UTC) + timedelta(days=20)
+    deferred = store.defer("r-pending", due, "erase_segment: quota spent")
+    assert (deferred.status, deferred.not_before) == (S.DEFERRED, due)
+    assert store.claim(10, "run-2") == []  # the new CHECK accepted `deferred`; not due yet
+    with store.engine.begin() as conn:
+        conn.execute(
+            update(current.erasure_requests)
+            .where(current.erasure_requests.c.id == "r-pending")
+            .values(not_before=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    assert store.claim(10, "run-3") == ["r-pending"]
+
+
+def test_a_migrated_store_keeps_the_database_guards(v1_store):
+    store = v1_store
+    store.init_db()
+    requests = current.erasure_requests
+    # The status CHECK still refuses unknown values.
+    with pytest.raises(IntegrityError), store.engine.begin() as conn:
+        conn.execute(update(requests).where(requests.c.id == "r-pending").values(status="deleted"))
+    # Steps still need their request (the foreign key survived the SQLite rebuild).
+    with pytest.raises(IntegrityError):
+        store.record_step("no-such-request", "resolve", StepStatus.DONE, {})
+    # The ledger is still append-only.
+    with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_log"))
+    # And new requests go through the whole life as before.
+    store.submit("r-new", SubjectIdentifiers.parse(stripe_customer_id="cus_abcdef9"))
+    assert store.claim(1, "run", request_ids=["r-new"]) == ["r-new"]
+    assert store.transition("r-new", S.COMPLETED).status is S.COMPLETED
+
+
+def test_db_init_twice_migrates_once(v1_store):
+    assert v1_store.init_db()
+    assert v1_store.init_db() == []
+    assert v1_store.schema_version() == 2
+    assert len(v1_store.list_requests()) == len(V1_REQUESTS)
+
+
+def test_db_init_through_the_command_line_migrates(v1_store, store_url, capsys):
+    assert cli(["db", "--db-url", store_url, "init"]) == 0
+    assert "schema version 2" in capsys.readouterr().out
+    assert v1_store.schema_version() == 2
+
+
+def test_a_store_newer_than_the_package_is_refused(store):
+    with store.engine.begin() as conn:
+        conn.execute(update(current.store_meta).values(value="99"))
+    with pytest.raises(SchemaTooNew, match="99"):
+        store.init_db()
+    assert store.schema_version() == 99
+
+
+def test_a_migrated_store_accepts_every_status_of_this_version(v1_store):
+    store = v1_store
+    store.init_db()
+    requests = current.erasure_requests
+    for status in RequestStatus:
+        with store.engine.begin() as conn:
+            conn.execute(update(requests).where(requests.c.id == "r-pending").values(status=status.value))
+        assert store.get("r-pending").status is status
+
+
+def test_migrating_leaves_the_table_definition_alone(v1_store, tmp_path):
+    """A migration in this process must not change what a new store gets (the CHECK included)."""
+    v1_store.init_db()
+    fresh = ComplianceStore(create_store_engine(f"sqlite:///{tmp_path / 'fresh.db'}"))
+    fresh.init_db()
+    fresh.submit("r-1", SubjectIdentifiers.parse(stripe_customer_id="cus_abcdef9"))
+    requests = current.erasure_requests
+    with pytest.raises(IntegrityError), fresh.engine.begin() as conn:
+        conn.execute(update(requests).values(status="deleted"))
+    fresh.dispose()
