@@ -88,7 +88,8 @@ def period_summary(
     store: ComplianceStore, since: datetime | None = None, until: datetime | None = None
 ) -> dict[str, Any]:
     """What an auditor asks first about a period: how many requests came in and how they ended,
-    how long completion took, and what was or is late against the 30-day limit."""
+    how long completion took, what was or is late against the 30-day limit, and which requests
+    wait for a provider's quota (``deferred``) and until when."""
     entries = store.audit_entries_between(since, until)
     durations = []
     for entry in entries:
@@ -98,6 +99,7 @@ def period_summary(
     received = store.received_between(since, until)
     now = utcnow()
     open_overdue = [r.id for r in store.open_requests_received_before(now - GDPR_DEADLINE)]
+    deferred = store.deferred_requests(received_since=since, received_until=until)
     chain = store.verify_audit_chain()
     return {
         "period": {
@@ -109,6 +111,13 @@ def period_summary(
         "completed": len(entries),
         "failed": received.get("failed", 0),
         "needs_attention": received.get("needs_attention", 0),
+        # Not failures: a provider's quota is spent (Segment's monthly regulations); the first run
+        # after not_before takes each of them again.
+        "deferred": received.get("deferred", 0),
+        "deferred_requests": [
+            {"request_id": r.id, "not_before": r.not_before.isoformat(), "reason": r.last_error}
+            for r in deferred
+        ],
         "median_time_to_complete_hours": _hours(statistics.median(durations)) if durations else None,
         "max_time_to_complete_hours": _hours(max(durations)) if durations else None,
         "completed_late": sum(d > GDPR_DEADLINE for d in durations),

@@ -48,6 +48,10 @@ def _cmd_db_status(args: argparse.Namespace) -> int:
     width = max((len(k) for k in counts), default=6)
     for status, count in sorted(counts.items()):
         print(f"{status:<{width}}  {count}")
+    if counts.get("deferred"):
+        # Waiting for a provider's quota (Segment's monthly regulations): not a failure.
+        due = store.deferred_requests(limit=1)[0].not_before
+        print(f"deferred requests wait for a provider's quota: next due {due:%Y-%m-%d %H:%M:%S} UTC")
     print(f"audit records: {report.checked}, chain {'intact' if report.ok else 'BROKEN'}")
     return 0 if report.ok else 1
 
@@ -100,11 +104,16 @@ def _cmd_requests_list(args: argparse.Namespace) -> int:
 
     statuses = [RequestStatus(s) for s in args.status] if args.status else None
     rows = _open_store(args).list_requests(statuses, limit=args.limit)
-    print(f"{'request':<40} {'status':<16} {'attempts':>8} {'failures':>8}  received              reason")
+    print(
+        f"{'request':<40} {'status':<16} {'attempts':>8} {'failures':>8}  received            "
+        f"  not before (UTC)       reason"
+    )
     for r in rows:
+        # not_before: a deferred request waits for a provider's quota; no run takes it earlier.
+        not_before = f"{r.not_before:%Y-%m-%d %H:%M:%S}" if r.not_before else ""
         print(
             f"{r.id:<40} {r.status.value:<16} {r.attempts:>8} {r.failures:>8}  "
-            f"{r.received_at:%Y-%m-%d %H:%M:%S}   {r.last_error or ''}"
+            f"{r.received_at:%Y-%m-%d %H:%M:%S}   {not_before:<19}    {r.last_error or ''}"
         )
     print(f"{len(rows)} request(s)")
     return 0
