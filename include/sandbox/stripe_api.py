@@ -5,6 +5,11 @@ are form-encoded as stripe-python sends them; responses follow ``stripe.subset.j
 one carries a ``Request-Id`` header. POST requests honour ``Idempotency-Key`` the way Stripe
 documents it: the first result is stored and replayed for the same key and parameters, and a
 reuse with other parameters or on another endpoint is an ``idempotency_error``.
+
+A deleted customer answers as Stripe does (``GET``: the ``deleted: true`` object; update and
+delete: a 404 ``resource_missing``) unless the answer knob ``stripe:deleted_customer_answer``
+says otherwise (``not_found``: a 404 ``resource_missing`` for ``GET`` too; ``bare_404``: a 404
+``invalid_request_error`` without ``code`` for every call, like some Stripe-compatible servers).
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ def missing(kind: str, object_id: str, param: str = "id") -> StripeError:
         doc_url="https://stripe.com/docs/error-codes/resource-missing",
         param=param,
     )
+
+
+def bare_missing(kind: str, object_id: str) -> StripeError:
+    """A 404 ``invalid_request_error`` without ``code``, ``param`` or ``doc_url``."""
+    return StripeError(404, f"No such {kind}: '{object_id}'")
 
 
 def parse_nested(pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -151,6 +161,7 @@ class StripeService(Service):
         self.route("GET", "/v1/customers/{customer}", retrieve_customer)
         self.route("POST", "/v1/customers/{customer}", update_customer)
         self.route("DELETE", "/v1/customers/{customer}", delete_customer)
+        self.route("GET", "/v1/privacy/redaction_jobs", list_jobs)
         self.route("POST", "/v1/privacy/redaction_jobs", create_job)
         self.route("GET", "/v1/privacy/redaction_jobs/{job}", retrieve_job)
         self.route("POST", "/v1/privacy/redaction_jobs/{job}/run", run_job)
@@ -319,9 +330,18 @@ def _page(items: list[Any], params: dict[str, Any], key: Any, kind: str) -> tupl
 
 def _live_customer(state: SandboxState, customer_id: str) -> Customer:
     customer = state.customers.get(customer_id)
-    if customer is None or customer.deleted:
+    if customer is None:
         raise missing("customer", customer_id)
+    if customer.deleted:
+        raise _deleted(state, customer_id)
     return customer
+
+
+def _deleted(state: SandboxState, customer_id: str) -> StripeError:
+    """The 404 a deleted customer answers with (Stripe's, or the knob's bare form)."""
+    if state.faults.answer("stripe", "deleted_customer_answer") == "bare_404":
+        return bare_missing("customer", customer_id)
+    return missing("customer", customer_id)
 
 
 # --- customers ----------------------------------------------------------------------------------
@@ -365,7 +385,9 @@ def retrieve_customer(call: Call) -> Response:
     if customer is None:
         raise missing("customer", customer_id)
     if customer.deleted:
-        return json_response(deleted_customer_body(customer.id))
+        if call.state.faults.answer("stripe", "deleted_customer_answer") == "stub":
+            return json_response(deleted_customer_body(customer.id))
+        raise _deleted(call.state, customer_id)
     return json_response(customer_body(customer))
 
 
@@ -429,6 +451,20 @@ def _job(state: SandboxState, job_id: str) -> RedactionJob:
     if job is None:
         raise missing("redaction job", job_id, "job")
     return job
+
+
+def list_jobs(call: Call) -> Response:
+    """``GET /v1/privacy/redaction_jobs`` (newest first; ``status`` filters)."""
+    params = _params(call)
+    _reject_unknown(params, {"limit", "starting_after", "ending_before", "status", "expand"})
+    status = params.get("status")
+    jobs = sorted(
+        (j for j in call.state.redaction_jobs.values() if status is None or j.status == status),
+        key=lambda j: (-j.created, j.id),
+    )
+    page, has_more = _page(jobs, params, lambda j: j.id, "redaction job")
+    body = {"object": "list", "data": [job_body(j) for j in page], "has_more": has_more}
+    return json_response({**body, "url": "/v1/privacy/redaction_jobs"})
 
 
 def create_job(call: Call) -> Response:
