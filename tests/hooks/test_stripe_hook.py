@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import json
+import threading
 import time
 
 import pytest
+import requests
 
 from gdpr_erasure.hooks.errors import PermanentApiError, TransientApiError
 from gdpr_erasure.hooks.retry import RetryPolicy
-from gdpr_erasure.hooks.stripe import StripeHook, idempotency_key
+from gdpr_erasure.hooks.stripe import StripeConfigurationError, StripeHook, idempotency_key
+from gdpr_erasure.triggers.stripe import StripeCustomerDeletedTrigger
 
 FAST = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05)
 
@@ -125,8 +131,6 @@ def test_server_errors_are_retried(hook, sandbox):
 
 
 def test_bad_key_is_a_permanent_error(api_connections, sandbox, monkeypatch):
-    import json
-
     conn = dict(api_connections["stripe_default"], password="sk_live_not_allowed")
     monkeypatch.setenv("AIRFLOW_CONN_STRIPE_DEFAULT", json.dumps(conn))
     with pytest.raises(PermanentApiError) as info:
@@ -143,3 +147,323 @@ def test_errors_and_logs_do_not_carry_the_email(hook, sandbox, caplog):
     assert person["email"] not in str(info.value)
     assert person["email"] not in caplog.text
     assert person["email"].split("@")[0] not in caplog.text
+
+
+# --- what counts as gone ------------------------------------------------------------------------
+
+ANSWER_FORMS = ("stub", "not_found", "bare_404")  # the sandbox's stripe:deleted_customer_answer
+
+
+def _a_customer(sandbox) -> str:
+    """A customer of a generated person (not every generated person has one)."""
+    return next(p["stripe_customer_ids"][0] for p in sandbox.people() if p["stripe_customer_ids"])
+
+
+def _deleted_customer(hook, sandbox, form: str) -> str:
+    """A customer, tagged and deleted, with the sandbox answering deleted customers in ``form``."""
+    customer_id = _a_customer(sandbox)
+    tag = idempotency_key("req-gone", "tag", customer_id)
+    assert hook.update_customer_metadata(customer_id, {"gdpr_status": "redacted"}, idempotency_key=tag)
+    assert hook.delete_customer(customer_id) == "deleted"
+    sandbox.set_faults({"stripe": {"deleted_customer_answer": form}})
+    return customer_id
+
+
+@pytest.mark.parametrize("form", ANSWER_FORMS)
+def test_a_deleted_customer_reads_as_gone_in_every_form(hook, sandbox, form):
+    customer_id = _deleted_customer(hook, sandbox, form)
+    answer = hook.retrieve_customer(customer_id)
+    if form == "stub":
+        assert answer == {"id": customer_id, "object": "customer", "deleted": True}
+        assert hook.customer_presence(customer_id) == "deleted_stub"
+    else:
+        assert answer is None
+        assert hook.customer_presence(customer_id) == "not_found"
+    bodies = [r for r in sandbox.requests_log() if r["method"] == "GET" and r["status"] == 404]
+    assert bodies or form == "stub"
+
+
+@pytest.mark.parametrize("form", ANSWER_FORMS)
+def test_repeated_delete_and_tag_of_a_deleted_customer_are_idempotent(hook, sandbox, form):
+    customer_id = _deleted_customer(hook, sandbox, form)
+    assert hook.delete_customer(customer_id) == "already_absent"
+    again = idempotency_key("req-gone-2", "tag", customer_id)
+    assert (
+        hook.update_customer_metadata(customer_id, {"gdpr_status": "redacted"}, idempotency_key=again) is None
+    )
+    statuses = {
+        (r["method"], r["status"]) for r in sandbox.requests_log() if r["route"] == "/v1/customers/{customer}"
+    }
+    assert {("DELETE", 404), ("POST", 404)} <= statuses  # Stripe said 404: we read it, not failed
+
+
+@pytest.mark.parametrize("form", ANSWER_FORMS)
+def test_the_proof_names_the_answer_that_proved_it(api_connections, sandbox, form):
+    hook = StripeHook(retry_policy=FAST)
+    customer_id = _deleted_customer(hook, sandbox, form)
+    state, evidence = StripeCustomerDeletedTrigger([customer_id], poll_interval=0.01).check()
+    assert state == "done"
+    proof = evidence["customers"][customer_id]
+    assert proof["state"] == "deleted"
+    assert proof["evidence"] == ("deleted_stub" if form == "stub" else "not_found")
+
+
+def test_a_live_customer_is_not_proof(api_connections, sandbox):
+    customer_id = _a_customer(sandbox)
+    state, evidence = StripeCustomerDeletedTrigger([customer_id], poll_interval=0.01).check()
+    assert state == "waiting" and "customers" not in evidence
+
+
+def test_an_id_stripe_never_knew_is_not_found_with_the_code(hook, sandbox):
+    assert hook.customer_presence("cus_neverexisted00") == "not_found"
+    answer = [r for r in sandbox.requests_log() if r["route"] == "/v1/customers/{customer}"]
+    assert [r["status"] for r in answer] == [404]
+
+
+def _stripe_conn(monkeypatch, base: str, key: str = "sk_test_local_key", **extra) -> None:
+    conn = {"conn_type": "stripe", "password": key, "extra": {"api_base": base, **extra}}
+    monkeypatch.setenv("AIRFLOW_CONN_STRIPE_DEFAULT", json.dumps(conn))
+
+
+def test_stripes_unrecognized_url_404_is_a_configuration_error(api_connections, sandbox, monkeypatch):
+    """A wrong api_base gets Stripe's 404 invalid_request_error without a code, the very shape of
+    a bare "no such customer": the message tells them apart, and nothing reads as gone."""
+    customer_id = _a_customer(sandbox)
+    _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe/v9")
+    hook = StripeHook(retry_policy=FAST)
+    calls = {
+        "retrieve": lambda: hook.retrieve_customer(customer_id),
+        "presence": lambda: hook.customer_presence(customer_id),
+        "tag": lambda: hook.update_customer_metadata(customer_id, {"a": "b"}, idempotency_key="k-url"),
+        "delete": lambda: hook.delete_customer(customer_id),
+    }
+    for name, call in calls.items():
+        with pytest.raises(StripeConfigurationError) as info:
+            call()
+        assert info.value.status == 404, name
+        assert "api_base" in str(info.value), name
+    log = [r for r in sandbox.requests_log() if r["api"] == "stripe"]
+    assert {r["route"] for r in log} == {"<unmatched>"} and len(log) == len(calls)  # no retries
+    _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe")
+    assert StripeHook(retry_policy=FAST).customer_presence(customer_id) == "present"
+
+
+def test_a_404_that_is_not_stripes_error_shape_is_not_gone(api_connections, sandbox, monkeypatch):
+    _stripe_conn(monkeypatch, f"{sandbox.base_url}/segment/api")  # answers 404 {"errors": [...]}
+    with pytest.raises(PermanentApiError) as info:
+        StripeHook(retry_policy=FAST).retrieve_customer("cus_somebody0001")
+    assert info.value.status == 404
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_an_unauthorized_key_is_never_gone(api_connections, sandbox, monkeypatch, status):
+    customer_id = _a_customer(sandbox)
+    if status == 401:
+        _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe", key="sk_live_not_allowed_here")
+        hook = StripeHook(retry_policy=FAST)
+        operations = [
+            lambda: hook.customer_presence(customer_id),
+            lambda: hook.delete_customer(customer_id),
+            lambda: hook.update_customer_metadata(customer_id, {"a": "b"}, idempotency_key="k-401"),
+        ]
+        for operation in operations:
+            with pytest.raises(PermanentApiError) as info:
+                operation()
+            assert info.value.status == 401
+    else:
+        with _fake_stripe(
+            {"*": (403, _error("The provided key does not have the required permissions"))}
+        ) as url:
+            _stripe_conn(monkeypatch, url, key="rk_test_restricted")
+            with pytest.raises(PermanentApiError) as info:
+                StripeHook(retry_policy=FAST).customer_presence(customer_id)
+            assert info.value.status == 403
+
+
+# A local stand-in for answers the sandbox does not give (another server behind api_base).
+
+
+def _error(message: str, **fields) -> dict:
+    return {"error": {"message": message, "type": "invalid_request_error", **fields}}
+
+
+@contextlib.contextmanager
+def _fake_stripe(answers: dict[str, tuple[int, dict]]):
+    """A server answering ``"METHOD /path"`` (or ``"*"``) with a fixed status and JSON body."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            path = self.path.split("?", 1)[0]
+            status, body = answers.get(f"{self.command} {path}", answers.get("*", (500, {})))
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_DELETE = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_server_that_answers_every_url_with_a_bare_404_proves_nothing(monkeypatch):
+    """A bare 404 (no code) is trusted only when the same server lists customers."""
+    with _fake_stripe({"*": (404, _error("Not Found"))}) as url:
+        _stripe_conn(monkeypatch, url)
+        hook = StripeHook(retry_policy=FAST)
+        with pytest.raises(StripeConfigurationError, match="api_base"):
+            hook.customer_presence("cus_anybody00001")
+        with pytest.raises(StripeConfigurationError):
+            hook.delete_customer("cus_anybody00001")
+
+
+def test_a_bare_404_from_a_server_that_lists_customers_is_not_found(monkeypatch):
+    answers = {
+        "GET /v1/customers": (200, {"object": "list", "data": [], "has_more": False, "url": "/v1/customers"}),
+        "*": (404, _error("No such customer: 'cus_anybody00002'")),
+    }
+    with _fake_stripe(answers) as url:
+        _stripe_conn(monkeypatch, url)
+        hook = StripeHook(retry_policy=FAST)
+        assert hook.customer_presence("cus_anybody00002") == "not_found"
+        assert hook.delete_customer("cus_anybody00002") == "already_absent"
+
+
+def test_a_customer_of_the_other_mode_is_a_configuration_error_not_gone(monkeypatch):
+    message = (
+        "No such customer: 'cus_livemode0001'; a similar object exists in live mode, but a test "
+        "mode key was used to make this request."
+    )
+    answers = {"*": (404, _error(message, code="resource_missing", param="id"))}
+    with _fake_stripe(answers) as url:
+        _stripe_conn(monkeypatch, url)
+        with pytest.raises(StripeConfigurationError, match="other mode"):
+            StripeHook(retry_policy=FAST).customer_presence("cus_livemode0001")
+
+
+def test_a_404_with_another_code_is_not_gone(monkeypatch):
+    answers = {"*": (404, _error("No such test clock", code="resource_missing", param="test_clock"))}
+    with _fake_stripe(answers) as url:
+        _stripe_conn(monkeypatch, url)
+        with pytest.raises(PermanentApiError):
+            StripeHook(retry_policy=FAST).customer_presence("cus_anybody00003")
+
+
+def test_a_200_without_deleted_true_is_not_a_deletion(monkeypatch):
+    answers = {
+        "DELETE /v1/customers/cus_anybody00004": (200, {"id": "cus_anybody00004", "object": "customer"}),
+        "GET /v1/customers/cus_anybody00004": (
+            200,
+            {"id": "cus_anybody00004", "object": "customer", "deleted": "true"},
+        ),
+        "GET /v1/customers/cus_anybody00005": (
+            200,
+            {"id": "cus_someoneelse1", "object": "customer", "deleted": True},
+        ),
+    }
+    with _fake_stripe(answers) as url:
+        _stripe_conn(monkeypatch, url)
+        hook = StripeHook(retry_policy=FAST)
+        with pytest.raises(PermanentApiError, match="deleted: true"):
+            hook.delete_customer("cus_anybody00004")
+        assert hook.customer_presence("cus_anybody00004") == "present"  # "true" is not true
+        assert hook.customer_presence("cus_anybody00005") == "present"  # another id's stub
+        state, _ = StripeCustomerDeletedTrigger(["cus_anybody00004"], poll_interval=0.01).check()
+        assert state == "waiting"
+
+
+# --- preflight checks -----------------------------------------------------------------------------
+
+
+def test_checks_prove_the_key_reads_customers_and_name_the_mode(hook, sandbox):
+    results = hook.checks()
+    assert [(r.system, r.name, r.ok) for r in results] == [("stripe", "secret key", True)]
+    assert "test mode" in results[0].detail and "livemode=false" in results[0].detail
+    assert "sk_test_sandbox_key" not in results[0].detail
+    ok, message = hook.test_connection()
+    assert ok and message.startswith("ok: secret key: ")
+    reads = [(r["method"], r["route"]) for r in sandbox.requests_log()]
+    assert reads == [("GET", "/v1/customers")] * 2  # one read per run of the checks
+
+
+def test_a_wrong_key_fails_the_check_with_one_line_saying_what_to_do(api_connections, sandbox, monkeypatch):
+    _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe", key="sk_live_wrong_secret_1234")
+    ok, message = StripeHook(retry_policy=FAST).test_connection()
+    assert not ok
+    assert "stripe_default" in message and "401" in message and "password" in message
+    assert "\n" not in message
+    assert "wrong_secret" not in message and "1234" not in message
+
+
+def test_a_publishable_key_fails_the_check_without_calling_stripe(api_connections, sandbox, monkeypatch):
+    _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe", key="pk_test_publishable_123")
+    [result] = StripeHook(retry_policy=FAST).checks()
+    assert not result.ok and "publishable" in result.detail and "pk_test_publishable_123" not in result.detail
+    assert sandbox.requests_log() == []
+
+
+def test_a_wrong_api_base_fails_the_check(api_connections, sandbox, monkeypatch):
+    _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe/v9")
+    [result] = StripeHook(retry_policy=FAST).checks()
+    assert not result.ok and "api_base" in result.detail
+
+
+def test_a_redaction_job_connection_also_checks_the_redaction_jobs_endpoint(
+    api_connections, sandbox, monkeypatch
+):
+    _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe", redaction_method="redaction_job")
+    results = StripeHook(retry_policy=FAST).checks()
+    assert [(r.name, r.ok) for r in results] == [("secret key", True), ("redaction jobs", True)]
+    reads = [(r["method"], r["route"]) for r in sandbox.requests_log()]
+    assert reads == [("GET", "/v1/customers"), ("GET", "/v1/privacy/redaction_jobs")]
+
+
+def test_a_redaction_job_connection_without_the_preview_fails_its_check(monkeypatch):
+    answers = {
+        "GET /v1/customers": (200, {"object": "list", "data": [], "has_more": False, "url": "/v1/customers"}),
+        "*": (404, _error("Unrecognized request URL (GET: /v1/privacy/redaction_jobs).")),
+    }
+    with _fake_stripe(answers) as url:
+        _stripe_conn(monkeypatch, url, redaction_method="redaction_job")
+        ok, message = StripeHook(retry_policy=FAST).test_connection()
+    assert not ok
+    assert message.startswith("ok: secret key: ") and "FAILED: redaction jobs: " in message
+
+
+def test_an_unknown_redaction_method_fails_the_check(api_connections, sandbox, monkeypatch):
+    _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe", redaction_method="shred")
+    results = StripeHook(retry_policy=FAST).checks()
+    assert [(r.name, r.ok) for r in results] == [("secret key", True), ("redaction method", False)]
+
+
+def test_the_sandbox_answer_knob_is_validated_and_cleared_by_reset(sandbox):
+    url = f"{sandbox.base_url}/_sandbox/faults"
+    assert (
+        requests.put(url, json={"stripe": {"deleted_customer_answer": "maybe"}}, timeout=10).status_code
+        == 400
+    )
+    assert (
+        requests.put(url, json={"twilio": {"deleted_customer_answer": "bare_404"}}, timeout=10).status_code
+        == 400
+    )
+    assert (
+        sandbox.set_faults({"stripe": {"deleted_customer_answer": "bare_404"}})["stripe"][
+            "deleted_customer_answer"
+        ]
+        == "bare_404"
+    )
+    sandbox.reset()
+    assert requests.get(url, timeout=10).json()["stripe"]["deleted_customer_answer"] == "stub"

@@ -13,11 +13,22 @@ Facts that shape this hook (see docs/api-notes.md): ``DELETE /v1/customers/{id}`
 afterwards ``GET`` returns only ``{"id", "object", "deleted": true}`` without metadata, so any
 tag must be written and confirmed before the delete; ``list(email=...)`` is exact and
 case-sensitive; stripe-python does not retry 429, so :mod:`gdpr_erasure.hooks.retry` does.
+
+What counts as "not there" (docs/api-notes.md, "Stripe: what counts as gone"): only the
+deleted-customer object (``deleted: true`` and our id) or a 404 ``invalid_request_error`` on the
+customer's own path (retrieve, update, delete ``/v1/customers/{id}``), with ``code:
+resource_missing`` or without a code. Never a 401/403, a 5xx, an answer that is not Stripe's
+error shape, Stripe's "Unrecognized request URL" 404 (a wrong ``api_base``), its "a similar
+object exists in live/test mode" 404 (a key of the wrong mode), or a 200 without ``deleted``.
+A 404 without a code is trusted only once the same server has answered ``GET /v1/customers``
+with a list, so a server that answers every URL with a bare 404 proves nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any, Literal, TypeVar
@@ -25,6 +36,7 @@ from typing import Any, Literal, TypeVar
 import stripe
 from airflow.sdk import BaseHook
 
+from gdpr_erasure.hooks.checks import CheckFailed, CheckResult, as_connection_test, run_check
 from gdpr_erasure.hooks.connections import cached_connection
 from gdpr_erasure.hooks.errors import ApiConfigurationError, PermanentApiError, TransientApiError
 from gdpr_erasure.hooks.retry import DEFAULT_POLICY, RetryPolicy, call_with_retries, parse_retry_after
@@ -35,7 +47,27 @@ T = TypeVar("T")
 REDACTION_JOBS_PATH = "/v1/privacy/redaction_jobs"
 DEFAULT_PREVIEW_VERSION = "2026-10-28.preview"
 
+#: What our own delete found: Stripe answered the deleted-customer object, or a 404 (gone before).
 DeleteOutcome = Literal["deleted", "already_absent"]
+#: How a customer id reads at Stripe: a live customer, the deleted-customer object, or a 404.
+Presence = Literal["present", "deleted_stub", "not_found"]
+
+#: Stripe's message for a path it does not serve (a wrong api_base), a 404 without a code.
+UNRECOGNIZED_URL = "Unrecognized request URL"
+#: Stripe's 404 for an id that exists in the other mode (a test key and a live customer).
+OTHER_MODE = "a similar object exists in"
+#: Key prefixes and the mode they select; a publishable key cannot call the API at all.
+KEY_MODES = {"sk_test_": "test", "rk_test_": "test", "sk_live_": "live", "rk_live_": "live"}
+#: How long a server that answered ``GET /v1/customers`` with a list is trusted for bare 404s.
+TRUST_SECONDS = 300.0
+
+_trusted_bases: dict[tuple[str, str | None], float] = {}
+_trusted_lock = threading.Lock()
+
+
+class StripeConfigurationError(PermanentApiError):
+    """Stripe's answer shows the connection is wrong (an unknown URL: the ``api_base``; an
+    object of the other mode: the key), so it says nothing about the customer. Never "gone"."""
 
 
 def idempotency_key(request_id: str, step: str, *parts: str) -> str:
@@ -43,6 +75,25 @@ def idempotency_key(request_id: str, step: str, *parts: str) -> str:
     key, so a retried task replays Stripe's stored response instead of acting twice."""
     material = "\x1f".join([request_id, step, *parts])
     return f"gdpr-erasure-{hashlib.sha256(material.encode()).hexdigest()[:40]}"
+
+
+def is_deleted_stub(answer: Any, customer_id: str) -> bool:
+    """Whether ``answer`` is Stripe's deleted-customer object for ``customer_id``: ``deleted``
+    exactly ``true`` and the same id (a 200 without ``deleted`` is a customer, not a proof)."""
+    return (
+        isinstance(answer, dict)
+        and answer.get("deleted") is True
+        and answer.get("id") == customer_id
+        and answer.get("object", "customer") == "customer"
+    )
+
+
+def key_mode(key: str | None) -> str | None:
+    """``test`` or ``live`` from a secret or restricted key's prefix; None if it has neither."""
+    for prefix, mode in KEY_MODES.items():
+        if key and key.startswith(prefix):
+            return mode
+    return None
 
 
 class StripeHook(BaseHook):
@@ -107,12 +158,20 @@ class StripeHook(BaseHook):
     # -- customers -------------------------------------------------------------------------
 
     def retrieve_customer(self, customer_id: str) -> dict[str, Any] | None:
-        """The customer, the ``{"deleted": true}`` stub if deleted, or None if it never existed."""
+        """The customer, the ``{"deleted": true}`` object if deleted, or None on a 404 for its
+        path (never existed, or deleted on a server that answers deleted customers with 404)."""
         return self._call(
             "retrieve customer",
             lambda: self.client.v1.customers.retrieve(customer_id),
             missing_ok=True,
         )
+
+    def customer_presence(self, customer_id: str) -> Presence:
+        """How ``customer_id`` reads now: ``present``, ``deleted_stub`` or ``not_found``."""
+        answer = self.retrieve_customer(customer_id)
+        if answer is None:
+            return "not_found"
+        return "deleted_stub" if is_deleted_stub(answer, customer_id) else "present"
 
     def list_customers_by_email(self, email: str, page_size: int = 100) -> list[dict[str, Any]]:
         """Every live customer whose email matches exactly (Stripe compares case-sensitively)."""
@@ -132,7 +191,8 @@ class StripeHook(BaseHook):
     def update_customer_metadata(
         self, customer_id: str, metadata: dict[str, str], *, idempotency_key: str
     ) -> dict[str, Any] | None:
-        """Set metadata keys; returns the updated customer, or None if it does not exist."""
+        """Set metadata keys; returns the updated customer, or None on a 404 for its path (it is
+        gone: Stripe answers an update of a deleted customer with 404, with or without a code)."""
         return self._call(
             "update customer metadata",
             lambda: self.client.v1.customers.update(
@@ -142,13 +202,24 @@ class StripeHook(BaseHook):
         )
 
     def delete_customer(self, customer_id: str) -> DeleteOutcome:
-        """Delete a customer. A customer that is already gone is ``already_absent``, not an error."""
+        """Delete a customer: ``deleted`` when Stripe answers the deleted-customer object,
+        ``already_absent`` on a 404 for its path (a repeated delete). Any other answer raises:
+        a 200 that does not say ``deleted: true`` proves nothing."""
         result = self._call(
             "delete customer",
             lambda: self.client.v1.customers.delete(customer_id),
             missing_ok=True,
         )
-        return "deleted" if result is not None and result.get("deleted") else "already_absent"
+        if result is None:
+            return "already_absent"
+        if is_deleted_stub(result, customer_id):
+            return "deleted"
+        raise PermanentApiError(
+            "stripe",
+            "delete customer",
+            status=200,
+            detail="the answer is not the deleted-customer object (deleted: true): not proof of deletion",
+        )
 
     # -- redaction jobs (public preview; no SDK class in stripe-python 16) -------------------
 
@@ -163,6 +234,10 @@ class StripeHook(BaseHook):
         return self._raw(
             "post", f"{REDACTION_JOBS_PATH}/{job_id}/run", "run redaction job", {}, idempotency_key
         )
+
+    def list_redaction_jobs(self, limit: int = 1) -> dict[str, Any]:
+        """``GET /v1/privacy/redaction_jobs``: a read that proves the endpoint is reachable."""
+        return self._raw("get", REDACTION_JOBS_PATH, "list redaction jobs", {"limit": limit})
 
     def _raw(
         self,
@@ -184,25 +259,174 @@ class StripeHook(BaseHook):
 
         return self._call(operation, call)
 
+    # -- preflight checks ----------------------------------------------------------------------
+
+    def checks(self) -> list[CheckResult]:
+        """Read-only checks: the key is valid and can read customers (``GET /v1/customers?limit=1``),
+        its mode; with ``redaction_method=redaction_job``, the redaction-jobs endpoint answers a
+        list. Each result is one line without the key."""
+        results = [run_check("stripe", "secret key", self._check_customers)]
+        try:
+            method = self.redaction_method
+        except ApiConfigurationError as exc:
+            return [*results, CheckResult("stripe", "redaction method", False, str(exc))]
+        if method == "redaction_job":
+            results.append(run_check("stripe", "redaction jobs", self._check_redaction_jobs))
+        return results
+
+    def test_connection(self) -> tuple[bool, str]:
+        """The Airflow UI's Test button: the same checks as ``gdpr-erasure check``."""
+        return as_connection_test(self.checks())
+
+    def _check_customers(self) -> str:
+        conn = self.stripe_conn_id
+        key = self._conn.password or ""
+        if key.startswith("pk_"):
+            raise CheckFailed(
+                f"connection {conn}: the password is a publishable key (pk_): "
+                "set a secret key (sk_...) or a restricted key (rk_...) with Customers read and write"
+            )
+        mode = key_mode(key)
+        try:
+            page = self._call("list customers", lambda: self.client.v1.customers.list({"limit": 1}))
+        except PermanentApiError as exc:
+            if exc.status == 401:
+                raise CheckFailed(
+                    f"connection {conn}: Stripe rejected the secret key (HTTP 401): "
+                    "put a valid sk_/rk_ key of this account in the connection's password"
+                ) from None
+            if exc.status == 403:
+                raise CheckFailed(
+                    f"connection {conn}: the key may not read customers (HTTP 403): "
+                    "give the restricted key Customers read and write"
+                ) from None
+            raise
+        if not isinstance(page, dict) or page.get("object") != "list":
+            raise CheckFailed(
+                f"connection {conn}: GET /v1/customers did not answer a list: check the api_base extra"
+            )
+        livemode = next((c.get("livemode") for c in page.get("data") or [] if "livemode" in c), None)
+        if livemode is not None and mode is not None and livemode != (mode == "live"):
+            raise CheckFailed(
+                f"connection {conn}: the key is a {mode} mode key but Stripe answered "
+                f"livemode={str(livemode).lower()}: check the key and the api_base extra"
+            )
+        where = "api_base set" if self.extra.get("api_base") else "api.stripe.com"
+        mode_text = f"{mode} mode" if mode else "unknown mode (key prefix is not sk_/rk_ test/live)"
+        seen = f", livemode={str(livemode).lower()}" if livemode is not None else ""
+        return f"valid key, {mode_text}{seen}, can read customers ({where})"
+
+    def _check_redaction_jobs(self) -> str:
+        conn = self.stripe_conn_id
+        try:
+            page = self.list_redaction_jobs(limit=1)
+        except PermanentApiError as exc:
+            if exc.status in (403, 404):
+                raise CheckFailed(
+                    f"connection {conn}: the redaction-jobs endpoint answered HTTP {exc.status}: the "
+                    "account or key lacks the Redaction Jobs preview; ask Stripe for access or set "
+                    "redaction_method=delete"
+                ) from None
+            raise
+        if not isinstance(page, dict) or page.get("object") != "list":
+            raise CheckFailed(f"connection {conn}: GET {REDACTION_JOBS_PATH} did not answer a list")
+        version = self.extra.get("preview_api_version", DEFAULT_PREVIEW_VERSION)
+        return f"redaction jobs reachable (Stripe-Version {version})"
+
     # -- error mapping -----------------------------------------------------------------------
 
     def _call(self, operation: str, call: Callable[[], T], *, missing_ok: bool = False) -> T | None:
+        """Run ``call`` with retries. ``missing_ok`` is only for calls on ``/v1/customers/{id}``:
+        a 404 there that means "no such customer" returns None (see the module docs)."""
+
         def attempt():
             try:
                 result = call()
             except stripe.StripeError as exc:
-                if missing_ok and exc.http_status == 404 and getattr(exc, "code", None) == "resource_missing":
+                if missing_ok and self._customer_not_found(exc, operation):
                     return None
                 raise _translate(exc, operation) from None
             return result.to_dict() if hasattr(result, "to_dict") else result
 
         return call_with_retries(attempt, policy=self.retry_policy)
 
+    def _customer_not_found(self, exc: stripe.StripeError, operation: str) -> bool:
+        """Whether ``exc`` (from a call on the customer's own path) says the customer is not there."""
+        error = _error_body(exc)
+        if exc.http_status != 404 or not isinstance(exc, stripe.InvalidRequestError) or error is None:
+            return False  # 401/403/5xx, or not Stripe's error shape: says nothing about the customer
+        if error.get("type") != "invalid_request_error" or _config_problem(error):
+            return False  # _translate raises the right error
+        code = error.get("code")
+        if code == "resource_missing":
+            return error.get("param") in (None, "", "id", "customer")
+        if code:
+            return False  # another code: not "no such customer"
+        # A 404 without a code: trusted once this server has shown it serves the customers API.
+        self._confirm_customers_api(operation)
+        return True
+
+    def _confirm_customers_api(self, operation: str) -> None:
+        """Raise unless the connection's server answers ``GET /v1/customers?limit=1`` with a list
+        (cached per connection and api_base for :data:`TRUST_SECONDS`)."""
+        trust_key = (self.stripe_conn_id, self.extra.get("api_base"))
+        now = time.monotonic()
+        with _trusted_lock:
+            trusted_at = _trusted_bases.get(trust_key)
+        if trusted_at is not None and now - trusted_at < TRUST_SECONDS:
+            return
+        try:
+            page = self.client.v1.customers.list({"limit": 1})
+        except stripe.StripeError as exc:
+            translated = _translate(exc, "list customers")
+            if isinstance(translated, TransientApiError):
+                raise translated from None
+            raise StripeConfigurationError(
+                "stripe",
+                operation,
+                status=404,
+                detail=f"a 404 without a code, and GET /v1/customers failed too ({translated}): "
+                f"check the api_base extra of connection {self.stripe_conn_id}",
+            ) from None
+        if getattr(page, "object", None) != "list":
+            raise StripeConfigurationError(
+                "stripe",
+                operation,
+                status=404,
+                detail="a 404 without a code from a server whose GET /v1/customers is not a list: "
+                f"check the api_base extra of connection {self.stripe_conn_id}",
+            )
+        with _trusted_lock:
+            _trusted_bases[trust_key] = now
+
+
+def _error_body(exc: stripe.StripeError) -> dict[str, Any] | None:
+    body = exc.json_body
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else None
+
+
+def _config_problem(error: dict[str, Any]) -> str | None:
+    """What a Stripe 404 says about the connection rather than the object, if anything."""
+    message = error.get("message") or ""
+    if message.startswith(UNRECOGNIZED_URL):
+        return "Stripe does not serve this URL (Unrecognized request URL): check the api_base extra"
+    if OTHER_MODE in message:
+        return (
+            "the object exists in the other mode (live vs test): the key's mode does not match the "
+            "customer's; use a key of the mode the customer was created in"
+        )
+    return None
+
 
 def _translate(exc: stripe.StripeError, operation: str):
     """Map an SDK error to ours: transient (retry) or permanent (fail now), with a scrubbed message."""
     status = exc.http_status
     code = getattr(exc, "code", None)
+    error = _error_body(exc)
+    problem = _config_problem(error) if status == 404 and error is not None else None
+    if problem is not None:
+        return StripeConfigurationError("stripe", operation, status=status, code=code, detail=problem)
     detail = scrub(exc.user_message or "")
     retry_after = parse_retry_after(
         (exc.headers or {}).get("retry-after") or (exc.headers or {}).get("Retry-After")

@@ -11,9 +11,11 @@ from gdpr_erasure.triggers.stripe import StripeCustomerDeletedTrigger, StripeRed
 
 
 class StripeCustomerDeletedSensor(DeletionProofSensor):
-    """Deferrable: waits until ``GET /v1/customers/{id}`` returns ``deleted: true`` for every
-    customer ``redact_stripe`` deleted, or, for the redaction-job method, until the job is
-    ``succeeded``. Customers that were already absent are checked too.
+    """Deferrable: waits until ``GET /v1/customers/{id}`` reads as gone for every customer
+    ``redact_stripe`` handled (the ``deleted: true`` object, or a 404 on the customer's path:
+    the proof records which), or, for the redaction-job method, until the job is
+    ``succeeded``. Customers that were already absent are checked too. Ids given at intake that
+    Stripe never knew are not here: ``redact_stripe`` never sees them (see ``resolve``).
 
     :param request_ids: the batch of erasure requests (templated).
     :param stripe_conn_id: Stripe connection.

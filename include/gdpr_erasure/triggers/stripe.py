@@ -16,8 +16,14 @@ def _now() -> str:
 
 
 class StripeCustomerDeletedTrigger(PollUntilDoneTrigger):
-    """Done when every customer answers ``GET /v1/customers/{id}`` with ``deleted: true``
-    (or does not exist at all).
+    """Done when every customer reads as gone: ``GET /v1/customers/{id}`` answers the
+    deleted-customer object (``deleted: true`` and the same id) or a 404 on that path (with or
+    without ``code: resource_missing``; see :meth:`StripeHook.retrieve_customer`). Anything else
+    (a customer, a 200 without ``deleted``) keeps it waiting; an error (401, a wrong ``api_base``)
+    is reported, never read as gone.
+
+    The proof per customer is ``{"state": "deleted", "evidence": "deleted_stub" | "not_found",
+    "checked_at"}``: which answer proved it.
 
     :param customer_ids: ``cus_`` ids to watch.
     :param stripe_conn_id: Stripe connection.
@@ -46,13 +52,10 @@ class StripeCustomerDeletedTrigger(PollUntilDoneTrigger):
         hook = StripeHook(self.stripe_conn_id)
         proof: dict[str, Any] = {}
         for customer_id in self.customer_ids:
-            customer = hook.retrieve_customer(customer_id)
-            if customer is None:
-                proof[customer_id] = {"state": "no_such_customer", "checked_at": _now()}
-            elif customer.get("deleted"):
-                proof[customer_id] = {"state": "deleted", "checked_at": _now()}
-            else:
+            presence = hook.customer_presence(customer_id)
+            if presence == "present":
                 return "waiting", {"summary": f"{customer_id} still exists"}
+            proof[customer_id] = {"state": "deleted", "evidence": presence, "checked_at": _now()}
         return "done", {"customers": proof}
 
 
