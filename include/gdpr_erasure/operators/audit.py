@@ -106,16 +106,67 @@ def build_audit_record(
             "reason": segment.get("reason"),
             "proof": result(steps.VERIFY_SEGMENT) or None,
         },
-        "stripe": {
-            "customer_ids": sorted((stripe.get("customers") or {}).keys()),
-            "method": stripe.get("method"),
-            "customers": stripe.get("customers") or {},
-            "deletion_ts": stripe.get("deletion_ts"),
-            "redaction_job_id": stripe.get("redaction_job_id"),
-            "purge": status(steps.STRIPE),
-            "reason": stripe.get("reason"),
-            "proof": result(steps.VERIFY_STRIPE) or None,
-        },
+        "stripe": _stripe_audit(
+            resolved.get("stripe") or {}, stripe, status(steps.STRIPE), result(steps.VERIFY_STRIPE)
+        ),
+    }
+
+
+def _stripe_audit(
+    resolved: dict[str, Any], stripe: dict[str, Any], purge: str | None, proof: dict[str, Any]
+) -> dict[str, Any]:
+    """The Stripe part of the audit record. Customers are kept apart by what happened to them:
+
+    * ``erased_customer_ids``: ``deleted`` (our delete, then ``deleted: true`` or a 404) or
+      ``redacted`` (our redaction job succeeded), each proven;
+    * ``already_absent_customer_ids``: seen at resolve, gone before our tag or delete;
+    * ``not_found_at_intake``: the id given at intake answered 404 at resolve, so Stripe never
+      knew it (or a server that answers deleted customers with 404 had deleted it): not an
+      erasure, never among the customers above;
+    * ``deleted_before_resolve``: the id given at intake was already the ``deleted: true`` object.
+
+    ``customers`` holds each handled customer's outcome with ``proven_by``: the answer that
+    proved it gone (``deleted_stub`` or ``not_found``, or ``redaction_job_succeeded``).
+    """
+    proven = (proof.get("customers") or {}) if proof else {}
+    job_succeeded = bool(proof) and proof.get("status") == "succeeded"
+    customers: dict[str, Any] = {}
+    for cid, record in (stripe.get("customers") or {}).items():
+        outcome = record.get("outcome")
+        if outcome == "redacted":
+            proven_by = "redaction_job_succeeded" if job_succeeded else None
+        elif cid in proven:
+            proven_by = proven[cid].get("evidence")
+        elif outcome == "already_absent":
+            proven_by = record.get("evidence")  # the tag's or delete's own 404 / deleted object
+        else:
+            proven_by = None
+        customers[cid] = {**record, "proven_by": proven_by}
+    absent = resolved.get("absent_at_resolve") or {}
+    return {
+        "customer_ids": sorted(customers),
+        "method": stripe.get("method"),
+        "customers": customers,
+        "erased_customer_ids": sorted(
+            cid
+            for cid, c in customers.items()
+            if c.get("outcome") in ("deleted", "redacted") and c["proven_by"] is not None
+        ),
+        "already_absent_customer_ids": sorted(
+            cid for cid, c in customers.items() if c.get("outcome") == "already_absent"
+        ),
+        "not_found_at_intake": sorted(
+            cid for cid, a in absent.items() if a.get("outcome") == "never_existed"
+        ),
+        "deleted_before_resolve": sorted(
+            cid for cid, a in absent.items() if a.get("outcome") == "deleted_before_resolve"
+        ),
+        "absent_at_resolve": absent,
+        "deletion_ts": stripe.get("deletion_ts"),
+        "redaction_job_id": stripe.get("redaction_job_id"),
+        "purge": purge,
+        "reason": stripe.get("reason"),
+        "proof": proof or None,
     }
 
 

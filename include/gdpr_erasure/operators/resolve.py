@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import Context
@@ -116,15 +117,32 @@ class ResolveIdentityOperator(ErasureStepOperator):
         return {"memory_profile_ids": sorted(set(profiles)), "has_phone": bool(ids.phone)}
 
     def _resolve_stripe(self, ids) -> dict[str, Any]:
+        """Stripe customers to erase, and apart from them the given id if it is already gone.
+
+        ``customer_ids`` are live customers only (the given id if it is one, and every exact
+        email match). A given id that reads as gone is listed under ``absent_at_resolve`` with
+        the answer that showed it, never among the customers to erase: ``never_existed`` for a
+        404 on its path (Stripe never knew it, or a server that answers deleted customers with
+        404 deleted it before: either way not our erasure), ``deleted_before_resolve`` for the
+        ``deleted: true`` object. Errors (401, a wrong ``api_base``) fail the step instead.
+        """
         hook = StripeHook(self.stripe_conn_id)
         found: dict[str, str] = {}
+        absent: dict[str, dict[str, str]] = {}
         if ids.stripe_customer_id:
-            customer = hook.retrieve_customer(ids.stripe_customer_id)
-            if customer is not None and not customer.get("deleted"):
-                found[customer["id"]] = "given"
+            given = ids.stripe_customer_id
+            presence = hook.customer_presence(given)
+            if presence == "present":
+                found[given] = "given"
+            else:
+                absent[given] = {
+                    "outcome": "never_existed" if presence == "not_found" else "deleted_before_resolve",
+                    "evidence": presence,
+                    "checked_at": datetime.now(UTC).isoformat(),
+                }
         if ids.email:
             # Exact, case-sensitive match: try the spelling the requester gave, then lower case.
             for spelling in dict.fromkeys([ids.email_as_given or ids.email, ids.email]):
                 for customer in hook.list_customers_by_email(spelling):
                     found.setdefault(customer["id"], "email")
-        return {"customer_ids": sorted(found), "matched_by": found}
+        return {"customer_ids": sorted(found), "matched_by": found, "absent_at_resolve": absent}

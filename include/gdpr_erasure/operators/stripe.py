@@ -8,11 +8,13 @@ from typing import Any
 from airflow.sdk import Context
 
 from gdpr_erasure import steps
-from gdpr_erasure.hooks.stripe import StripeHook, idempotency_key
+from gdpr_erasure.hooks.stripe import StripeHook, idempotency_key, is_deleted_stub
 from gdpr_erasure.operators.base import ErasureStepOperator, RequestScope
 from gdpr_erasure.store import StepStatus
 
 GDPR_STATUS = "redacted"
+#: Per-customer outcomes after which the customer is not touched again.
+SETTLED = ("deleted", "already_absent", "tagged_for_redaction", "redacted")
 
 
 class TagNotConfirmed(RuntimeError):
@@ -31,7 +33,19 @@ class RedactStripeOperator(ErasureStepOperator):
 
     ``deletion_ts`` is fixed on the first attempt and stored, so a rerun sends the identical
     update with the identical idempotency key; customers already handled are skipped.
-    A customer that no longer exists is ``already_absent``, not an error.
+
+    Per customer the step records one outcome (the audit record keeps them apart):
+
+    * ``deleted``: our ``DELETE`` answered the deleted-customer object (``deleted: true``);
+    * ``already_absent``: resolve saw it, but our tag or delete found it gone (a 404 on its
+      path, with or without ``code``, or the ``deleted: true`` object): a repeated tag or delete
+      after a crash lands here, and so does a customer deleted by someone else meanwhile;
+    * ``tagged_for_redaction`` then ``redacted`` (with ``redaction_job_id``) once the redaction
+      job covering it runs.
+
+    ``evidence`` says which answer settled it (``deleted_stub`` or ``not_found``) and
+    ``evidence_from`` which call (``tag`` or ``delete``). Ids given at intake that Stripe never
+    knew never reach this step (``resolve`` lists them apart).
 
     :param request_ids: the batch of erasure requests (templated).
     :param stripe_conn_id: Stripe connection.
@@ -101,7 +115,7 @@ class RedactStripeOperator(ErasureStepOperator):
         self, hook: StripeHook, request: RequestScope, state: dict[str, Any], customer_id: str
     ) -> None:
         record = state["customers"].setdefault(customer_id, {"outcome": "pending"})
-        if record["outcome"] in ("deleted", "already_absent", "tagged_for_redaction"):
+        if record["outcome"] in SETTLED:
             request.log.info("%s: %s earlier, skipping", customer_id, record["outcome"])
             return
         metadata = {
@@ -111,9 +125,10 @@ class RedactStripeOperator(ErasureStepOperator):
         }
         key = idempotency_key(request.id, "tag", customer_id, metadata["deletion_ts"])
         updated = hook.update_customer_metadata(customer_id, metadata, idempotency_key=key)
-        if updated is None or updated.get("deleted"):
-            record["outcome"] = "already_absent"
-            request.log.info("%s: already gone from Stripe", customer_id)
+        if updated is None or is_deleted_stub(updated, customer_id):
+            evidence = "not_found" if updated is None else "deleted_stub"
+            record.update(outcome="already_absent", evidence=evidence, evidence_from="tag")
+            request.log.info("%s: already gone from Stripe (tag answered %s)", customer_id, evidence)
             _save(request, state, StepStatus.PENDING)
             return
         echoed = updated.get("metadata") or {}
@@ -121,15 +136,23 @@ class RedactStripeOperator(ErasureStepOperator):
             raise TagNotConfirmed(f"{customer_id}: Stripe's response does not show the gdpr_status tag")
         record["tag_confirmed"] = True
         if state["method"] == "delete":
-            record["outcome"] = hook.delete_customer(customer_id)
-            request.log.info("%s: tagged (confirmed) and %s", customer_id, record["outcome"])
+            outcome = hook.delete_customer(customer_id)
+            evidence = "deleted_stub" if outcome == "deleted" else "not_found"
+            record.update(outcome=outcome, evidence=evidence, evidence_from="delete")
+            request.log.info("%s: tagged (confirmed) and %s (%s)", customer_id, outcome, evidence)
         else:
             record["outcome"] = "tagged_for_redaction"
             request.log.info("%s: tagged (confirmed); redaction job follows", customer_id)
         _save(request, state, StepStatus.PENDING)
 
     def _redaction_job(self, hook: StripeHook, request: RequestScope, state: dict[str, Any]) -> None:
-        targets = [cid for cid, c in state["customers"].items() if c["outcome"] == "tagged_for_redaction"]
+        failed_jobs = set(state.get("failed_redaction_job_ids", []))
+        targets = [
+            cid
+            for cid, c in state["customers"].items()
+            if c["outcome"] == "tagged_for_redaction"
+            or (c["outcome"] == "redacted" and c.get("redaction_job_id") in failed_jobs)
+        ]
         if not targets:
             return
         job_id = state.get("redaction_job_id")
@@ -150,6 +173,8 @@ class RedactStripeOperator(ErasureStepOperator):
             _save(request, state, StepStatus.FAILED)
             raise RuntimeError(f"Stripe redaction job {job_id} is {job['status']}")
         state["redaction_job_status"] = job["status"]
+        for customer_id in targets:  # the sensor proves the job succeeded
+            state["customers"][customer_id].update(outcome="redacted", redaction_job_id=job_id)
 
     def _wait_until_validated(self, hook: StripeHook, job_id: str) -> dict[str, Any]:
         deadline = time.monotonic() + self.job_ready_timeout
