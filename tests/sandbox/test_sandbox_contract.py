@@ -246,6 +246,11 @@ def test_stripe_redaction_jobs_match_the_spec(sandbox, api: Api, contract: Contr
     created = api.stripe("POST", "/v1/privacy/redaction_jobs", data={"objects[customers][]": customer_id})
     job = contract.spec("stripe", created, 200)
     assert job["status"] == "created"
+    # The redaction-job preflight's read (preview spec: GetPrivacyRedactionJobs).
+    listed = contract.spec(
+        "stripe", api.stripe("GET", "/v1/privacy/redaction_jobs", params={"limit": 1}), 200
+    )
+    assert [j["id"] for j in listed["data"]] == [job["id"]]
     early_run = api.stripe("POST", f"/v1/privacy/redaction_jobs/{job['id']}/run")
     assert contract.spec("stripe", early_run, 400)["error"]["type"] == "invalid_request_error"
     path = f"/v1/privacy/redaction_jobs/{job['id']}"
