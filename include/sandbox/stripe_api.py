@@ -38,6 +38,7 @@ REDACTION_OBJECT_KINDS = (
     "setup_intents",
 )
 LIST_LIMIT_MAX = 100
+JOB_STATUSES = ("canceled", "canceling", "created", "failed", "ready", "redacting", "succeeded", "validating")
 
 
 class StripeError(Exception):
@@ -458,6 +459,9 @@ def list_jobs(call: Call) -> Response:
     params = _params(call)
     _reject_unknown(params, {"limit", "starting_after", "ending_before", "status", "expand"})
     status = params.get("status")
+    if status is not None and status not in JOB_STATUSES:
+        expected = ", ".join(JOB_STATUSES)
+        raise StripeError(400, f"Invalid status: must be one of {expected}", param="status")
     jobs = sorted(
         (j for j in call.state.redaction_jobs.values() if status is None or j.status == status),
         key=lambda j: (-j.created, j.id),

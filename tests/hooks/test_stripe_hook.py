@@ -467,3 +467,12 @@ def test_the_sandbox_answer_knob_is_validated_and_cleared_by_reset(sandbox):
     )
     sandbox.reset()
     assert requests.get(url, timeout=10).json()["stripe"]["deleted_customer_answer"] == "stub"
+
+
+def test_the_redaction_job_list_filters_by_status_and_refuses_an_unknown_one(hook, sandbox):
+    customer_id = _a_customer(sandbox)
+    job = hook.create_redaction_job([customer_id], idempotency_key=idempotency_key("req-list", "job"))
+    assert [j["id"] for j in hook.list_redaction_jobs(limit=1)["data"]] == [job["id"]]
+    with pytest.raises(PermanentApiError) as info:
+        hook._raw("get", "/v1/privacy/redaction_jobs", "list redaction jobs", {"status": "done"})
+    assert info.value.status == 400
