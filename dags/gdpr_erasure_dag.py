@@ -56,6 +56,8 @@ POLL_SECONDS = {"twilio": _FAST_POLL or 10.0, "stripe": _FAST_POLL or 5.0, "segm
 # How long a run waits for a Segment regulation before leaving the request in `verifying` for
 # the next run (regulations can take days; Segment's own SLA is 30).
 SEGMENT_PATIENCE_SECONDS = float(os.environ.get("GDPR_ERASURE_SEGMENT_PATIENCE_SECONDS", 6 * 3600))
+# Airflow's pause before a task's retry (a batch retries only the requests that hit errors).
+RETRY_DELAY = timedelta(seconds=float(os.environ.get("GDPR_ERASURE_RETRY_DELAY_SECONDS", 60)))
 # A claimed request whose run dies is claimable again after this lease (crash recovery).
 CLAIM_LEASE = timedelta(seconds=float(os.environ.get("GDPR_ERASURE_LEASE_SECONDS", 6 * 3600)))
 
@@ -78,7 +80,7 @@ with DAG(
     doc_md=__doc__,
     tags=["gdpr", "compliance"],
     render_template_as_native_obj=True,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    default_args={"retries": 2, "retry_delay": RETRY_DELAY, "retry_exponential_backoff": True},
     on_failure_callback=ComplianceAlertNotifier(),
     params={
         "max_requests": Param(

@@ -30,7 +30,9 @@ def _history(twilio: TwilioHook, phone: str | None, identities: list[str]) -> di
         "calls": calls,
         "recordings": recordings,
         "transcriptions": [t for r in recordings for t in twilio.list_transcription_sids(r)],
-        "conversations": list(dict.fromkeys(p["conversation_sid"] for p in participations)),
+        "conversations": list(
+            dict.fromkeys((p["chat_service_sid"], p["conversation_sid"]) for p in participations)
+        ),
     }
 
 
@@ -69,7 +71,7 @@ def purge(request_id: str, ids: SubjectIdentifiers) -> dict[str, Any]:
             ("transcriptions", twilio.delete_transcription),
             ("recordings", twilio.delete_recording),
             ("calls", twilio.delete_call),
-            ("conversations", twilio.delete_conversation),
+            ("conversations", lambda where: twilio.delete_conversation(*where)),
         ):
             for sid in found[kind]:
                 delete(sid)

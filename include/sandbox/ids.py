@@ -20,7 +20,10 @@ MEMORY_STORE_ID = "mem_store_01sandboxstore000000000000"
 SEGMENT_SPACE_ID = "spa_sandbox"
 SEGMENT_WORKSPACE_ID = "wks_sandbox"
 SEGMENT_SOURCE_ID = "src_sandbox"
-TWILIO_CHAT_SERVICE_SID = "IS" + "5a4db0c5" * 4
+TWILIO_CHAT_SERVICE_SID = "IS" + "5a4db0c5" * 4  # the account's default Conversation Service
+# A second Conversation Service (for example a support app's): its conversations are not reachable
+# through the default-service paths (/v1/Conversations, /v1/ParticipantConversations).
+TWILIO_SUPPORT_CHAT_SERVICE_SID = "IS" + "c0ffee55" * 4
 TWILIO_MESSAGING_SERVICE_SID = "MG" + "5a4db0c5" * 4
 
 

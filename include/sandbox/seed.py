@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sandbox.ids import SEGMENT_SOURCE_ID
+from sandbox.ids import SEGMENT_SOURCE_ID, TWILIO_CHAT_SERVICE_SID, TWILIO_SUPPORT_CHAT_SERVICE_SID
 from sandbox.state import (
     Call,
     Charge,
     Conversation,
+    ConversationService,
     Customer,
     MemoryProfile,
     Message,
@@ -51,6 +52,7 @@ EDGE_CASES = (
     "segment_stuck",  # a regulation for this user stays RUNNING forever
     "many_messages",  # more than 50 messages in each direction: list calls need paging
     "in_flight",  # a message and a call still in progress: DELETE answers 20009 until they settle
+    "other_service",  # conversations in a Conversation Service that is not the account's default
 )
 
 FIRST_NAMES = (
@@ -98,12 +100,15 @@ class Plan:
     messages: int = 0
     calls: int = 0
     conversations: int = 0
+    conversation_service: str = TWILIO_CHAT_SERVICE_SID
     memory: bool = True
     segment: bool = True
 
 
 def seed_state(state: SandboxState) -> None:
     """Populate ``state`` from ``state.settings`` (same settings give the same data)."""
+    for sid, name in ((TWILIO_CHAT_SERVICE_SID, "Default"), (TWILIO_SUPPORT_CHAT_SERVICE_SID, "Support app")):
+        state.conversation_services[sid] = ConversationService(sid, name, BASE_TIME - timedelta(days=400))
     seeder = _Seeder(state)
     for index in range(1, state.settings.people + 1):
         seeder.add_person(f"person-{index:03d}", seeder.random_plan(), flags=[])
@@ -146,6 +151,10 @@ class _Seeder:
             plan.messages = plan.calls = plan.conversations = 0
         elif key == "many_messages":
             plan.messages = 130
+        elif key == "other_service":
+            # One conversation by phone, one by chat identity, both outside the default service.
+            plan.conversations = 2
+            plan.conversation_service = TWILIO_SUPPORT_CHAT_SERVICE_SID
         return plan
 
     # -- people ------------------------------------------------------------------------------
@@ -160,7 +169,7 @@ class _Seeder:
         for _ in range(plan.calls):
             self._call(person)
         for index in range(plan.conversations):
-            self._conversation(person, by_identity=index == 1)
+            self._conversation(person, by_identity=index == 1, service=plan.conversation_service)
         if plan.memory:
             self._memory_profile(person)
         if plan.segment:
@@ -299,9 +308,10 @@ class _Seeder:
             )
             self.state.transcriptions[transcription.sid] = transcription
 
-    def _conversation(self, person: Person, by_identity: bool) -> None:
+    def _conversation(self, person: Person, by_identity: bool, service: str) -> None:
         created = self._moment()
         conversation = Conversation(
+            chat_service_sid=service,
             sid=self.ids.twilio_sid("CH"),
             friendly_name=f"Support thread {self.ids.hex(4)}",
             unique_name=None,

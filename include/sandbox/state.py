@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sandbox.faults import Faults
-from sandbox.ids import IdFactory
+from sandbox.ids import TWILIO_CHAT_SERVICE_SID, IdFactory
 
 REDACTED = "[redacted]"
 
@@ -191,6 +191,7 @@ class Conversation:
     state: str
     date_created: datetime
     date_updated: datetime
+    chat_service_sid: str = TWILIO_CHAT_SERVICE_SID
     deleted: bool = False
 
 
@@ -206,6 +207,15 @@ class Participant:
 
 
 # --- Twilio Memory ----------------------------------------------------------------------------
+
+
+@dataclass
+class ConversationService:
+    """A Conversation Service; the account's default one is where ``/v1/Conversations`` points."""
+
+    sid: str
+    friendly_name: str
+    date_created: datetime
 
 
 @dataclass
@@ -307,6 +317,7 @@ class SandboxState:
         self.calls: dict[str, Call] = {}
         self.recordings: dict[str, Recording] = {}
         self.transcriptions: dict[str, Transcription] = {}
+        self.conversation_services: dict[str, ConversationService] = {}
         self.conversations: dict[str, Conversation] = {}
         self.participants: dict[str, Participant] = {}
         self.conversation_deletions: list[dict[str, Any]] = []

@@ -82,11 +82,50 @@ def test_conversations_are_deleted_without_webhooks(hook, sandbox):
         "conversation_state",
     }
     for item in participations:
-        assert hook.delete_conversation(item["conversation_sid"]) == "deleted"
+        assert hook.delete_conversation(item["chat_service_sid"], item["conversation_sid"]) == "deleted"
     assert hook.list_participant_conversations(address=person["phone"]) == []
     deletes = [r for r in sandbox.requests_log() if r["method"] == "DELETE" and "Conversations" in r["route"]]
     assert deletes
     assert all(r.get("webhook_enabled") == "false" for r in deletes), deletes
+
+
+def test_conversations_are_found_and_deleted_in_every_service(hook, sandbox):
+    """A conversation in a service other than the account's default is invisible to the
+    default-service paths, and a delete there answers 404. Looked up in every service and
+    deleted through its own service's path, it is really gone."""
+    person = sandbox.person("other_service")
+    services = hook.list_conversation_services()
+    assert len(services) == 2
+    found = hook.list_participant_conversations(
+        address=person["phone"]
+    ) + hook.list_participant_conversations(identity=person["email"])
+    assert len(found) == 2
+    other = {item["chat_service_sid"] for item in found}
+    assert len(other) == 1 and other != {services[0]}
+
+    # The default-service path does not know these conversations: 404, which is NOT "gone".
+    conversations = hook.client.conversations.v1
+    assert list(conversations.participant_conversations.list(address=person["phone"])) == []
+    for item in found:
+        assert hook._delete_without_webhooks("probe", f"/Conversations/{item['conversation_sid']}") == (
+            "already_absent"
+        )
+    assert sandbox.state("other_service")["twilio"]["participations"] == 2  # still there
+
+    for item in found:
+        assert hook.delete_conversation(item["chat_service_sid"], item["conversation_sid"]) == "deleted"
+    assert sandbox.state("other_service")["twilio"]["participations"] == 0
+    assert hook.list_participant_conversations(address=person["phone"]) == []
+    assert hook.list_participant_conversations(identity=person["email"]) == []
+    # Deleting again through the owning path: 404 there does mean gone.
+    assert hook.delete_conversation(found[0]["chat_service_sid"], found[0]["conversation_sid"]) == (
+        "already_absent"
+    )
+
+
+def test_unknown_conversation_service_is_an_error_not_an_absence(hook):
+    with pytest.raises(PermanentApiError):
+        hook.list_participant_conversations(address="+14155550199", chat_service_sids=["IS" + "0" * 32])
 
 
 def test_phone_without_history_lists_nothing(hook, sandbox):

@@ -45,6 +45,7 @@ T = TypeVar("T")
 DeleteOutcome = Literal["deleted", "already_absent"]
 
 PAGE_SIZE = 100
+CONVERSATIONS_PAGE_SIZE = 50
 _TWILIO_HOST = re.compile(r"^https://(?P<sub>[a-z0-9-]+)(?:\.[a-z0-9-]+)*\.twilio\.com(?P<path>/.*)?$")
 # Twilio answers 404 with code 20404 when a resource does not exist (or no longer does).
 _NOT_FOUND_CODES = {20404}
@@ -209,33 +210,67 @@ class TwilioHook(BaseHook):
         )
 
     # -- Conversations -----------------------------------------------------------------------
+    #
+    # ``/v1/Conversations`` and ``/v1/ParticipantConversations`` reach only the account's default
+    # Conversation Service; every other service's conversations live under
+    # ``/v1/Services/{ChatServiceSid}/...`` (twilio_conversations_v1 spec). So the person is
+    # looked up in every service and each conversation is deleted through its own service's
+    # path: a 404 there means gone, a 404 on the default path would mean nothing.
+
+    def list_conversation_services(self) -> list[str]:
+        """SIDs (``IS...``) of every Conversation Service of the account, the default included."""
+        services = self.client.conversations.v1.services
+        return self._collect(
+            "list conversation services", lambda: services.page(page_size=CONVERSATIONS_PAGE_SIZE)
+        )
 
     def list_participant_conversations(
-        self, *, address: str | None = None, identity: str | None = None
+        self,
+        *,
+        address: str | None = None,
+        identity: str | None = None,
+        chat_service_sids: list[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Conversations where the person takes part, found by messaging ``address`` (their
-        phone) or by chat ``identity`` (often an email or user id): ids and state only."""
+        """Conversations where the person takes part, in every Conversation Service, found by
+        messaging ``address`` (their phone) or by chat ``identity`` (often an email or user id):
+        ids and state only, each with the service whose path found it.
+
+        :param chat_service_sids: the services to search (default: all of the account's).
+        """
         if (address is None) == (identity is None):
             raise ValueError("give exactly one of address or identity")
-        pcs = self.client.conversations.v1.participant_conversations
         query = {"address": address} if address is not None else {"identity": identity}
-        return [
-            {
-                "conversation_sid": item.conversation_sid,
-                "participant_sid": item.participant_sid,
-                "chat_service_sid": item.chat_service_sid,
-                "conversation_state": item.conversation_state,
-            }
-            for item in self._pages("list participant conversations", lambda: pcs.page(**query))
-        ]
+        services = self.list_conversation_services() if chat_service_sids is None else chat_service_sids
+        found: list[dict[str, Any]] = []
+        for service_sid in services:
+            pcs = self.client.conversations.v1.services(service_sid).participant_conversations
+            for item in self._pages(
+                "list participant conversations",
+                lambda pcs=pcs: pcs.page(**query, page_size=CONVERSATIONS_PAGE_SIZE),
+            ):
+                found.append(
+                    {
+                        # The path that found it owns it; the body's own field is informative.
+                        "chat_service_sid": service_sid,
+                        "conversation_sid": item.conversation_sid,
+                        "participant_sid": item.participant_sid,
+                        "conversation_state": item.conversation_state,
+                    }
+                )
+        return found
 
-    def delete_conversation(self, conversation_sid: str) -> DeleteOutcome:
-        return self._delete_without_webhooks("delete conversation", f"/Conversations/{conversation_sid}")
+    def delete_conversation(self, chat_service_sid: str, conversation_sid: str) -> DeleteOutcome:
+        """Delete a conversation through its own service's path (404 there: already gone)."""
+        return self._delete_without_webhooks(
+            "delete conversation", f"/Services/{chat_service_sid}/Conversations/{conversation_sid}"
+        )
 
-    def delete_participant(self, conversation_sid: str, participant_sid: str) -> DeleteOutcome:
+    def delete_participant(
+        self, chat_service_sid: str, conversation_sid: str, participant_sid: str
+    ) -> DeleteOutcome:
         return self._delete_without_webhooks(
             "delete conversation participant",
-            f"/Conversations/{conversation_sid}/Participants/{participant_sid}",
+            f"/Services/{chat_service_sid}/Conversations/{conversation_sid}/Participants/{participant_sid}",
         )
 
     def _delete_without_webhooks(self, operation: str, uri: str) -> DeleteOutcome:

@@ -96,6 +96,9 @@ def build_audit_record(
             "history_deleted": result(steps.TWILIO_HISTORY).get("deleted", {}),
             "history_remaining_after": result(steps.TWILIO_HISTORY).get("remaining_after"),
             "history_reason": result(steps.TWILIO_HISTORY).get("reason"),
+            "conversation_services_searched": result(steps.TWILIO_HISTORY).get(
+                "conversation_services_searched"
+            ),
         },
         "segment": {
             "user_ids_hmac": [keyed_hash(key, u) for u in resolved.get("segment", {}).get("user_ids", [])],

@@ -105,8 +105,10 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
             return {}
         mask_identifiers(phone, *identities)
         hook = TwilioHook(self.twilio_conn_id)
+        # Conversations live in Conversation Services; the default one is only one of them.
+        services = hook.list_conversation_services() if phone or identities else []
 
-        listing = self._inventory(hook, phone, identities)
+        listing = self._inventory(hook, phone, identities, services)
         # The first attempt's inventory is kept: after a crash the rerun lists only what is left,
         # and "found then" minus "left now" is exactly what the pipeline erased.
         previous = request.step(steps.TWILIO_HISTORY)
@@ -122,34 +124,51 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
         self._delete_all(log, hook.delete_transcription, listing["transcriptions"], "transcription")
         self._delete_all(log, hook.delete_recording, listing["recordings"], "recording")
         self._delete_all(log, hook.delete_call, listing["calls"], "call")
-        if self.conversations == "delete_conversation":
-            self._delete_all(log, hook.delete_conversation, listing["conversations"], "conversation")
-        else:
-            for conversation_sid, participant_sid in listing["conversations"]:
-                hook.delete_participant(conversation_sid, participant_sid)
+        # Each item is (service, conversation) or (service, conversation, participant).
+        delete = (
+            hook.delete_conversation
+            if self.conversations == "delete_conversation"
+            else hook.delete_participant
+        )
+        self._delete_all(log, lambda where: delete(*where), listing["conversations"], "conversation")
 
-        left = {kind: len(items) for kind, items in self._inventory(hook, phone, identities).items()}
+        # The proof: the same inventory again, over every service, must come back empty.
+        left = {
+            kind: len(items) for kind, items in self._inventory(hook, phone, identities, services).items()
+        }
         erased = {kind: found[kind] - left.get(kind, 0) for kind in found}
         clean = not any(left.values())
         request.record(
             steps.TWILIO_HISTORY,
             StepStatus.DONE if clean else StepStatus.FAILED,
-            {"found": found, "deleted": erased, "remaining_after": left},
+            {
+                "found": found,
+                "deleted": erased,
+                "remaining_after": left,
+                "conversation_services_searched": len(services),
+            },
         )
         request.log.info("Twilio history: erased %s; left afterwards %s", erased, left)
         if not clean:
             raise RuntimeError(f"request {request.id}: Twilio still lists {left} after the purge")
         return erased
 
-    def _inventory(self, hook: TwilioHook, phone: str | None, identities: list[str]) -> dict[str, list]:
-        """SIDs of everything that holds the person, per kind."""
+    def _inventory(
+        self, hook: TwilioHook, phone: str | None, identities: list[str], services: list[str]
+    ) -> dict[str, list]:
+        """SIDs of everything that holds the person, per kind; conversations as tuples that
+        start with the service that owns them (the only path whose 404 means gone)."""
         calls = hook.list_call_sids(phone) if phone else []
         recordings = [rec for call in calls for rec in hook.list_recording_sids(call)]
-        participations = self._participations(hook, phone, identities)
+        participations = self._participations(hook, phone, identities, services)
         if self.conversations == "delete_conversation":
-            conversations: list = list(dict.fromkeys(p["conversation_sid"] for p in participations))
+            conversations: list = list(
+                dict.fromkeys((p["chat_service_sid"], p["conversation_sid"]) for p in participations)
+            )
         else:
-            conversations = [(p["conversation_sid"], p["participant_sid"]) for p in participations]
+            conversations = [
+                (p["chat_service_sid"], p["conversation_sid"], p["participant_sid"]) for p in participations
+            ]
         return {
             "messages": hook.list_message_sids(phone) if phone else [],
             "calls": calls,
@@ -159,10 +178,14 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
         }
 
     @staticmethod
-    def _participations(hook: TwilioHook, phone: str | None, identities: list[str]) -> list[dict[str, Any]]:
-        found = hook.list_participant_conversations(address=phone) if phone else []
+    def _participations(
+        hook: TwilioHook, phone: str | None, identities: list[str], services: list[str]
+    ) -> list[dict[str, Any]]:
+        found = (
+            hook.list_participant_conversations(address=phone, chat_service_sids=services) if phone else []
+        )
         for identity in identities:
-            found += hook.list_participant_conversations(identity=identity)
+            found += hook.list_participant_conversations(identity=identity, chat_service_sids=services)
         return found
 
     @staticmethod
