@@ -343,7 +343,10 @@ BAD_BODIES = [
         encode({"request_id": "r1", "email": "Zelda.Leaky.example.org"}), 422, "invalid_email", id="email"
     ),
     pytest.param(
-        encode({"request_id": "r1", "email": "a\u0000b@example.org"}), 422, "invalid_email", id="email-nul"
+        encode({"request_id": "r1", "email": "a\u0000b@example.org"}),
+        422,
+        "invisible_character",
+        id="email-nul",
     ),
     pytest.param(
         encode({"request_id": "r1", "email": "a" * 250 + "@x.org"}), 422, "invalid_email", id="email-long"
@@ -355,7 +358,19 @@ BAD_BODIES = [
         encode({"request_id": "r1", "phone": "+44 7700 900123"}), 422, "invalid_phone", id="phone-spaces"
     ),
     pytest.param(
-        encode({"request_id": "r1", "phone": PHONE + "\n"}), 422, "invalid_phone", id="phone-newline"
+        encode({"request_id": "r1", "phone": PHONE + "\n"}), 422, "invisible_character", id="phone-newline"
+    ),
+    pytest.param(
+        encode({"request_id": "r1", "email": "Zelda.Leaky@Example.org\u200b"}),
+        422,
+        "invisible_character",
+        id="email-zero-width-space",
+    ),
+    pytest.param(
+        encode({"request_id": "r1", "phone": "\u202a" + PHONE + "\u202c"}),
+        422,
+        "invisible_character",
+        id="phone-bidi-embedding",
     ),
     pytest.param(
         encode({"request_id": "r1", "stripe_customer_id": "LeakTest12345"}),
@@ -575,3 +590,132 @@ def test_unreachable_store_is_503_and_logged_without_details(intake_connection, 
     assert "store error on submit (OperationalError)" in log
     assert "secret-password" not in log
     assert_no_identifiers(log + response.text, "the log and answer")
+
+
+# -- identifier rules: one person, one spelling; nothing invisible ---------------------------------
+
+# The same address spelt with a decomposed diaeresis and in capitals, and as most people type it.
+SPELT_DECOMPOSED = "ZOE\u0308.LEAKY@EXAMPLE.ORG"
+SPELT_COMPOSED = "zo\u00eb.leaky@example.org"
+
+INVISIBLE_CHARACTERS = [
+    pytest.param("\u200b", id="zero-width-space"),
+    pytest.param("\u200d", id="zero-width-joiner"),
+    pytest.param("\ufeff", id="bom"),
+    pytest.param("\u00ad", id="soft-hyphen"),
+    pytest.param("\u200f", id="rtl-mark"),
+    pytest.param("\u202e", id="rtl-override"),
+    pytest.param("\u2067", id="rtl-isolate"),
+    pytest.param("\u00a0", id="no-break-space"),
+    pytest.param("\u2028", id="line-separator"),
+    pytest.param("\u3164", id="hangul-filler"),
+    pytest.param("\u0378", id="unassigned"),
+    pytest.param("\x7f", id="delete"),
+]
+
+
+def _spoil(value: str, char: str) -> str:
+    return value[:5] + char + value[5:]
+
+
+def _assert_refused_as_invisible(intake, response, field: str, clean_value: str) -> None:
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["code"] == "invisible_character"
+    assert problem["type"].endswith("invisible_character")
+    assert problem["errors"] == [{"field": field, "code": "invisible_character"}]
+    assert "invisible" in problem["detail"]
+    text = response.text + intake.log_text()
+    for fragment in (clean_value, clean_value[:5], clean_value[5:], clean_value.lower()):
+        assert fragment not in text, "a part of the identifier appears in the answer or the log"
+    assert_no_identifiers(text, "the answer and the log")
+    assert "-> 422 invisible_character" in intake.log_text()
+    assert intake.rows() == 0
+
+
+@pytest.mark.parametrize("char", INVISIBLE_CHARACTERS)
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("email", EMAIL), ("phone", PHONE), ("stripe_customer_id", CUSTOMER), ("user_id", USER_ID)],
+)
+def test_identifier_with_an_invisible_character_is_422_and_stores_nothing(intake, field, value, char):
+    response = post(intake.url, {"request_id": "req-invisible", field: _spoil(value, char)})
+
+    _assert_refused_as_invisible(intake, response, field, value)
+
+
+@pytest.mark.parametrize("char", INVISIBLE_CHARACTERS[:3] + INVISIBLE_CHARACTERS[-2:])
+def test_opendsr_identity_with_an_invisible_character_is_422_and_stores_nothing(intake, char):
+    identities = [("phone_number", PHONE), ("email", _spoil(EMAIL, char))]
+    response = post(intake.url, opendsr("dsr-invisible", identities))
+
+    _assert_refused_as_invisible(intake, response, "subject_identities[1].identity_value", EMAIL)
+
+
+@pytest.mark.parametrize("char", ["\u200b", "\u00a0", "\ufeff", "\n"])
+def test_invisible_character_at_the_end_is_refused_not_trimmed(intake, char):
+    response = post(intake.url, native("req-trailing", email=EMAIL + char))
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "invisible_character"  # the API trims nothing
+    assert intake.rows() == 0
+
+
+def test_capital_with_accent_that_composes_only_in_lower_case_is_refused(intake):
+    """The schema cannot state this rule: the parser answers it, in both shapes, naming the field."""
+    native_answer = post(intake.url, native("req-caron", email="J\u030cANE@example.org"))
+    dsr_answer = post(
+        intake.url, opendsr("dsr-caron", [("phone_number", PHONE), ("email", "J\u030cane@example.org")])
+    )
+
+    assert native_answer.status_code == dsr_answer.status_code == 422
+    assert native_answer.json()["errors"] == [{"field": "email", "code": "invalid_email"}]
+    assert dsr_answer.json()["errors"] == [
+        {"field": "subject_identities[1].identity_value", "code": "invalid_email"}
+    ]
+    assert "lower case" in native_answer.json()["detail"]
+    assert "jane" not in (native_answer.text + dsr_answer.text).lower()
+    assert intake.rows() == 0
+
+
+def test_two_spellings_of_one_address_are_one_request(intake):
+    first = post(intake.url, native("req-zoe", email=SPELT_DECOMPOSED, phone=PHONE))
+    again = post(intake.url, native("req-zoe", email=SPELT_COMPOSED, phone=PHONE))
+
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    stored = intake.store.get("req-zoe").identifiers
+    assert stored.email == SPELT_COMPOSED  # the comparison form: NFC, lower case
+    assert stored.email_as_given == "ZO\u00cb.LEAKY@EXAMPLE.ORG"  # the caller's case, NFC
+    assert stored == SubjectIdentifiers.parse(email=SPELT_COMPOSED, phone=PHONE)
+    assert intake.rows() == 1
+
+
+def test_repeat_of_a_completed_request_in_another_spelling_matches_its_hash(intake):
+    """After completion only the keyed hash is left: the other spelling must hash alike, or the
+    repeat would be a false 409 (and a second request for the same person)."""
+    assert post(intake.url, native("req-zoe-done", email=SPELT_DECOMPOSED)).status_code == 202
+    stored = intake.store.get("req-zoe-done").identifiers
+    intake.store.claim(1, "test-run")
+    intake.store.transition("req-zoe-done", RequestStatus.COMPLETED)
+    assert intake.store.erase_identifiers("req-zoe-done", identifiers_hash(load_hash_key(), stored))
+
+    same_person = post(intake.url, native("req-zoe-done", email="Zo\u00eb.Leaky@Example.org"))
+    other_person = post(intake.url, native("req-zoe-done", email="zoe.leaky@example.org"))  # no accent
+
+    assert same_person.status_code == 202
+    assert same_person.headers["Idempotent-Replayed"] == "true"
+    assert same_person.json()["status"] == "completed"
+    assert other_person.status_code == 409
+    assert intake.rows() == 1
+
+
+def test_opendsr_and_native_spellings_of_one_person_are_one_request(intake):
+    assert post(intake.url, opendsr("dsr-zoe", [("email", SPELT_DECOMPOSED)])).status_code == 202
+
+    again = post(intake.url, opendsr("dsr-zoe", [("email", SPELT_COMPOSED)]))
+
+    assert again.status_code == 202
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert intake.rows() == 1

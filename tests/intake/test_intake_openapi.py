@@ -1,17 +1,20 @@
 """The intake's OpenAPI document: committed copy up to date, valid OpenAPI 3.1, and the patterns
-it publishes never accept what the identifier parser refuses."""
+it publishes never accept what the identifier parser refuses, except by the two rules that depend
+on the Unicode version (unassigned code points; an email whose lower-case form is not NFC)."""
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
-from gdpr_erasure.identifiers import SubjectIdentifiers
+from gdpr_erasure.identifiers import InvalidIdentifier, SubjectIdentifiers
 from gdpr_erasure.intake import models
 from gdpr_erasure.intake.app import create_app
 from gdpr_erasure.intake.errors import ERRORS
@@ -66,9 +69,65 @@ def _fullmatch(pattern: str):
     user_id=_fullmatch(models.USER_ID_PATTERN),
 )
 def test_published_patterns_are_within_what_the_identifier_parser_accepts(email, phone, customer, user_id):
-    parsed = SubjectIdentifiers.parse(email=email, phone=phone, stripe_customer_id=customer, user_id=user_id)
+    values = {"email": email, "phone": phone, "stripe_customer_id": customer, "user_id": user_id}
+    if schema_cannot_state_why(email):
+        with pytest.raises(InvalidIdentifier) as info:
+            SubjectIdentifiers.parse(**values)
+        assert info.value.field == "email"
+        return
+    parsed = SubjectIdentifiers.parse(**values)
     assert parsed.phone == phone
     assert parsed.stripe_customer_id == customer
+
+
+def schema_cannot_state_why(email: str) -> bool:
+    """The parser's email rules a pattern cannot state for every Unicode version."""
+    lowered = unicodedata.normalize("NFC", email).lower()
+    unassigned = any(unicodedata.category(char) == "Cn" for char in email)
+    return unassigned or unicodedata.normalize("NFC", lowered) != lowered
+
+
+def _published_email_pattern() -> re.Pattern:
+    document = json.loads(COMMITTED.read_text(encoding="utf-8"))
+    schema = document["components"]["schemas"]["EmailIdentity"]["properties"]["identity_value"]
+    return re.compile(schema["pattern"])
+
+
+@pytest.mark.parametrize(
+    "char",
+    [
+        "\u200b",
+        "\u200d",
+        "\u202e",
+        "\u2066",
+        "\ufeff",
+        "\u00ad",
+        "\u00a0",
+        "\u3000",
+        "\u2028",
+        "\x00",
+        "\x85",
+        "\u3164",
+        "\ufe0f",
+        "\ue000",
+        "\U000e0041",
+        "\U000f0000",
+        "\t",
+        " ",
+    ],
+)
+def test_published_email_pattern_refuses_invisible_characters(char):
+    """What the document tells clients (and fuzzers): the pattern itself keeps them out."""
+    pattern = _published_email_pattern()
+    assert pattern.fullmatch("jane.doe@example.com")
+    assert pattern.fullmatch("j\u00f6rg@b\u00fccher.example")
+    for spoilt in (
+        f"jane{char}.doe@example.com",
+        f"jane.doe@example.com{char}",
+        f"{char}jane.doe@example.com",
+    ):
+        assert not pattern.fullmatch(spoilt)
+        assert not re.fullmatch(models.EMAIL_PATTERN.removeprefix("^").removesuffix("$"), spoilt)
 
 
 def test_every_error_code_is_in_the_client_documentation():

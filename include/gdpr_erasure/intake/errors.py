@@ -37,6 +37,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "invalid_phone": (422, "Invalid phone number"),
     "invalid_stripe_customer_id": (422, "Invalid Stripe customer id"),
     "invalid_user_id": (422, "Invalid user id"),
+    "invisible_character": (422, "An identifier contains an invisible or control character"),
     "no_identifier": (422, "No identifier given"),
     "unsupported_request_type": (422, "Only erasure requests are accepted"),
     "unsupported_identity_type": (422, "Unsupported identity type"),

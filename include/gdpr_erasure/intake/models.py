@@ -5,10 +5,15 @@ of a request is validated against them (strict types, unknown fields refused in 
 the exact patterns below). Validation errors are turned into our own codes and field paths
 (:func:`parse_submission`); pydantic's messages are never shown, because they can quote input.
 
-Patterns are those of :mod:`gdpr_erasure.identifiers` or stricter (ASCII digits only, no control
-characters), so what the API accepts always passes :meth:`SubjectIdentifiers.parse`, and the
-OpenAPI document states exactly what is accepted: E.164 without spaces, a ``cus_`` id, an email
-address of at most 254 characters.
+Patterns are those of :mod:`gdpr_erasure.identifiers` or stricter (ASCII digits only, no
+surrounding spaces), so what the API accepts passes :meth:`SubjectIdentifiers.parse`, and the
+OpenAPI document states what is accepted: E.164 without spaces, a ``cus_`` id, an email address of
+at most 254 characters without invisible or control characters. Two rules of the parser depend on
+the Unicode version and are not in the patterns: unassigned code points are refused
+(``invisible_character``), and so is an email whose lower-case form is not NFC (``invalid_email``).
+
+Every identifier is first checked for invisible, control and unassigned characters, so such a
+value is answered ``invisible_character`` (naming the field) rather than a format error.
 """
 
 from __future__ import annotations
@@ -18,10 +23,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from gdpr_erasure.identifiers import InvalidIdentifier, SubjectIdentifiers
+from gdpr_erasure.identifiers import (
+    INVISIBLE_CHARACTER,
+    REFUSED_RANGES,
+    InvalidIdentifier,
+    SubjectIdentifiers,
+    refused_character,
+)
 from gdpr_erasure.intake.errors import FieldError, IntakeError, field_path
 from gdpr_erasure.store.status import RequestStatus
 
@@ -29,12 +48,23 @@ from gdpr_erasure.store.status import RequestStatus
 COMPLETION_PERIOD = timedelta(days=30)
 OPENDSR_API_VERSION = "2.0"
 
-# Email characters: no '@', no whitespace, no C0/C1 control characters. Excluding C1 (\x80-\x9f)
-# also keeps JSON Schema's (ECMA) '\s' and Python's/Rust's '\s' in agreement (U+0085).
 # Opaque caller ids: no '@', '+' or spaces, so an id cannot be an email or an E.164 number
 # (paths carry ids, and access logs print paths).
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
-_EMAIL_CHAR = r"[^@\s\x00-\x1f\x7f-\x9f]"
+
+
+def _refused_class() -> str:
+    """The code points of :data:`REFUSED_RANGES` as a character-class body, written as the
+    characters themselves: ``\\u{...}`` and ``\\U...`` are not understood alike by ECMA (JSON
+    Schema), Python and Rust regular expressions, the characters are (ECMA with the ``u`` flag for
+    those beyond U+FFFF). None of them is special inside a class."""
+    return "".join(chr(a) if a == b else f"{chr(a)}-{chr(b)}" for a, b in REFUSED_RANGES)
+
+
+# Email characters: not '@', not the ASCII space, none of the refused characters (controls,
+# format characters, other spaces and separators, invisible ones, private use). Listing every
+# space explicitly rather than writing '\s' keeps ECMA, Python and Rust in agreement.
+_EMAIL_CHAR = f"[^@ {_refused_class()}]"
 EMAIL_PATTERN = rf"^{_EMAIL_CHAR}{{1,64}}@{_EMAIL_CHAR}+\.{_EMAIL_CHAR}{{2,}}$"
 EMAIL_MAX_LENGTH = 254
 PHONE_PATTERN = r"^\+[1-9][0-9]{6,14}$"
@@ -58,10 +88,31 @@ RequestId = Annotated[
         "Never derive it from the person's identifiers.",
     ),
 ]
-Email = Annotated[str, Field(pattern=EMAIL_PATTERN, max_length=EMAIL_MAX_LENGTH)]
-Phone = Annotated[str, Field(pattern=PHONE_PATTERN, max_length=16, description="E.164, e.g. +14155550123")]
-StripeCustomerId = Annotated[str, Field(pattern=STRIPE_CUSTOMER_PATTERN, max_length=254)]
-UserId = Annotated[str, Field(pattern=USER_ID_PATTERN, max_length=255)]
+
+
+def _visible(value: Any) -> Any:
+    """Refuse an identifier holding a character nobody can see (before its pattern is checked,
+    so the answer says so). Not a string: left to the type check."""
+    if isinstance(value, str) and refused_character(value) is not None:
+        raise PydanticCustomError(INVISIBLE_CHARACTER, "invisible or control character")
+    return value
+
+
+# Field first, then the validator: the other order drops the pattern from the JSON schema.
+Email = Annotated[
+    str,
+    Field(pattern=EMAIL_PATTERN, max_length=EMAIL_MAX_LENGTH),
+    BeforeValidator(_visible),
+]
+Phone = Annotated[
+    str,
+    Field(pattern=PHONE_PATTERN, max_length=16, description="E.164, e.g. +14155550123"),
+    BeforeValidator(_visible),
+]
+StripeCustomerId = Annotated[
+    str, Field(pattern=STRIPE_CUSTOMER_PATTERN, max_length=254), BeforeValidator(_visible)
+]
+UserId = Annotated[str, Field(pattern=USER_ID_PATTERN, max_length=255), BeforeValidator(_visible)]
 
 
 # -- requests ------------------------------------------------------------------------------------
@@ -83,7 +134,12 @@ class ErasureRequestBody(BaseModel):
     )
 
     request_id: RequestId
-    email: Email | None = Field(None, description="Email address as the person gave it")
+    email: Email | None = Field(
+        None,
+        description="Email address as the person gave it. Compared after Unicode NFC normalisation "
+        "and in lower case; no invisible, control or unassigned characters (docs/intake.md, "
+        "Identifier rules).",
+    )
     phone: Phone | None = None
     stripe_customer_id: StripeCustomerId | None = Field(None, description="Stripe customer id, cus_...")
     user_id: UserId | None = Field(None, description="Your user id (Segment userId), printable ASCII")
@@ -310,14 +366,23 @@ def parse_submission(body: bytes) -> Submission:
     if isinstance(parsed, OpenDsrRequestBody):
         request_id = parsed.subject_request_id
         values = {IDENTITY_FIELDS[i.identity_type]: i.identity_value for i in parsed.subject_identities}
+        paths = {
+            IDENTITY_FIELDS[identity.identity_type]: f"subject_identities[{index}].identity_value"
+            for index, identity in enumerate(parsed.subject_identities)
+        }
     else:
         request_id = parsed.request_id
         values = parsed.model_dump(include={"email", "phone", "stripe_customer_id", "user_id"})
+        paths = {}
     try:
         identifiers = SubjectIdentifiers.parse(**values)
-    except InvalidIdentifier as exc:  # the patterns above are stricter; kept as a safety net
-        code = _VALUE_CODES.get(exc.field, "invalid_value")
-        raise IntakeError(code, str(exc), [FieldError(exc.field, code)]) from None
+    except InvalidIdentifier as exc:  # rules the patterns cannot state (see the module docstring)
+        code = (
+            INVISIBLE_CHARACTER
+            if exc.kind == INVISIBLE_CHARACTER
+            else _VALUE_CODES.get(exc.field, "invalid_value")
+        )
+        raise IntakeError(code, str(exc), [FieldError(paths.get(exc.field, exc.field), code)]) from None
     return Submission(request_id, identifiers, opendsr)
 
 
@@ -335,7 +400,7 @@ _LITERAL_CODES = {
     "subject_request_type": "unsupported_request_type",
     "identity_format": "unsupported_identity_format",
 }
-_CUSTOM_CODES = {"no_identifier", "duplicate_identity_type", "invalid_submitted_time"}
+_CUSTOM_CODES = {"no_identifier", "duplicate_identity_type", "invalid_submitted_time", INVISIBLE_CHARACTER}
 
 _DETAILS = {
     "no_identifier": "give at least one of email, phone, stripe_customer_id, user_id",
@@ -343,6 +408,10 @@ _DETAILS = {
     "invalid_phone": "not an E.164 phone number, e.g. +14155550123 (no spaces)",
     "invalid_stripe_customer_id": "not a Stripe customer id (cus_...)",
     "invalid_user_id": "a user id is 1-255 printable ASCII characters without spaces",
+    INVISIBLE_CHARACTER: "an identifier contains an invisible or control character (a zero-width "
+    "space or joiner, a bidi mark, a byte order mark, a soft hyphen, a no-break or other non-ASCII "
+    "space...) or an unassigned or private-use code point; such characters usually come with a "
+    "copy and paste: remove them and send the request again",
     "invalid_request_id": "a request id is 1-64 of A-Z a-z 0-9 . _ : - and starts with a letter or digit",
     "unsupported_request_type": "subject_request_type must be 'erasure'",
     "unsupported_identity_type": "identity_type must be email, phone_number, controller_customer_id "

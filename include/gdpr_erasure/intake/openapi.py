@@ -163,7 +163,8 @@ def build_openapi(app: FastAPI | None = None) -> dict[str, Any]:
 
 def openapi_json(app: FastAPI | None = None) -> str:
     """The document as committed in ``docs/intake-openapi.json``."""
-    return json.dumps(build_openapi(app), indent=2, ensure_ascii=False) + "\n"
+    # ASCII: the email pattern lists invisible characters, which are better read as \u escapes.
+    return json.dumps(build_openapi(app), indent=2, ensure_ascii=True) + "\n"
 
 
 def install(app: FastAPI) -> FastAPI:
