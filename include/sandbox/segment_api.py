@@ -17,8 +17,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import unquote
@@ -31,6 +32,8 @@ from sandbox.web import Call, Service, bearer_token, json_response, parse_basic_
 
 PROFILE_ROOT = "/v1/spaces/{space_id}/collections/{collection}/profiles/{identifier}"
 ID_TYPES = ("user_id", "email", "phone", "anonymous_id")
+#: The sandbox space's Profile API access tokens all start with this; any other token is refused.
+PROFILE_TOKEN_PREFIX = "sandbox-"
 REGULATION_TYPES = (
     "DELETE_INTERNAL",
     "DELETE_ONLY",
@@ -75,6 +78,9 @@ class ProfileService(Service):
                 "No valid Access Token provided: send it as the Basic auth username with an empty password."
             )
             return self._error(ProfileError(401, "authentication_error", message))
+        if not credentials[0].startswith(PROFILE_TOKEN_PREFIX):
+            # Access tokens belong to one space: another space's (or a revoked) token is refused.
+            return self._error(ProfileError(401, "authentication_error", "Invalid Access Token."))
         return None
 
     def not_found(self, call: Call) -> Response:
@@ -288,9 +294,54 @@ def _outcome(state: SandboxState, subject_ids: list[str]) -> str:
     return "fail" if "segment_failed" in flags else "finish"
 
 
+def _created(regulation: Regulation) -> datetime:
+    return datetime.strptime(regulation.created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _quota_window(state: SandboxState, now: datetime) -> tuple[datetime, datetime]:
+    """The current window of the regulation quota, ``[start, reset)``: the calendar month (UTC),
+    or with ``regulation_quota_seconds`` windows of that length back to back from the first
+    regulation."""
+    period = state.settings.regulation_quota_seconds
+    if not period:
+        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        return start, (start + timedelta(days=32)).replace(day=1)
+    first = min((_created(r) for r in state.regulations.values()), default=now)
+    windows = math.floor((now - first).total_seconds() / period)
+    start = first + timedelta(seconds=windows * period)
+    return start, start + timedelta(seconds=period)
+
+
+def _quota_refusal(state: SandboxState, subjects: int) -> Response | None:
+    """Segment's monthly regulation quota (110,000 users a calendar month per workspace; here
+    ``regulation_quota`` users per window): a regulation that would exceed it is refused with a
+    429 whose ``Retry-After`` and ``X-RateLimit-Reset`` name the reset, and creates nothing."""
+    quota = state.settings.regulation_quota
+    if not quota:
+        return None
+    now = state.now_utc()
+    start, reset = _quota_window(state, now)
+    used = sum(len(r.subject_ids) for r in state.regulations.values() if _created(r) >= start)
+    if used + subjects <= quota:
+        return None
+    message = (
+        f"Regulation limit reached: this workspace may regulate {quota:g} users per "
+        f"{'calendar month' if not state.settings.regulation_quota_seconds else 'quota window'}."
+    )
+    headers = {
+        "Retry-After": str(math.ceil((reset - now).total_seconds())),
+        "X-RateLimit-Remaining": str(max(0, int(quota - used))),
+        "X-RateLimit-Reset": format_datetime(reset, usegmt=True),
+    }
+    return json_response({"errors": [{"type": "RateLimited", "message": message}]}, 429, headers)
+
+
 def create_regulation(call: Call) -> Response:
     regulation_type, subject_type, subject_ids = _regulation_input(call)
     state = call.state
+    refused = _quota_refusal(state, len(subject_ids))
+    if refused is not None:
+        return refused
     regulation = Regulation(
         id=state.ids.ksuid(),
         created_at=isoformat(state.now_utc()),

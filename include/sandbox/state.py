@@ -46,6 +46,13 @@ class Settings:
     memory_delete_seconds: float = 0.5
     redaction_step_seconds: float = 0.5
     in_flight_seconds: float = 2.0
+    #: Segment's regulation quota: users a workspace may regulate per window (0: no limit).
+    #: Segment allows 110,000 a calendar month; past that, ``POST /regulations`` answers 429
+    #: until the window resets.
+    regulation_quota: float = 0.0
+    #: The quota's window: 0 is the calendar month (UTC), as Segment counts; a number of seconds
+    #: makes short windows, back to back from the first regulation, for tests.
+    regulation_quota_seconds: float = 0.0
 
     def updated(self, overrides: dict[str, Any]) -> Settings:
         """A copy with ``overrides`` applied; unknown keys or bad values raise ``ValueError``."""

@@ -3,6 +3,8 @@ code, never an identifier: they end up in task logs and in the store's ``last_er
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 
 class ExternalApiError(Exception):
     """A call to Stripe, Twilio or Segment failed.
@@ -46,6 +48,35 @@ class TransientApiError(ExternalApiError):
     """Worth retrying: rate limited (429), server error (5xx), connection trouble, lock timeout."""
 
     retryable = True
+
+
+class ProviderQuotaExhausted(TransientApiError):
+    """The provider asked us to wait longer than the retry policy waits in a task: a quota is spent
+    until a reset that can be days away (Segment allows 110,000 regulated users a month per
+    workspace, then answers 429 with the reset). Retrying now cannot help, and it is not a
+    failure of the request: the step records that it waits, and the request is ``deferred``
+    until :attr:`not_before`.
+
+    :param not_before: when the provider said calls may succeed again (UTC).
+    """
+
+    def __init__(self, api: str, operation: str, *, not_before: datetime, **kwargs) -> None:
+        super().__init__(api, operation, **kwargs)
+        self.not_before = not_before
+        self.args = (f"{self.args[0]} (asked to wait until {not_before.isoformat()})",)
+
+    @classmethod
+    def after(cls, exc: ExternalApiError, now: datetime) -> ProviderQuotaExhausted:
+        """``exc`` (which carries ``retry_after`` seconds) as a quota that resets then."""
+        return cls(
+            exc.api,
+            exc.operation,
+            status=exc.status,
+            code=exc.code,
+            detail=exc.detail,
+            retry_after=exc.retry_after,
+            not_before=now + timedelta(seconds=exc.retry_after or 0),
+        )
 
 
 class PermanentApiError(ExternalApiError):

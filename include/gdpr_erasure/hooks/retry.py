@@ -4,22 +4,33 @@ provider's ``Retry-After`` honoured when it sends one.
 The SDKs' own retry loops are turned off (Stripe ``max_network_retries=0``; Twilio and
 requests have none by default) so that there is exactly one place that decides, the delays
 are the same for all three APIs, and a 429 (which stripe-python does not retry) is handled.
+
+A provider that asks for a longer wait than a task should spend (``max_retry_after``) gets
+:class:`ProviderQuotaExhausted` with the time it named: a spent quota, such as Segment's monthly
+regulation allowance, is waited out by the request (``deferred``), not by a worker.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-from gdpr_erasure.hooks.errors import TransientApiError
+from gdpr_erasure.hooks.errors import ProviderQuotaExhausted, TransientApiError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+#: Longest provider-requested wait honoured inside a task, in seconds.
+DEFAULT_MAX_RETRY_AFTER = 120.0
+#: Environment variable that overrides it (tests and scripts shorten it to exercise deferral).
+MAX_RETRY_AFTER_ENV = "GDPR_ERASURE_MAX_RETRY_AFTER"
 
 
 @dataclass(frozen=True)
@@ -29,15 +40,22 @@ class RetryPolicy:
     :param max_attempts: total tries, including the first.
     :param base_delay: first backoff in seconds; doubles each attempt.
     :param max_delay: cap on one computed backoff.
-    :param max_retry_after: cap on a provider-requested wait; a longer request fails the call so
-        the task (and Airflow's own retry) can come back later instead of holding a worker.
+    :param max_retry_after: cap on a provider-requested wait; a longer one raises
+        :class:`ProviderQuotaExhausted` at once instead of holding a worker. None:
+        ``$GDPR_ERASURE_MAX_RETRY_AFTER``, else 120 s, read when a call is made.
     """
 
     max_attempts: int = 8
     base_delay: float = 0.5
     max_delay: float = 30.0
-    max_retry_after: float = 120.0
+    max_retry_after: float | None = None
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
+
+    @property
+    def retry_after_cap(self) -> float:
+        if self.max_retry_after is not None:
+            return self.max_retry_after
+        return float(os.environ.get(MAX_RETRY_AFTER_ENV) or DEFAULT_MAX_RETRY_AFTER)
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before try number ``attempt + 1`` (``attempt`` starts at 1)."""
@@ -73,14 +91,30 @@ def call_with_retries(
     policy: RetryPolicy = DEFAULT_POLICY,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Run ``call``; on :class:`TransientApiError` wait and try again, up to the policy's limit."""
+    """Run ``call``; on :class:`TransientApiError` wait and try again, up to the policy's limit.
+
+    A provider asking to wait longer than ``policy.retry_after_cap`` raises
+    :class:`ProviderQuotaExhausted` (a :class:`TransientApiError`) carrying the time it named.
+    """
     attempt = 1
     while True:
         try:
             return call()
         except TransientApiError as exc:
-            too_long = exc.retry_after is not None and exc.retry_after > policy.max_retry_after
-            if attempt >= policy.max_attempts or too_long:
+            if exc.retry_after is not None and exc.retry_after > policy.retry_after_cap:
+                if isinstance(exc, ProviderQuotaExhausted):
+                    raise
+                log.warning(
+                    "%s: %s got %s asking to wait %.0fs, longer than we retry (%.0fs): "
+                    "the request waits for it instead of the task",
+                    exc.api,
+                    exc.operation,
+                    exc.status or "an error",
+                    exc.retry_after,
+                    policy.retry_after_cap,
+                )
+                raise ProviderQuotaExhausted.after(exc, datetime.now(UTC)) from exc
+            if attempt >= policy.max_attempts:
                 raise
             wait = policy.delay(attempt, exc.retry_after)
             log.warning(

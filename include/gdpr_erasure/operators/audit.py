@@ -31,23 +31,28 @@ class RequestsFailed(AirflowFailException):
     requests of the batch were closed before this is raised."""
 
 
-def open_steps(results: dict[str, StepResult]) -> tuple[list[str], list[str]]:
-    """Why a request cannot be closed yet, as ``(failures, still_pending)``.
+def open_steps(results: dict[str, StepResult]) -> tuple[list[str], list[str], dict[str, datetime]]:
+    """Why a request cannot be closed yet, as ``(failures, still_pending, waiting)``.
 
     A failure is a purge that did not succeed or a deletion the provider reported failed; still
     pending is a deletion the provider has accepted but not finished (a Segment regulation that
-    is RUNNING when the sensor's patience ran out).
+    is RUNNING when the sensor's patience ran out); waiting maps a purge that a provider's quota
+    held back (Segment's monthly regulations: ``pending`` with ``not_before``) to the time it
+    may run again.
     """
     failures: list[str] = []
     pending: list[str] = []
+    waiting: dict[str, datetime] = {}
     resolve = results.get(steps.RESOLVE)
     if resolve is None or resolve.status is not StepStatus.DONE:
         reason = resolve.result.get("reason") if resolve else None
-        return [f"{steps.RESOLVE}: {reason or 'did not run'}"], []
+        return [f"{steps.RESOLVE}: {reason or 'did not run'}"], [], {}
     for purge, verify in steps.PURGE_STEPS.items():
         result = results.get(purge)
         if result is None:
             failures.append(f"{purge}: did not run")
+        elif result.status is StepStatus.PENDING and result.result.get("not_before"):
+            waiting[purge] = datetime.fromisoformat(result.result["not_before"])
         elif result.status not in _PURGE_OK or result.status is StepStatus.PENDING:
             failures.append(f"{purge}: {result.status.value}")
         elif verify and result.status in _NEEDS_PROOF:
@@ -57,7 +62,7 @@ def open_steps(results: dict[str, StepResult]) -> tuple[list[str], list[str]]:
             elif proof is None or proof.status is not StepStatus.DONE:
                 reason = proof.result.get("reason") if proof else None
                 failures.append(f"{verify}: {reason or (proof.status.value if proof else 'not proven')}")
-    return failures, pending
+    return failures, pending, waiting
 
 
 def build_audit_record(
@@ -236,8 +241,8 @@ class WriteAuditRecordOperator(ErasureStepOperator):
             return "completed", ""
 
         results = store.steps(scope.id)
-        failures, pending = open_steps(results) if entry is None else ([], [])
-        if failures:
+        failures, pending, waiting = open_steps(results) if entry is None else ([], [], {})
+        if failures:  # a failure elsewhere outweighs a wait: the request is retried as failed
             reason = "; ".join(failures)
             after = store.record_failure(scope.id, reason, max_failures=int(self.max_failures))
             log.error(
@@ -248,6 +253,22 @@ class WriteAuditRecordOperator(ErasureStepOperator):
                 reason,
             )
             return after.status.value, f"{after.status.value}: {reason}"
+        if waiting:
+            # A provider's quota is spent (Segment's monthly regulations): everything else is
+            # done; the request waits, without a failure, for the first run after the reset.
+            not_before = max(waiting.values())
+            reason = "; ".join(
+                f"{step}: provider quota spent, waiting until {due.isoformat()}"
+                for step, due in sorted(waiting.items())
+            )
+            if request.status is RequestStatus.DEFERRED:  # a rerun of this task
+                log.info("already deferred until %s", request.not_before)
+            else:
+                store.defer(scope.id, not_before, reason)
+                log.warning(
+                    "deferred until %s: %s; a run after that finishes it", not_before.isoformat(), reason
+                )
+            return "deferred", ""
         if pending:
             store.transition(scope.id, RequestStatus.VERIFYING, expected=[RequestStatus.IN_PROGRESS])
             log.info(

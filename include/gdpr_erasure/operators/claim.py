@@ -17,8 +17,9 @@ from gdpr_erasure.store.engine import DEFAULT_CONN_ID
 class ClaimRequestsOperator(ComplianceStoreMixin, BaseOperator):
     """Atomically claim up to ``max_requests`` requests and return their ids in batches of
     ``batch_size`` (only ids: this list is XCom, which is stored in clear in Airflow's metadata
-    DB). Claimed are pending requests, failed ones (retry), verifying ones (re-check) and those
-    whose run died (lease expired).
+    DB). Claimed are pending requests, failed ones (retry), verifying ones (re-check), deferred
+    ones whose ``not_before`` has passed (a provider's quota was reset) and those whose run died
+    (lease expired). Deferred requests that are not due yet stay for a later run.
 
     The number of batches never exceeds ``[core] max_map_length``, so the mapped groups
     downstream always expand; what is left waits for the next run. In a dry run nothing is
@@ -69,7 +70,8 @@ class ClaimRequestsOperator(ComplianceStoreMixin, BaseOperator):
             lease=self.lease,
             request_ids=wanted or None,
         )
-        backlog = self.store.counts_by_status().get(RequestStatus.PENDING.value, 0)
+        counts = self.store.counts_by_status()
+        backlog = counts.get(RequestStatus.PENDING.value, 0)
         self.log.info(
             "claimed %d request(s) (limit %d) in %d batch(es) of up to %d; %d still pending for later runs",
             len(ids),
@@ -78,6 +80,13 @@ class ClaimRequestsOperator(ComplianceStoreMixin, BaseOperator):
             size,
             backlog,
         )
+        if counts.get(RequestStatus.DEFERRED.value):
+            due = self.store.deferred_requests(limit=1)[0].not_before
+            self.log.info(
+                "%d request(s) deferred until a provider's quota resets; the next is due %s",
+                counts[RequestStatus.DEFERRED.value],
+                due.isoformat(),
+            )
         return batches(ids, size)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from airflow.sdk import Context
 
 from gdpr_erasure import steps
+from gdpr_erasure.hooks.errors import ProviderQuotaExhausted
 from gdpr_erasure.hooks.segment import SegmentHook
 from gdpr_erasure.operators.base import ErasureStepOperator, RequestScope
 from gdpr_erasure.store import StepStatus
@@ -20,6 +21,13 @@ class EraseSegmentOperator(ErasureStepOperator):
     that finds one recorded reuses it instead of creating another, unless Segment reported that
     regulation failed (then a retry asks again). Deletion is asynchronous;
     ``SegmentRegulationSensor`` waits for ``FINISHED``.
+
+    Segment regulates at most 110,000 users a month per workspace and answers 429 with the reset
+    beyond that. When it asks for a longer wait than the hook retries
+    (:class:`~gdpr_erasure.hooks.errors.ProviderQuotaExhausted`), the step is recorded as waiting
+    (``pending`` with ``not_before``), not failed: the request's other steps go on in this run,
+    the task does not retry, ``write_audit`` defers the request until then, and the first run
+    after it asks Segment again (the only step left to do).
 
     :param request_ids: the batch of erasure requests (templated).
     :param segment_conn_id: Segment connection.
@@ -60,15 +68,18 @@ class EraseSegmentOperator(ErasureStepOperator):
             request.log.info("%s: no regulation needed", reason)
             return {"regulation_id": None}
 
-        # Only reached again when Segment reported the earlier regulation failed: try a new one.
-        failed_before = []
+        # Reached again when Segment reported the earlier regulation failed (try a new one), or
+        # when the step waited for Segment's quota (ask again now that the request is due).
+        failed_before = list(previous.result.get("failed_regulation_ids", [])) if previous else []
         if previous is not None and previous.result.get("regulation_id"):
-            failed_before = [
-                *previous.result.get("failed_regulation_ids", []),
-                previous.result["regulation_id"],
-            ]
+            failed_before.append(previous.result["regulation_id"])
             request.log.warning("regulation(s) %s failed: requesting a new one", failed_before)
-        regulation_id = SegmentHook(self.segment_conn_id).create_regulation(user_ids, self.regulation_type)
+        try:
+            regulation_id = SegmentHook(self.segment_conn_id).create_regulation(
+                user_ids, self.regulation_type
+            )
+        except ProviderQuotaExhausted as exc:
+            return self._wait_for_quota(request, exc, len(user_ids), failed_before)
         request.record(
             steps.SEGMENT,
             StepStatus.DONE,
@@ -86,3 +97,29 @@ class EraseSegmentOperator(ErasureStepOperator):
             len(user_ids),
         )
         return {"regulation_id": regulation_id, "reused": False}
+
+    def _wait_for_quota(
+        self, request: RequestScope, exc: ProviderQuotaExhausted, subjects: int, failed_before: list[str]
+    ) -> dict[str, Any]:
+        """Record that the step waits for Segment's quota until ``exc.not_before``: not a failure
+        (the batch task goes on and does not retry), and what Segment said stays in the step."""
+        due = exc.not_before.isoformat()
+        request.record(
+            steps.SEGMENT,
+            StepStatus.PENDING,
+            {
+                "waiting_for": "quota",
+                "not_before": due,
+                "reason": str(exc),
+                "subjects": subjects,
+                "failed_regulation_ids": failed_before,
+            },
+        )
+        request.log.warning(
+            "Segment's regulation quota is spent (HTTP %s, code %s): no regulation before %s; the "
+            "request waits until then (deferred) while the other systems are erased now",
+            exc.status,
+            exc.code,
+            due,
+        )
+        return {"regulation_id": None, "not_before": due}

@@ -30,6 +30,8 @@ class SummarizeRunOperator(ComplianceStoreMixin, BaseOperator):
     hide behind a green run (the DAG's failure callback then alerts).
 
     ``verifying`` is not a failure: the provider accepted the deletion and a later run checks it.
+    Nor is ``deferred``: a provider's quota is spent (Segment's monthly regulations); the summary
+    lists when each such request is due, and warns when that is past its 30-day limit.
 
     :param request_ids: the batches ``claim_requests`` returned (templated / XComArg).
     :param warn_after: age at which an open request is reported as nearing the deadline.
@@ -63,6 +65,9 @@ class SummarizeRunOperator(ComplianceStoreMixin, BaseOperator):
         requests = [self.store.get(rid) for rid in ids]
         counts = Counter(r.status.value for r in requests)
         bad = {r.id: r.status.value for r in requests if r.status in _BAD}
+        deferred = sorted(
+            (r for r in requests if r.status is RequestStatus.DEFERRED), key=lambda r: (r.not_before, r.id)
+        )
         now = utcnow()
         nearing = self.store.open_requests_received_before(now - self.warn_after)
         overdue = [r for r in nearing if r.received_at < now - GDPR_DEADLINE]
@@ -77,6 +82,21 @@ class SummarizeRunOperator(ComplianceStoreMixin, BaseOperator):
                         "%s: %s (%s)", request.id, request.status.value, request.last_error or "-"
                     )
             self.log.info("compliance store now: %s", dict(sorted(self.store.counts_by_status().items())))
+        if deferred:
+            with log_group(self.log, f"Waiting for a provider's quota: {len(deferred)} request(s)"):
+                for request in deferred:
+                    self.log.info(
+                        "%s: deferred until %s (%s)",
+                        request.id,
+                        request.not_before.isoformat(),
+                        request.last_error or "-",
+                    )
+                    if request.not_before > request.received_at + GDPR_DEADLINE:
+                        self.log.warning(
+                            "%s: due after its 30-day limit (%s): ask the provider to raise the quota",
+                            request.id,
+                            (request.received_at + GDPR_DEADLINE).date().isoformat(),
+                        )
         with log_group(
             self.log, f"GDPR deadline: {len(overdue)} overdue, {len(nearing) - len(overdue)} nearing"
         ):
@@ -89,6 +109,8 @@ class SummarizeRunOperator(ComplianceStoreMixin, BaseOperator):
             **counts,
             "overdue": len(overdue),
             "nearing_deadline": len(nearing) - len(overdue),
+            # Request ids and times only (this is XCom): when each deferred request is due.
+            "deferred_until": {r.id: r.not_before.isoformat() for r in deferred},
         }
         problems = []
         if bad:
