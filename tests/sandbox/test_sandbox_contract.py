@@ -397,6 +397,34 @@ def test_conversations_match_the_spec(sandbox, api: Api, contract: Contract):
     assert contract.schema(TWILIO_ERROR, gone, 404)["code"] == 20404
 
 
+def test_conversation_services_match_the_spec(sandbox, api: Api, contract: Contract):
+    """Configuration, the list of Conversation Services and the service-scoped operations."""
+    config = contract.spec("conversations", api.twilio("conversations", "GET", "/v1/Configuration"), 200)
+    default_service = config["default_chat_service_sid"]
+    # The hook's page size. The spec allows 1-100 here; the sandbox still caps it at 50 (api-notes).
+    listed = api.twilio("conversations", "GET", "/v1/Services", params={"PageSize": 50})
+    services = contract.spec("conversations", listed, 200)
+    assert services["meta"]["key"] == "services" and services["meta"]["page_size"] == 50
+    sids = [service["sid"] for service in services["services"]]
+    assert default_service in sids and len(sids) >= 2
+    person = sandbox.person("other_service")
+    other = next(sid for sid in sids if sid != default_service)
+    scoped = f"/v1/Services/{other}/ParticipantConversations"
+    by_phone = api.twilio("conversations", "GET", scoped, params={"Address": person["phone"]})
+    entries = contract.spec("conversations", by_phone, 200)["conversations"]
+    assert entries and all(e["chat_service_sid"] == other for e in entries)
+    by_identity = api.twilio("conversations", "GET", scoped, params={"Identity": person["chat_identity"]})
+    assert contract.spec("conversations", by_identity, 200)["meta"]["key"] == "conversations"
+    entry = entries[0]
+    headers = {"X-Twilio-Webhook-Enabled": "false"}
+    conversation = f"/v1/Services/{other}/Conversations/{entry['conversation_sid']}"
+    participant = f"{conversation}/Participants/{entry['participant_sid']}"
+    contract.spec("conversations", api.twilio("conversations", "DELETE", participant, headers=headers), 204)
+    contract.spec("conversations", api.twilio("conversations", "DELETE", conversation, headers=headers), 204)
+    gone = api.twilio("conversations", "DELETE", conversation, headers=headers)
+    assert contract.schema(TWILIO_ERROR, gone, 404)["code"] == 20404
+
+
 def test_memory_matches_the_spec(sandbox, api: Api, contract: Contract):
     sandbox.reset(memory_delete_seconds=0.2)
     person = _someone(sandbox, "memory_profile_id")
