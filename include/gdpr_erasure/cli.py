@@ -186,6 +186,27 @@ def _cmd_receipt_public_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    """The preflight: a table of read-only checks; exit 1 if any failed."""
+    import json
+
+    from gdpr_erasure.preflight import format_table, run_preflight
+
+    results = run_preflight(db_url=args.db_url, include_intake=not args.skip_intake)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        print(format_table(results))
+    failed = [r for r in results if not r.ok]
+    if failed:
+        print(
+            f"{len(failed)} of {len(results)} check(s) failed: fix them before a run claims requests",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gdpr-erasure", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -203,6 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands.add_parser("status", help="requests per status and the audit chain").set_defaults(
         func=_cmd_db_status
     )
+
+    check = commands.add_parser(
+        "check", help="prove every connection works and has the permissions the pipeline needs (read-only)"
+    )
+    check.add_argument("--db-url", help="SQLAlchemy URL of the compliance store (see 'db --help')")
+    check.add_argument("--json", action="store_true", help="print the results as JSON")
+    check.add_argument(
+        "--skip-intake", action="store_true", help="do not check the intake's signing secret (gdpr_intake)"
+    )
+    check.set_defaults(func=_cmd_check)
 
     requests_cmd = commands.add_parser("requests", help="erasure requests in the intake table")
     requests_cmd.add_argument("--db-url", help="SQLAlchemy URL of the compliance store (see 'db --help')")

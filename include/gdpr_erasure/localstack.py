@@ -52,6 +52,7 @@ def sandbox_connections(base_url: str, accounts: dict[str, Any]) -> dict[str, di
                 "space_id": segment["space_id"],
                 "profile_api_token": "sandbox-profile-token",
                 "profile_api_url": f"{base_url}/segment/profiles",
+                "check_user_id": segment["check_user_id"],
             },
         },
     }

@@ -56,7 +56,8 @@ def accounts(base_url: str) -> dict[str, Any]:
             "public_api_base_url": f"{base_url}/segment/api",
             "space_id": ids.SEGMENT_SPACE_ID,
             "workspace_id": ids.SEGMENT_WORKSPACE_ID,
-            "profile_auth": "Basic with any access token as username and an empty password",
+            "profile_auth": "Basic with any sandbox-... access token as username and an empty password",
+            "check_user_id": ids.SEGMENT_CHECK_USER_ID,
             "public_api_auth": "Bearer with any token",
         },
     }

@@ -20,6 +20,9 @@ MEMORY_STORE_ID = "mem_store_01sandboxstore000000000000"
 SEGMENT_SPACE_ID = "spa_sandbox"
 SEGMENT_WORKSPACE_ID = "wks_sandbox"
 SEGMENT_SOURCE_ID = "src_sandbox"
+# A test profile (not a data subject) carrying an email and a phone: the preflight reads it to
+# prove the space's external id types (connection extra check_user_id).
+SEGMENT_CHECK_USER_ID = "gdpr-erasure-check"
 TWILIO_CHAT_SERVICE_SID = "IS" + "5a4db0c5" * 4  # the account's default Conversation Service
 # A second Conversation Service (for example a support app's): its conversations are not reachable
 # through the default-service paths (/v1/Conversations, /v1/ParticipantConversations).

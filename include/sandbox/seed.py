@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sandbox.ids import SEGMENT_SOURCE_ID, TWILIO_CHAT_SERVICE_SID, TWILIO_SUPPORT_CHAT_SERVICE_SID
+from sandbox.ids import (
+    SEGMENT_CHECK_USER_ID,
+    SEGMENT_SOURCE_ID,
+    TWILIO_CHAT_SERVICE_SID,
+    TWILIO_SUPPORT_CHAT_SERVICE_SID,
+)
 from sandbox.state import (
     Call,
     Charge,
@@ -114,6 +119,7 @@ def seed_state(state: SandboxState) -> None:
         seeder.add_person(f"person-{index:03d}", seeder.random_plan(), flags=[])
     for key in EDGE_CASES:
         seeder.add_person(key, seeder.edge_plan(key), flags=[key])
+    seeder.check_profile()
 
 
 class _Seeder:
@@ -374,6 +380,28 @@ class _Seeder:
         )
         self.state.memory_profiles[profile.id] = profile
         person.memory_profile_id = profile.id
+
+    def check_profile(self) -> None:
+        """The company's own test profile that the preflight reads (not a data subject)."""
+        values = (
+            ("user_id", SEGMENT_CHECK_USER_ID),
+            ("email", "privacy-check@example.com"),
+            ("phone", self._phone()),
+        )
+        external_ids = [
+            {
+                "source_id": SEGMENT_SOURCE_ID,
+                "collection": "users",
+                "id": value,
+                "type": id_type,
+                "created_at": isoformat(BASE_TIME),
+                "encoding": "none",
+                "first_message_id": f"ajs-next-{self.ids.hex(32)}",
+            }
+            for id_type, value in values
+        ]
+        profile = SegmentProfile(segment_id=f"use_{self.ids.ksuid()}", external_ids=external_ids, traits={})
+        self.state.segment_profiles[profile.segment_id] = profile
 
     def _segment_profile(self, person: Person) -> None:
         person.segment_user_id = f"usr_{self.ids.hex(12)}"

@@ -24,7 +24,8 @@ from sandbox.state import Conversation, ConversationService, Participant, isofor
 from sandbox.twilio_api import TwilioError, TwilioService, paginate
 from sandbox.web import Call, json_response, no_content
 
-PAGE_SIZE_MAX = 50
+PAGE_SIZE_MAX = 50  # ParticipantConversations (spec: 1-50)
+SERVICES_PAGE_SIZE_MAX = 100  # Services (spec: 1-100)
 
 
 class ConversationsService(TwilioService):
@@ -146,10 +147,10 @@ def list_participant_conversations(call: Call) -> Response:
     return json_response({"conversations": conversations, "meta": meta})
 
 
-def _page_size(call: Call) -> int:
-    raw = call.query.get("PageSize", str(PAGE_SIZE_MAX))
-    if not raw.isdigit() or not 1 <= int(raw) <= PAGE_SIZE_MAX:
-        raise TwilioError(400, 20001, f"Invalid PageSize: must be between 1 and {PAGE_SIZE_MAX}")
+def _page_size(call: Call, maximum: int = PAGE_SIZE_MAX) -> int:
+    raw = call.query.get("PageSize", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise TwilioError(400, 20001, f"Invalid PageSize: must be between 1 and {maximum}")
     if not call.query.get("Page", "0").isdigit():
         raise TwilioError(400, 20001, "Invalid Page: must be a non-negative integer")
     return int(raw)
@@ -237,7 +238,7 @@ def service_body(call: Call, service: ConversationService) -> dict[str, Any]:
 
 def list_services(call: Call) -> Response:
     """Every Conversation Service of the account, the default one included, paged like v1."""
-    size = _page_size(call)
+    size = _page_size(call, maximum=SERVICES_PAGE_SIZE_MAX)
     ordered = sorted(call.state.conversation_services.values(), key=lambda s: (s.date_created, s.sid))
     page, next_token, previous_token = paginate(call, ordered, lambda s: True, lambda s: s.sid, size)
     index = int(call.query.get("Page", "0") or 0)

@@ -8,7 +8,7 @@ import time
 import pytest
 from requests import Session
 
-from gdpr_erasure.hooks.errors import PermanentApiError, TransientApiError
+from gdpr_erasure.hooks.errors import ApiConfigurationError, PermanentApiError, TransientApiError
 from gdpr_erasure.hooks.retry import RetryPolicy
 from gdpr_erasure.hooks.segment import SegmentApiHttpHook, SegmentHook
 
@@ -112,3 +112,50 @@ def test_our_settings_are_not_sent_as_http_headers(api_connections):
     profiles = SegmentApiHttpHook("profiles", "GET", "segment_default")
     profiles.get_conn()
     assert profiles.base_url.endswith("/segment/profiles")
+
+
+def _segment_extra(monkeypatch, api_connections, **extra):
+    conn = dict(api_connections["segment_default"])
+    conn["extra"] = dict(conn["extra"], **extra)
+    monkeypatch.setenv("AIRFLOW_CONN_SEGMENT_DEFAULT", json.dumps(conn))
+    return SegmentHook(retry_policy=FAST)
+
+
+def test_the_phone_lookup_uses_the_spaces_external_id_type(api_connections, sandbox, monkeypatch):
+    """The phone type is a per-space setting. The sandbox space keeps phones as ``phone``; a
+    connection configured for ``phone_number`` finds nothing there, which is why the preflight
+    proves the configured types on a known profile before a run."""
+    person = sandbox.person("person-002")
+    assert _segment_extra(monkeypatch, api_connections, phone_id_type="phone").get_profile(
+        "phone", person["phone"]
+    )
+    assert (
+        _segment_extra(monkeypatch, api_connections, phone_id_type="phone_number").get_profile(
+            "phone", person["phone"]
+        )
+        is None
+    )
+    ok, message = _segment_extra(monkeypatch, api_connections, phone_id_type="phone_number").test_connection()
+    assert not ok and "phone_id_type=phone_number" in message
+
+
+def test_an_id_type_that_cannot_be_one_is_a_configuration_error(api_connections, monkeypatch):
+    hook = _segment_extra(monkeypatch, api_connections, email_id_type="e mail/../x")
+    with pytest.raises(ApiConfigurationError):
+        hook.get_profile("email", "x.y@example.com")
+
+
+def test_a_404_that_is_not_segments_not_found_is_not_no_profile(api_connections, sandbox, monkeypatch):
+    """A Profile API URL that points elsewhere answers 404 with another body: that must fail
+    loud, never read as "this person has no Segment profile"."""
+    hook = _segment_extra(monkeypatch, api_connections, profile_api_url=f"{sandbox.base_url}/nowhere")
+    with pytest.raises(PermanentApiError) as info:
+        hook.get_profile("email", "x.y@example.com")
+    assert info.value.status == 404
+    assert "example.com" not in str(info.value)
+
+
+def test_test_connection_passes_against_the_sandbox(hook):
+    ok, message = hook.test_connection()
+    assert ok, message
+    assert message.count("ok:") == 3

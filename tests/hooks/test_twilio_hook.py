@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -178,3 +179,30 @@ def test_routing_client_only_rewrites_when_a_base_is_set():
     assert match["path"] == "/v1/Stores/x/Profiles/Lookup"
     assert pattern_base.base_url == "http://127.0.0.1:1/twilio"
     assert RoutingHttpClient(None).base_url is None
+
+
+def test_test_connection_passes_against_the_sandbox(hook):
+    ok, message = hook.test_connection()
+    assert ok, message
+    assert "account AC" in message and "Memory store" in message and "2 Conversation Service(s)" in message
+
+
+def test_test_connection_names_refused_credentials(api_connections, monkeypatch):
+    conn = dict(api_connections["twilio_default"], login="AC" + "0" * 32)
+    conn["extra"] = dict(conn["extra"], account_sid="AC" + "0" * 32)
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_DEFAULT", json.dumps(conn))
+    ok, message = TwilioHook(retry_policy=RetryPolicy(max_attempts=1)).test_connection()
+    assert not ok
+    assert "refused" in message and "sandbox-auth-token" not in message
+
+
+def test_an_api_key_is_checked_without_reading_the_account(api_connections, monkeypatch, sandbox):
+    """Standard API keys may not read /Accounts on Twilio: the check lists one message instead."""
+    conn = dict(api_connections["twilio_default"], login="SK" + "1" * 32)
+    conn["extra"] = dict(conn["extra"], account_sid=sandbox.accounts()["twilio"]["account_sid"])
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_DEFAULT", json.dumps(conn))
+    sandbox.clear_requests_log()
+    ok, message = TwilioHook().test_connection()
+    assert ok, message
+    assert "API key accepted" in message
+    assert not [r for r in sandbox.requests_log() if r["route"].endswith("/Accounts/{Sid}.json")]

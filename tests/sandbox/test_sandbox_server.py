@@ -185,9 +185,9 @@ def test_unknown_paths_answer_like_each_service(sandbox, api: Api):
     assert api.twilio("elsewhere", "GET", "/v1/x").status_code == 404
     assert api.memory("GET", "/Profiles").json()["code"] == 20404
     assert (
-        api.http.get(f"{api.base_url}/segment/profiles/v1/nothing", auth=("t", ""), timeout=10).json()[
-            "error"
-        ]["code"]
+        api.http.get(
+            f"{api.base_url}/segment/profiles/v1/nothing", auth=("sandbox-t", ""), timeout=10
+        ).json()["error"]["code"]
         == "not_found"
     )
     assert api.public("GET", "/nothing").json() == {

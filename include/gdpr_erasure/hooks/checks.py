@@ -47,6 +47,8 @@ def run_check(system: str, name: str, check: Callable[[], str]) -> CheckResult:
     except (ExternalApiError, ApiConfigurationError, CheckFailed) as exc:
         return CheckResult(system, name, False, str(exc))
     except Exception as exc:
+        if type(exc).__name__ == "AirflowNotFoundException":  # says which conn_id is not defined
+            return CheckResult(system, name, False, f"{str(exc).splitlines()[0]}: create the connection")
         return CheckResult(system, name, False, f"{type(exc).__name__} while checking {name}")
 
 

@@ -8,17 +8,28 @@ instance per API, configured from a single connection ``segment_default``:
 * extra ``space_id``: the Unify space whose profiles we read;
 * extra ``profile_api_token``: the space's Profile API access token (HTTP Basic username);
 * extra ``profile_api_url``: default ``https://profiles.segment.com``
-  (EU workspaces: ``https://profiles.euw1.segment.com``).
+  (EU workspaces: ``https://profiles.euw1.segment.com``);
+* extras ``email_id_type`` (default ``email``) and ``phone_id_type`` (default ``phone``): the
+  external id types the space's identity resolution uses for emails and phones. They are per-space
+  settings: phone is a custom type (Segment's own examples use ``phone`` and ``phone_number``);
+* extra ``check_user_id``: the ``user_id`` of a profile that carries an email and a phone (an
+  internal test person), read by the preflight to prove the space, the token and the two types.
 
 Facts that shape this hook (see docs/api-notes.md): there is no "identify" lookup endpoint; a
 profile is read with ``GET .../profiles/<type>:<value>/external_ids`` and a missing one is a 404
 ``{"error":{"code":"not_found"}}``. Deletion is ``POST /regulations`` with ``USER_ID`` subjects
 only, so emails and phones must first be resolved to the profile's ``user_id`` values.
+
+An unknown external id type, a wrong space or a wrong region also answer 404, exactly like "no
+profile": nothing in one answer tells them apart. So "no profile" is read only from Segment's
+documented 404 body, and :meth:`SegmentHook.checks` proves the configuration (it finds the
+``check_user_id`` profile and the configured types on it) before any run claims a request.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -29,6 +40,7 @@ from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk import BaseHook
 from requests.auth import AuthBase, HTTPBasicAuth
 
+from gdpr_erasure.hooks.checks import CheckFailed, CheckResult, as_connection_test, run_check
 from gdpr_erasure.hooks.connections import cached_connection
 from gdpr_erasure.hooks.errors import ApiConfigurationError, PermanentApiError, TransientApiError
 from gdpr_erasure.hooks.retry import DEFAULT_POLICY, RetryPolicy, call_with_retries, parse_retry_after
@@ -39,12 +51,27 @@ DEFAULT_PROFILE_API_URL = "https://profiles.segment.com"
 MAX_SUBJECT_IDS = 5000  # per regulation (Segment Public API limit)
 PROFILE_PAGE_LIMIT = 100
 # Our settings in the connection's extra; HttpHook would otherwise send them as HTTP headers.
-_CONFIG_KEYS = ("space_id", "profile_api_token", "profile_api_url")
+_CONFIG_KEYS = (
+    "space_id",
+    "profile_api_token",
+    "profile_api_url",
+    "email_id_type",
+    "phone_id_type",
+    "check_user_id",
+)
+#: External id types used when the connection does not name them (see the module docs).
+DEFAULT_ID_TYPES = {"email": "email", "phone": "phone"}
+_ID_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 
 SegmentApi = Literal["public", "profiles"]
-IdType = Literal["user_id", "email", "phone", "anonymous_id", "segment_id"]
+#: What we look a profile up by: the kind of identifier, mapped to the space's external id type.
+IdKind = Literal["user_id", "email", "phone", "segment_id"]
 REGULATION_FINAL = frozenset({"FINISHED", "FAILED", "PARTIAL_SUCCESS", "INVALID", "NOT_SUPPORTED"})
 
+
+# The Profile API answers {"error": {"code": "not_found"}}; the Public API {"errors": [{"type":
+# "not-found"}]} (checked against the sandbox and Segment's docs: docs/api-notes.md).
+_NOT_FOUND_CODES = frozenset({"not_found", "not-found", "NotFound"})
 
 _SEGMENT_ID_IN_URL = re.compile(r"/profiles/(use_[A-Za-z0-9]+)/")
 
@@ -133,25 +160,45 @@ class SegmentHook(BaseHook):
         quiet_identifier_loggers()
 
     @cached_property
+    def extra(self) -> dict[str, Any]:
+        return cached_connection(self.segment_conn_id).extra_dejson or {}
+
+    @cached_property
     def space_id(self) -> str:
-        space = (cached_connection(self.segment_conn_id).extra_dejson or {}).get("space_id")
+        space = self.extra.get("space_id")
         if not space:
             raise ApiConfigurationError(f"connection {self.segment_conn_id} has no space_id extra")
         return space
+
+    @cached_property
+    def id_types(self) -> dict[str, str]:
+        """The space's external id type for each kind of identifier we look up."""
+        types = {"user_id": "user_id"}
+        for kind, default in DEFAULT_ID_TYPES.items():
+            value = str(self.extra.get(f"{kind}_id_type") or default)
+            if not _ID_TYPE_RE.match(value):
+                raise ApiConfigurationError(
+                    f"connection {self.segment_conn_id}: {kind}_id_type must be an external id type "
+                    "of the space, e.g. phone or phone_number"
+                )
+            types[kind] = value
+        return types
 
     def _http(self, api: SegmentApi, method: str) -> SegmentApiHttpHook:
         return SegmentApiHttpHook(api, method, self.segment_conn_id)
 
     # -- Profile API -----------------------------------------------------------------------
 
-    def get_profile(self, id_type: IdType, value: str) -> SegmentProfile | None:
-        """The profile holding ``id_type:value`` with all its external ids; None if there is none.
+    def get_profile(self, kind: IdKind, value: str) -> SegmentProfile | None:
+        """The profile holding this identifier with all its external ids; None if there is none.
+
+        ``kind`` is mapped to the space's external id type (``phone`` -> ``phone_id_type``...).
 
         Each external id has ``type`` (``user_id``, ``email``, ``anonymous_id``...) and ``id``. The
         profile's own ``segment_id`` (``use_...``) is read from the cursor URL, which Segment
         builds from it.
         """
-        path = self._profile_path(id_type, value, "external_ids")
+        path = self._profile_path(kind, value, "external_ids")
         profile = SegmentProfile(segment_id=None, external_ids=[])
         params: dict[str, Any] = {"limit": PROFILE_PAGE_LIMIT}
         while True:
@@ -167,17 +214,20 @@ class SegmentHook(BaseHook):
                 return profile
             params = {"limit": PROFILE_PAGE_LIMIT, "next": cursor["next"]}
 
-    def profile_exists(self, id_type: IdType, value: str) -> bool:
-        path = self._profile_path(id_type, value, "external_ids")
+    def profile_exists(self, kind: IdKind, value: str) -> bool:
+        path = self._profile_path(kind, value, "external_ids")
         body = self._request(
             "profiles", "GET", path, "get external ids", params={"limit": 1}, missing_ok=True
         )
         return body is not None
 
-    def _profile_path(self, id_type: IdType, value: str, resource: str) -> str:
+    def _profile_path(self, kind: IdKind, value: str, resource: str) -> str:
         # Segment ids (use_...) are addressed bare; everything else as <type>:<value>. Quote all of
         # it: '+' must be %2B (documented), and '/' or '?' in a user id must not change the path.
-        key = quote(value, safe="") if id_type == "segment_id" else f"{id_type}:{quote(value, safe='')}"
+        if kind == "segment_id":
+            key = quote(value, safe="")
+        else:
+            key = f"{self.id_types[kind]}:{quote(value, safe='')}"
         return f"/v1/spaces/{self.space_id}/collections/users/profiles/{key}/{resource}"
 
     # -- Public API: regulations -------------------------------------------------------------
@@ -207,6 +257,57 @@ class SegmentHook(BaseHook):
             "public", "GET", f"/regulations/{quote(regulate_id, safe='')}", "get regulation", missing_ok=True
         )
         return None if body is None else body["data"]["regulation"]
+
+    # -- preflight ---------------------------------------------------------------------------
+
+    def checks(self) -> list[CheckResult]:
+        """Read-only proof that both tokens work and that a lookup's 404 can mean "no profile"."""
+        return [
+            run_check("segment", "Public API token", self._check_public_api),
+            run_check("segment", "Profile API token", self._check_profile_api),
+            run_check("segment", "external id types", self._check_id_types),
+        ]
+
+    def test_connection(self) -> tuple[bool, str]:
+        """The Airflow UI's Test button: the preflight checks, one line each."""
+        return as_connection_test(self.checks())
+
+    def _check_public_api(self) -> str:
+        self._request("public", "GET", "/regulations", "list regulations", params={"pagination.count": 1})
+        return "regulations readable"
+
+    def _check_profile_api(self) -> str:
+        # An id nobody has: the token and space are right only if Segment answers its documented
+        # "not found" (401/403 raise; a 404 of another shape is not read as "no profile").
+        if self.get_profile("user_id", f"gdpr-erasure-preflight-{uuid.uuid4().hex}") is not None:
+            raise CheckFailed("an id nobody has returned a profile: is profile_api_url a real Profile API?")
+        return f"space {self.space_id}: an unknown id answers 404 not_found"
+
+    def _check_id_types(self) -> str:
+        user_id = self.extra.get("check_user_id")
+        if not user_id:
+            raise CheckFailed(
+                f"connection {self.segment_conn_id} has no check_user_id extra: set it to the user_id "
+                "of a test profile with an email and a phone, so the external id types can be proven"
+            )
+        profile = self.get_profile("user_id", str(user_id))
+        if profile is None:
+            raise CheckFailed(
+                f"the check_user_id profile was not found in space {self.space_id}: check space_id, "
+                "profile_api_url (EU: https://profiles.euw1.segment.com) and check_user_id"
+            )
+        present = {item.get("type") for item in profile.external_ids}
+        missing = [
+            f"{kind}_id_type={self.id_types[kind]}"
+            for kind in DEFAULT_ID_TYPES
+            if self.id_types[kind] not in present
+        ]
+        if missing:
+            raise CheckFailed(
+                f"the check profile has no external id of type {', '.join(missing)} (it has: "
+                f"{', '.join(sorted(t for t in present if t))}): set the connection's id types to the space's"
+            )
+        return f"email as {self.id_types['email']}, phone as {self.id_types['phone']}"
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -247,9 +348,11 @@ def _interpret(response: requests.Response, operation: str, missing_ok: bool) ->
     status = response.status_code
     if 200 <= status < 300:
         return response.json()
-    if status == 404 and missing_ok:
-        return None
     code, message = _error_code_and_message(_json_or_empty(response))
+    # Only Segment's own "not found" answer means absent; a 404 from a proxy or a wrong URL
+    # (HTML, an empty body, another code) fails loud instead of reading as "no profile".
+    if status == 404 and missing_ok and code in _NOT_FOUND_CODES:
+        return None
     # Retry-After (whole seconds) when the token is rate limited; otherwise X-RateLimit-Reset,
     # an RFC 5322 date (Segment Public API docs, current SDK).
     retry_after = parse_retry_after(response.headers.get("Retry-After"))

@@ -31,6 +31,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 from twilio.rest.memory.v1.lookup import LookupList
 
+from gdpr_erasure.hooks.checks import CheckFailed, CheckResult, as_connection_test, run_check
 from gdpr_erasure.hooks.connections import cached_connection
 from gdpr_erasure.hooks.errors import (
     ApiConfigurationError,
@@ -45,7 +46,8 @@ T = TypeVar("T")
 DeleteOutcome = Literal["deleted", "already_absent"]
 
 PAGE_SIZE = 100
-CONVERSATIONS_PAGE_SIZE = 50
+CONVERSATIONS_PAGE_SIZE = 50  # ParticipantConversations' maximum (twilio_conversations_v1)
+SERVICES_PAGE_SIZE = 100  # Services' maximum
 _TWILIO_HOST = re.compile(r"^https://(?P<sub>[a-z0-9-]+)(?:\.[a-z0-9-]+)*\.twilio\.com(?P<path>/.*)?$")
 # Twilio answers 404 with code 20404 when a resource does not exist (or no longer does).
 _NOT_FOUND_CODES = {20404}
@@ -221,7 +223,7 @@ class TwilioHook(BaseHook):
         """SIDs (``IS...``) of every Conversation Service of the account, the default included."""
         services = self.client.conversations.v1.services
         return self._collect(
-            "list conversation services", lambda: services.page(page_size=CONVERSATIONS_PAGE_SIZE)
+            "list conversation services", lambda: services.page(page_size=SERVICES_PAGE_SIZE)
         )
 
     def list_participant_conversations(
@@ -286,6 +288,63 @@ class TwilioHook(BaseHook):
             operation,
             lambda: version.delete(method="DELETE", uri=uri, headers={"X-Twilio-Webhook-Enabled": "false"}),
         )
+
+    # -- preflight ---------------------------------------------------------------------------
+
+    def checks(self) -> list[CheckResult]:
+        """Read-only proof that the credentials work, the Memory store exists and the
+        Conversation Services can be listed (a 404 on a lookup must never mean misconfiguration)."""
+        return [
+            run_check("twilio", "credentials", self._check_account),
+            run_check("twilio", "Memory store", self._check_memory_store),
+            run_check("twilio", "Conversation Services", self._check_conversation_services),
+        ]
+
+    def test_connection(self) -> tuple[bool, str]:
+        """The Airflow UI's Test button: the preflight checks, one line each."""
+        return as_connection_test(self.checks())
+
+    def _check_account(self) -> str:
+        # Standard API keys (SK...) may not read /Accounts (Twilio docs); a one-item message list
+        # proves the same credentials against the same account with the access the purge needs.
+        api_key = str(self._conn.login or "").startswith("SK")
+        try:
+            if api_key:
+                messages = self.client.api.v2010.account.messages
+                self._call("list messages", lambda: messages.page(page_size=1))
+                return f"API key accepted for account {self.account_sid}"
+            account = self._call(
+                "fetch account", lambda: self.client.api.v2010.accounts(self.account_sid).fetch()
+            )
+        except PermanentApiError as exc:
+            if exc.status in (401, 403):
+                raise CheckFailed(
+                    f"Twilio refused connection {self.twilio_conn_id}'s credentials ({exc}): check its "
+                    "login (SK... or AC...), password and account_sid"
+                ) from None
+            raise
+        if account.status != "active":
+            raise CheckFailed(f"account {self.account_sid} is {account.status}, not active")
+        return f"account {self.account_sid} is active"
+
+    def _check_memory_store(self) -> str:
+        try:
+            store = self._call(
+                "fetch memory store", lambda: self.client.memory.v1.stores(self.memory_store_id).fetch()
+            )
+        except PermanentApiError as exc:
+            if exc.status == 404:
+                raise CheckFailed(
+                    f"Memory store {self.memory_store_id} does not exist in this account: set "
+                    f"connection {self.twilio_conn_id}'s memory_store_id to a store of the account"
+                ) from None
+            raise
+        if store.status != "ACTIVE":
+            raise CheckFailed(f"Memory store {self.memory_store_id} is {store.status}, not ACTIVE")
+        return f"Memory store {self.memory_store_id} is ACTIVE"
+
+    def _check_conversation_services(self) -> str:
+        return f"{len(self.list_conversation_services())} Conversation Service(s) to search"
 
     # -- plumbing ----------------------------------------------------------------------------
 
