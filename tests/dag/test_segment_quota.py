@@ -150,6 +150,20 @@ def _try_numbers(run, task_id: str) -> list[int]:
     return [ti.try_number for ti in run.get_task_instances() if ti.task_id.endswith(task_id)]
 
 
+def _run_summary(run) -> dict:
+    """What ``summarize_run`` returned (its XCom) in ``run``."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(
+            XComModel.get_many(
+                run_id=run.run_id, key="return_value", task_ids="summarize_run", dag_ids=run.dag_id
+            )
+        ).one()
+        return XComModel.deserialize_value(row)
+
+
 @pytest.mark.parametrize("pipeline", [{"GDPR_ERASURE_MAX_RETRY_AFTER": "1"}], indirect=True)
 def test_a_spent_quota_defers_the_request_and_the_first_run_after_the_reset_completes_it(pipeline):
     sandbox, store = pipeline.sandbox, pipeline.store
@@ -175,6 +189,10 @@ def test_a_spent_quota_defers_the_request_and_the_first_run_after_the_reset_comp
     # No Airflow retry of the Segment task (nor of any other): the wait is recorded, not raised.
     assert _try_numbers(first, "erase_segment") == [1]
     assert set(_try_numbers(first, "write_audit")) == {1}
+    # The run summary counts it and says when it is due.
+    summary = _run_summary(first)
+    assert (summary["deferred"], summary["completed"]) == (1, 1)
+    assert summary["deferred_until"] == {"req-person-002": waiting.not_before.isoformat()}
     # Everything but Segment is erased and proven in this run.
     step = store.steps("req-person-002")
     assert step[steps.SEGMENT].status is StepStatus.PENDING
@@ -191,10 +209,10 @@ def test_a_spent_quota_defers_the_request_and_the_first_run_after_the_reset_comp
     assert left["segment"]["profile_present"] is True
     assert left["segment"]["regulations"] == []
     # The 30-day report shows it and when it is due; the identifiers are still needed.
-    summary = period_summary(store)
-    assert (summary["deferred"], summary["needs_attention"], summary["failed"]) == (1, 0, 0)
-    assert summary["deferred_requests"][0]["request_id"] == "req-person-002"
-    assert summary["deferred_requests"][0]["not_before"] == waiting.not_before.isoformat()
+    report = period_summary(store)
+    assert (report["deferred"], report["needs_attention"], report["failed"]) == (1, 0, 0)
+    assert report["deferred_requests"][0]["request_id"] == "req-person-002"
+    assert report["deferred_requests"][0]["not_before"] == waiting.not_before.isoformat()
     assert waiting.identifiers is not None
     assert sorted(pipeline.audit()) == ["req-no_segment"]
 
