@@ -1,9 +1,11 @@
 """
 ### GDPR right to be forgotten
 
-Drains the intake table of erasure requests. The claimed requests are split into batches, and
-each batch goes through its own mapped group, where every step handles each request on its own
-(its own outcome, log group and failure):
+Drains the intake table of erasure requests. **preflight** first proves every connection
+(read-only: a wrong token, space or external id type answers "not found", like a person without
+data) and fails the run before anything is claimed if one is wrong. The claimed requests are
+split into batches, and each batch goes through its own mapped group, where every step handles
+each request on its own (its own outcome, log group and failure):
 
 1. **resolve_identity** - find the person's Segment profile and user ids, Twilio Memory
    profile(s) and Stripe customers;
@@ -39,6 +41,7 @@ from airflow.sdk import DAG, Param, task_group
 from gdpr_erasure.notifiers import ComplianceAlertNotifier
 from gdpr_erasure.operators.audit import WriteAuditRecordOperator
 from gdpr_erasure.operators.claim import ClaimRequestsOperator
+from gdpr_erasure.operators.preflight import ErasurePreflightOperator
 from gdpr_erasure.operators.resolve import ResolveIdentityOperator
 from gdpr_erasure.operators.retention import ForgetIdentifiersOperator
 from gdpr_erasure.operators.segment import EraseSegmentOperator
@@ -93,6 +96,9 @@ with DAG(
         "dry_run": Param(False, type="boolean", description="Resolve and report; delete nothing"),
     },
 ) as dag:
+    # A misconfigured system answers "not found" like a person without data: check first.
+    preflight = ErasurePreflightOperator(task_id="preflight")
+
     claimed = ClaimRequestsOperator(
         task_id="claim_requests",
         max_requests="{{ params.max_requests }}",
@@ -153,6 +159,7 @@ with DAG(
         redact_stripe >> verify_stripe
         [verify_profile, purge_history, verify_segment, verify_stripe] >> write_audit
 
+    preflight >> claimed
     erased = erase_batch.expand(request_ids=claimed.output)
 
     forget = ForgetIdentifiersOperator(

@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 MODULES = (
     "gdpr_erasure.operators.audit",
     "gdpr_erasure.operators.claim",
+    "gdpr_erasure.operators.preflight",
     "gdpr_erasure.operators.resolve",
     "gdpr_erasure.operators.retention",
     "gdpr_erasure.operators.segment",

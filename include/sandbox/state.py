@@ -203,6 +203,15 @@ class Conversation:
 
 
 @dataclass
+class ConversationService:
+    """A Conversation Service; the account's default one is where ``/v1/Conversations`` points."""
+
+    sid: str
+    friendly_name: str
+    date_created: datetime
+
+
+@dataclass
 class Participant:
     sid: str
     conversation_sid: str
@@ -214,15 +223,6 @@ class Participant:
 
 
 # --- Twilio Memory ----------------------------------------------------------------------------
-
-
-@dataclass
-class ConversationService:
-    """A Conversation Service; the account's default one is where ``/v1/Conversations`` points."""
-
-    sid: str
-    friendly_name: str
-    date_created: datetime
 
 
 @dataclass

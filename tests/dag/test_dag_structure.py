@@ -45,6 +45,9 @@ def test_dag_reads_as_the_business_process(dag):
     }
     assert dag.get_task("summarize_run").trigger_rule == "all_done"
     assert dag.get_task("erase_batch.write_audit").trigger_rule == "all_done"
+    # Nothing is claimed before every connection is proven.
+    assert dag.get_task("preflight").downstream_task_ids == {"claim_requests"}
+    assert dag.get_task("claim_requests").upstream_task_ids == {"preflight"}
 
 
 def test_every_group_task_is_mapped_over_a_batch_and_named_by_it(dag):

@@ -56,6 +56,10 @@ class SummarizeRunOperator(ComplianceStoreMixin, BaseOperator):
         self.compliance_conn_id = compliance_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        if self.request_ids is None:
+            # claim_requests never ran (the preflight failed, or the claim itself did): this task
+            # is the run's last, so it must fail too or the run would show green.
+            raise RunFailed("no request was claimed: claim_requests did not run (see the preflight's log)")
         ids = as_request_ids(self.request_ids)
         if is_dry_run(context):
             self.log.info(
