@@ -93,9 +93,19 @@ class ResolveIdentityOperator(ErasureStepOperator):
             request.record(steps.RESOLVE, StepStatus.DONE, result)
         return summary
 
+    @staticmethod
+    def _email_spellings(ids) -> list[str]:
+        """The email as the requester gave it and in lower case: Segment external ids and Stripe
+        compare exactly, and Memory only if its store lower-cases (an identity-resolution setting)."""
+        return [e for e in dict.fromkeys([ids.email_as_given or ids.email, ids.email]) if e]
+
     def _resolve_segment(self, ids) -> dict[str, Any]:
         hook = SegmentHook(self.segment_conn_id)
-        lookups = [("email", ids.email), ("phone", ids.phone), ("user_id", ids.user_id)]
+        lookups = [
+            *(("email", spelling) for spelling in self._email_spellings(ids)),
+            ("phone", ids.phone),
+            ("user_id", ids.user_id),
+        ]
         segment_ids: list[str] = []
         user_ids: list[str] = [ids.user_id] if ids.user_id else []
         for id_type, value in lookups:
@@ -111,7 +121,8 @@ class ResolveIdentityOperator(ErasureStepOperator):
     def _resolve_twilio(self, ids) -> dict[str, Any]:
         hook = TwilioHook(self.twilio_conn_id)
         profiles: list[str] = []
-        for id_type, value in (("email", ids.email), ("phone", ids.phone)):
+        lookups = [*(("email", spelling) for spelling in self._email_spellings(ids)), ("phone", ids.phone)]
+        for id_type, value in lookups:
             if value:
                 profiles.extend(hook.lookup_memory_profiles(id_type, value))
         return {"memory_profile_ids": sorted(set(profiles)), "has_phone": bool(ids.phone)}
@@ -142,7 +153,7 @@ class ResolveIdentityOperator(ErasureStepOperator):
                 }
         if ids.email:
             # Exact, case-sensitive match: try the spelling the requester gave, then lower case.
-            for spelling in dict.fromkeys([ids.email_as_given or ids.email, ids.email]):
+            for spelling in self._email_spellings(ids):
                 for customer in hook.list_customers_by_email(spelling):
                     found.setdefault(customer["id"], "email")
         return {"customer_ids": sorted(found), "matched_by": found, "absent_at_resolve": absent}
