@@ -243,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=1000)
     listing.set_defaults(func=_cmd_requests_list)
 
-    requeue = commands.add_parser("requeue", help="send needs_attention/failed requests back to pending")
+    requeue = commands.add_parser(
+        "requeue", help="send needs_attention/failed/deferred requests back to pending"
+    )
     requeue.add_argument("--db-url", help="SQLAlchemy URL of the compliance store (see 'db --help')")
     requeue.add_argument("request_ids", nargs="+", metavar="ID")
     requeue.set_defaults(func=_cmd_requeue)

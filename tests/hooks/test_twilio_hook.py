@@ -206,3 +206,17 @@ def test_an_api_key_is_checked_without_reading_the_account(api_connections, monk
     assert ok, message
     assert "API key accepted" in message
     assert not [r for r in sandbox.requests_log() if r["route"].endswith("/Accounts/{Sid}.json")]
+
+
+def test_a_404_without_twilios_code_is_not_absence(api_connections, monkeypatch, sandbox):
+    """A 404 that is not Twilio's 20404 (here: a base URL that points at nothing) must fail the
+    call, not read as "no profile" or "already deleted"."""
+    conn = dict(api_connections["twilio_default"])
+    conn["extra"] = dict(conn["extra"], api_base=f"{sandbox.base_url}/nowhere")
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_DEFAULT", json.dumps(conn))
+    hook = TwilioHook(retry_policy=RetryPolicy(max_attempts=1))
+    with pytest.raises(PermanentApiError) as info:
+        hook.lookup_memory_profiles("phone", "+14155550199")
+    assert info.value.status == 404
+    with pytest.raises(PermanentApiError):
+        hook.delete_message("SM" + "0" * 32)

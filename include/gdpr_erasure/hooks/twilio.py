@@ -379,7 +379,9 @@ class TwilioHook(BaseHook):
                 status, code, message = response.status_code, *_code_and_message(response.text)
             except OSError as exc:  # requests' connection errors; their text holds the URL
                 raise TransientApiError("twilio", operation, detail=type(exc).__name__) from None
-            if missing_ok and status == 404:
+            # Only Twilio's own "not found" (20404) means absent; a 404 without it (a proxy, a
+            # wrong api_base) fails loud instead of reading as "already gone" or "no profile".
+            if missing_ok and status == 404 and code in _NOT_FOUND_CODES:
                 return None
             raise self._translate(operation, status, code, message) from None
 
