@@ -99,8 +99,7 @@ def prove(done: dict[str, Any], poll_seconds: float = 1.0, timeout: float = 600.
             if status != "FINISHED":
                 pending.append(done["regulation"])
         for customer_id in done["customers"]:
-            customer = stripe.retrieve_customer(customer_id)
-            if customer is not None and not customer.get("deleted"):
+            if stripe.customer_presence(customer_id) == "present":
                 pending.append(customer_id)
         if not pending:
             return

@@ -235,3 +235,26 @@ def test_record_failure_of_a_completed_request_is_refused(store):
     store.transition("req-1", S.COMPLETED)
     with pytest.raises(InvalidTransition):
         store.record_failure("req-1", "late", max_failures=3)
+
+
+def test_an_email_stored_decomposed_reads_back_in_nfc(store):
+    """Rows written before intake NFC-normalised emails may hold ``e`` + combining accent: read
+    back, they give the same comparison form (and so the same keyed hash) as the composed one."""
+    import unicodedata
+
+    from sqlalchemy import update
+
+    from gdpr_erasure.identifiers import SubjectIdentifiers
+    from gdpr_erasure.store.schema import erasure_requests
+
+    composed = "Jos\u00e9.Nu\u00f1ez@example.com"
+    store.submit("req-nfc", SubjectIdentifiers.parse(email=composed))
+    with store.engine.begin() as conn:
+        conn.execute(
+            update(erasure_requests)
+            .where(erasure_requests.c.id == "req-nfc")
+            .values(email=unicodedata.normalize("NFD", composed))
+        )
+    identifiers = store.get("req-nfc").identifiers
+    assert identifiers.email_as_given == composed
+    assert identifiers == SubjectIdentifiers.parse(email=composed)

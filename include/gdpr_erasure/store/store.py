@@ -10,6 +10,7 @@ no run claims it earlier.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -109,12 +110,15 @@ def _row_to_request(row) -> ErasureRequest:
     m = row._mapping
     identifiers = None
     if m["pii_erased_at"] is None and any(m[k] for k in ("email", "phone", "stripe_customer_id", "user_id")):
+        # Rows written before emails were NFC-normalised at intake may hold a decomposed spelling:
+        # normalise on the way out, so the comparison form and the keyed hash are the same.
+        given = unicodedata.normalize("NFC", m["email"]) if m["email"] else None
         identifiers = SubjectIdentifiers(
-            email=m["email"].lower() if m["email"] else None,
+            email=given.lower() if given else None,
             phone=m["phone"],
             stripe_customer_id=m["stripe_customer_id"],
             user_id=m["user_id"],
-            email_as_given=m["email"],
+            email_as_given=given,
         )
     return ErasureRequest(
         id=m["id"],
