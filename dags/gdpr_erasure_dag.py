@@ -23,8 +23,10 @@ compliance store.
 
 Each run also takes back: `failed` requests (retried; after 3 failures they go to
 `needs_attention` until ops run `gdpr-erasure requeue ID`), `verifying` requests (a Segment
-regulation still running: only the pending proof is checked again), and requests whose run
-died (their lease expired). Steps already done are never repeated.
+regulation still running: only the pending proof is checked again), `deferred` requests whose
+provider quota has reset (Segment's monthly regulation limit: they wait until `not_before`
+instead of failing), and requests whose run died (their lease expired). Steps already done are
+never repeated.
 
 **Trigger by hand** with the Params form: `max_requests` for this run, `batch_size` requests per
 mapped group, `request_ids` to target specific requests, `dry_run` to resolve and report without

@@ -189,6 +189,8 @@ class WriteAuditRecordOperator(ErasureStepOperator):
       identifiers in the intake table by their keyed hash;
     * a provider accepted a deletion but has not finished it (sensor patience ran out): mark it
       ``verifying``; a later run re-checks only that;
+    * a provider asked to wait past the retry cap (Segment's monthly regulation quota): mark it
+      ``deferred`` until ``not_before``, without counting a failure;
     * otherwise: mark it ``failed`` with the reasons (``needs_attention`` at the
       ``max_failures``-th failure). The task fails once the whole batch is handled, so the
       batch shows red in the grid while every healthy request of it is closed.
