@@ -98,11 +98,8 @@ def _iso(moment: Any) -> str:
 
 
 def list_participant_conversations(call: Call) -> Response:
-    """Conversations one participant (by SMS ``Address`` or SDK ``Identity``) belongs to.
-
-    The page links are absolute URLs on this sandbox (the real API points them at its own host),
-    so a client following ``next_page_url`` stays on the sandbox.
-    """
+    """Conversations one participant (by SMS ``Address`` or SDK ``Identity``) belongs to, in
+    the service the path names (the default one for ``/v1/ParticipantConversations``)."""
     service_sid = _service_sid(call)
     address, identity = call.query.get("Address"), call.query.get("Identity")
     if (address is None) == (identity is None):
@@ -124,9 +121,24 @@ def list_participant_conversations(call: Call) -> Response:
     )
     size = _page_size(call)
     page, next_token, previous_token = paginate(call, ordered, visible, lambda p: p.sid, size)
-    index = int(call.query.get("Page", "0") or 0)
     filters = [("Address", address)] if address is not None else [("Identity", identity or "")]
-    base = call.service_url() + call.path.split("?")[0]
+    meta = _page_meta(call, "conversations", filters, size, next_token, previous_token)
+    conversations = [participant_conversation_body(call, p) for p in page]
+    return json_response({"conversations": conversations, "meta": meta})
+
+
+def _page_meta(
+    call: Call,
+    key: str,
+    filters: list[tuple[str, str]],
+    size: int,
+    next_token: str | None,
+    previous_token: str | None,
+) -> dict[str, Any]:
+    """The v1 ``meta`` envelope of one page. Its links are absolute URLs on this sandbox (the
+    real API points them at its own host), so a client following ``next_page_url`` stays here."""
+    index = int(call.query.get("Page", "0") or 0)
+    base = call.service_url() + call.path
 
     def url(page_number: int, token: str | None) -> str:
         query = [*filters, ("PageSize", str(size)), ("Page", str(page_number))]
@@ -134,17 +146,15 @@ def list_participant_conversations(call: Call) -> Response:
             query.append(("PageToken", token))
         return f"{base}?{urlencode(query, quote_via=quote)}"
 
-    meta = {
+    return {
         "page": index,
         "page_size": size,
         "first_page_url": url(0, None),
         "previous_page_url": url(max(index - 1, 0), previous_token) if previous_token else None,
         "url": url(index, call.query.get("PageToken")),
         "next_page_url": url(index + 1, next_token) if next_token else None,
-        "key": "conversations",
+        "key": key,
     }
-    conversations = [participant_conversation_body(call, p) for p in page]
-    return json_response({"conversations": conversations, "meta": meta})
 
 
 def _page_size(call: Call, maximum: int = PAGE_SIZE_MAX) -> int:
@@ -241,24 +251,7 @@ def list_services(call: Call) -> Response:
     size = _page_size(call, maximum=SERVICES_PAGE_SIZE_MAX)
     ordered = sorted(call.state.conversation_services.values(), key=lambda s: (s.date_created, s.sid))
     page, next_token, previous_token = paginate(call, ordered, lambda s: True, lambda s: s.sid, size)
-    index = int(call.query.get("Page", "0") or 0)
-    base = call.service_url() + "/v1/Services"
-
-    def url(page_number: int, token: str | None) -> str:
-        query = [("PageSize", str(size)), ("Page", str(page_number))]
-        if token:
-            query.append(("PageToken", token))
-        return f"{base}?{urlencode(query, quote_via=quote)}"
-
-    meta = {
-        "page": index,
-        "page_size": size,
-        "first_page_url": url(0, None),
-        "previous_page_url": url(max(index - 1, 0), previous_token) if previous_token else None,
-        "url": url(index, call.query.get("PageToken")),
-        "next_page_url": url(index + 1, next_token) if next_token else None,
-        "key": "services",
-    }
+    meta = _page_meta(call, "services", [], size, next_token, previous_token)
     return json_response({"services": [service_body(call, s) for s in page], "meta": meta})
 
 
