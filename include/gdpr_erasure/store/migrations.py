@@ -5,7 +5,8 @@ what is missing, so running ``db init`` after an upgrade of the package migrates
 place, keeping every request, step and audit record.
 
 Version 1 to 2 adds ``erasure_requests.not_before`` and the ``deferred`` status, which the
-CHECK constraint on ``status`` must accept:
+CHECK constraint on ``status`` must accept (version 2 to 3 only adds the ``ledger_heads`` table,
+which ``init_db`` creates with its append-only triggers):
 
 * PostgreSQL: ``ALTER TABLE ... ADD COLUMN``, then the constraint is dropped and added again,
   in one transaction (DDL is transactional there).
@@ -51,8 +52,8 @@ def upgrade(engine: Engine, found: int | None) -> list[str]:
         if not inspect(conn).has_table(R.name):
             return []  # an empty database: init_db creates the current schema
         columns = _columns(conn, R.name)
-    if found is not None and found >= schema.SCHEMA_VERSION and "not_before" in columns:
-        return []
+    if found is not None and found >= 2 and "not_before" in columns:
+        return []  # version 3 only adds ledger_heads, which init_db creates with its triggers
     done = _v2_postgresql(engine) if engine.dialect.name == "postgresql" else _v2_sqlite(engine)
     for step in done:
         log.info("compliance store migrated: %s", step)

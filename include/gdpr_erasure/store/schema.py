@@ -29,7 +29,7 @@ from gdpr_erasure.store.types import UtcDateTime
 
 #: 2: ``erasure_requests.not_before`` and the ``deferred`` status (a provider's quota is spent).
 #: ``ComplianceStore.init_db`` migrates a version-1 store in place.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -91,6 +91,23 @@ audit_log = Table(
     Column("record_hash", String(64), nullable=False, unique=True),
 )
 
+# Signed tree heads of the ledger's Merkle tree (RFC 9162): one per batch that appended records.
+# Append-only like the ledger; the heads that matter against the database's owner are the copies
+# published to the witness (gdpr_erasure.ledger.witness).
+ledger_heads = Table(
+    "ledger_heads",
+    metadata,
+    Column("tree_size", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+    Column("root_hash", String(64), nullable=False),
+    Column("signed_at", UtcDateTime(), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("head", Text, nullable=False, comment="canonical JSON of the signed head, signature included"),
+)
+
+#: Tables the database itself keeps append-only (triggers) and the pipeline's role may only
+#: INSERT into and SELECT from.
+APPEND_ONLY_TABLES = ("audit_log", "ledger_heads")
+
 store_meta = Table(
     "store_meta",
     metadata,
@@ -98,27 +115,31 @@ store_meta = Table(
     Column("value", Text, nullable=False),
 )
 
-APPEND_ONLY_MESSAGE = "audit_log is append-only"
-
 SQLITE_TRIGGERS = [
-    f"""CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-        BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}: UPDATE rejected'); END""",
-    f"""CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-        BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}: DELETE rejected'); END""",
+    f"""CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} ON {table}
+        BEGIN SELECT RAISE(ABORT, '{table} is append-only: {verb} rejected'); END"""
+    for table in APPEND_ONLY_TABLES
+    for verb in ("UPDATE", "DELETE")
 ]
 
 # '%%' because the driver treats '%' as a parameter marker; PostgreSQL receives '%'.
 POSTGRES_TRIGGERS = [
-    f"""CREATE OR REPLACE FUNCTION gdpr_audit_log_append_only() RETURNS trigger
+    """CREATE OR REPLACE FUNCTION gdpr_audit_log_append_only() RETURNS trigger
         LANGUAGE plpgsql AS $$
         BEGIN
-            RAISE EXCEPTION '{APPEND_ONLY_MESSAGE}: %% rejected', TG_OP
+            RAISE EXCEPTION '%% is append-only: %% rejected', TG_TABLE_NAME, TG_OP
                 USING ERRCODE = 'insufficient_privilege';
         END $$""",
-    "DROP TRIGGER IF EXISTS audit_log_no_update_delete ON audit_log",
-    """CREATE TRIGGER audit_log_no_update_delete BEFORE UPDATE OR DELETE ON audit_log
-        FOR EACH ROW EXECUTE FUNCTION gdpr_audit_log_append_only()""",
-    "DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log",
-    """CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
-        FOR EACH STATEMENT EXECUTE FUNCTION gdpr_audit_log_append_only()""",
+    *(
+        statement
+        for table in APPEND_ONLY_TABLES
+        for statement in (
+            f"DROP TRIGGER IF EXISTS {table}_no_update_delete ON {table}",
+            f"""CREATE TRIGGER {table}_no_update_delete BEFORE UPDATE OR DELETE ON {table}
+                FOR EACH ROW EXECUTE FUNCTION gdpr_audit_log_append_only()""",
+            f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}",
+            f"""CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+                FOR EACH STATEMENT EXECUTE FUNCTION gdpr_audit_log_append_only()""",
+        )
+    ),
 ]
