@@ -84,10 +84,45 @@ def create_store_engine(url: str, *, pre_ping: bool = True) -> Engine:
     return create_engine(sa_url, pool_pre_ping=pre_ping, pool_size=8, max_overflow=8, pool_recycle=1800)
 
 
+#: The SQLite store holds pending requests' emails and phones: only its owner may read them.
+SQLITE_DIR_MODE = 0o700
+SQLITE_FILE_MODE = 0o600
+
+
+def prepare_sqlite_file(path: Path) -> None:
+    """Create the store's folder (0700) and an empty database file (0600) before SQLite opens it.
+
+    SQLite creates a missing database with 0644 less the umask, and gives its ``-wal`` and
+    ``-shm`` files the permissions of the database file: creating the file 0600 first makes all
+    three private to the owner whatever the umask. Existing folders and files are left as they
+    are (a deliberate group setup stays working); a database others can read is logged.
+    """
+    folder = path.parent
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)  # parents: mkdir -p's modes, like the shell's
+        os.chmod(folder, SQLITE_DIR_MODE)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, SQLITE_FILE_MODE)
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning(
+                "compliance store %s has mode %o: others may read pending requests' identifiers; "
+                "chmod 600 it and its -wal and -shm files",
+                path,
+                mode,
+            )
+        return
+    try:
+        os.fchmod(fd, SQLITE_FILE_MODE)  # in case the umask removed bits we asked for
+    finally:
+        os.close(fd)
+
+
 def _sqlite_engine(sa_url: URL) -> Engine:
     if not sa_url.database or sa_url.database == ":memory:":
         raise ValueError("the compliance store needs a SQLite file, not an in-memory database")
-    Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
+    prepare_sqlite_file(Path(sa_url.database))
     engine = create_engine(sa_url, connect_args={"timeout": 30})
 
     @event.listens_for(engine, "connect")
