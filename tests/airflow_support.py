@@ -31,7 +31,10 @@ os.environ.update(
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "GDPR_COMPLIANCE_DB_URL": f"sqlite:///{_AIRFLOW_HOME / 'compliance.db'}",
-        "AIRFLOW_VAR_GDPR_HASH_KEY": TEST_HASH_KEY,
+        # The hash key lives only in a connection's password (a variable is refused).
+        "AIRFLOW_CONN_GDPR_HASH_KEY": json.dumps(
+            {"conn_type": "generic", "login": "test", "password": TEST_HASH_KEY}
+        ),
     }
 )
 

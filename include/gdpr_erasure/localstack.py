@@ -143,8 +143,10 @@ def local_stack(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "GDPR_COMPLIANCE_DB_URL": store_url,
-        # A fresh identifier-hash key per stack; production keeps one in a connection.
-        "AIRFLOW_VAR_GDPR_HASH_KEY": secrets.token_hex(32),
+        # A fresh identifier-hash key per stack, in a connection's password as in production.
+        "AIRFLOW_CONN_GDPR_HASH_KEY": json.dumps(
+            {"conn_type": "generic", "login": "local", "password": secrets.token_hex(32)}
+        ),
         "GDPR_ERASURE_POLL_SECONDS": "0.5",
         **(extra_env or {}),
     }

@@ -565,7 +565,7 @@ def test_repeat_of_a_completed_request_without_the_hash_key_is_503_not_a_guess(i
     intake.store.claim(1, "test-run")
     intake.store.transition("req-done", RequestStatus.COMPLETED)
     intake.store.erase_identifiers("req-done", identifiers_hash(load_hash_key(), ids))
-    monkeypatch.delenv("AIRFLOW_VAR_GDPR_HASH_KEY")
+    monkeypatch.delenv("AIRFLOW_CONN_GDPR_HASH_KEY")
 
     response = post(intake.url, native("req-done", email=EMAIL))
 

@@ -151,7 +151,9 @@ def test_the_store_must_exist_and_be_current(setup, capsys, tmp_path):
 
 
 def test_short_secrets_fail(setup, capsys):
-    setup.monkeypatch.setenv("AIRFLOW_VAR_GDPR_HASH_KEY", "too-short")
+    setup.monkeypatch.setenv(
+        "AIRFLOW_CONN_GDPR_HASH_KEY", json.dumps({"conn_type": "generic", "password": "too-short"})
+    )
     setup.monkeypatch.setenv(
         "AIRFLOW_CONN_GDPR_INTAKE", json.dumps({"conn_type": "generic", "password": "short"})
     )
