@@ -228,4 +228,3 @@ def verify_consistency(
 def _check_hashes(values: Sequence[bytes]) -> None:
     if any(not isinstance(v, bytes) or len(v) != HASH_SIZE for v in values):
         raise ProofError(f"every hash must be {HASH_SIZE} bytes")
-

@@ -102,6 +102,9 @@ ledger_heads = Table(
     Column("signed_at", UtcDateTime(), nullable=False),
     Column("key_id", String(64), nullable=False),
     Column("head", Text, nullable=False, comment="canonical JSON of the signed head, signature included"),
+    # The tree's compact range at this size (hex subtree roots, largest first): the next head
+    # extends it with the records appended since, instead of hashing the whole ledger again.
+    Column("peaks", Text, nullable=False, comment="JSON list of hex subtree roots"),
 )
 
 #: Tables the database itself keeps append-only (triggers) and the pipeline's role may only

@@ -1,0 +1,262 @@
+"""The ledger as a transparency log: leaves from the audit records, signed heads, verification.
+
+Leaf ``i`` (0-based) is the audit record with ``seq = i + 1``, encoded with its position, request
+id and time, so that moving, renaming or re-dating a record changes its leaf. After each batch of
+records ``write_audit`` calls :meth:`Ledger.sign_new_head`: the new head extends the last one's
+compact range with the records appended since (no full rebuild), is stored in ``ledger_heads``
+and published to the witness. :meth:`Ledger.verify` recomputes the whole tree and checks it
+against every stored and published head: an edited, inserted, deleted or reordered record, or a
+truncated tail, changes the root at some signed size and is named.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import exc, func, select
+
+from gdpr_erasure.ledger.heads import LedgerError, TreeHead, sign_head, verify_head
+from gdpr_erasure.ledger.merkle import CompactRange, consistency_proof, inclusion_proof, leaf_hash
+from gdpr_erasure.ledger.witness import Witness
+from gdpr_erasure.receipts import SigningKey
+from gdpr_erasure.store import AuditEntry, ComplianceStore, RequestStatus
+from gdpr_erasure.store.schema import audit_log, erasure_requests, ledger_heads
+
+LEAF_DOMAIN = "gdpr-erasure-ledger-leaf/1"
+_BATCH = 5000
+
+
+def leaf_of(entry: AuditEntry) -> bytes:
+    """The Merkle leaf hash of an audit record (its canonical JSON is already stored)."""
+    material = "\n".join(
+        [LEAF_DOMAIN, str(entry.seq), entry.request_id, entry.recorded_at.isoformat(), entry.record_json]
+    )
+    return leaf_hash(material.encode("utf-8"))
+
+
+@dataclass
+class LedgerReport:
+    """What :meth:`Ledger.verify` found; ``ok`` is False when anything broke."""
+
+    records: int = 0
+    stored_heads: int = 0
+    published_heads: int = 0
+    newest_head: TreeHead | None = None
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class Ledger:
+    """:param store: the compliance store holding ``audit_log`` and ``ledger_heads``."""
+
+    def __init__(self, store: ComplianceStore) -> None:
+        self.store = store
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def entries(self, after_seq: int = 0) -> Iterator[AuditEntry]:
+        while True:
+            chunk = self.store.audit_entries(after_seq=after_seq, limit=_BATCH)
+            if not chunk:
+                return
+            yield from chunk
+            after_seq = chunk[-1].seq
+
+    def stored_heads(self) -> list[TreeHead]:
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(select(ledger_heads.c.head).order_by(ledger_heads.c.tree_size)).all()
+        return [TreeHead.from_json(row.head) for row in rows]
+
+    def latest_head(self) -> TreeHead | None:
+        heads = self._latest_rows(1)
+        return TreeHead.from_json(heads[0].head) if heads else None
+
+    def _latest_rows(self, limit: int):
+        with self.store.engine.connect() as conn:
+            return conn.execute(
+                select(ledger_heads).order_by(ledger_heads.c.tree_size.desc()).limit(limit)
+            ).all()
+
+    def leaves(self, upto: int | None = None) -> list[bytes]:
+        leaves: list[bytes] = []
+        for entry in self.entries():
+            if upto is not None and entry.seq > upto:
+                break
+            leaves.append(leaf_of(entry))
+        return leaves
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def sign_new_head(self, key: SigningKey, witness: Witness | None = None) -> TreeHead | None:
+        """Sign, store and publish a head over every record appended so far; None when the
+        latest head already covers them. Refuses to sign a ledger with a gap (a deleted record)."""
+        rows = self._latest_rows(1)
+        if rows:
+            previous = rows[0]
+            compact = CompactRange(previous.tree_size, [bytes.fromhex(p) for p in json.loads(previous.peaks)])
+        else:
+            compact = CompactRange()
+        for entry in self.entries(after_seq=compact.size):
+            if entry.seq != compact.size + 1:
+                raise LedgerError(
+                    f"the ledger has no record seq {compact.size + 1} (next is {entry.seq}): "
+                    "not signing a head over a gap; run gdpr-erasure audit verify"
+                )
+            compact.append(leaf_of(entry))
+        if rows and compact.size == rows[0].tree_size:
+            return None
+        if compact.size == 0:
+            return None
+        head = sign_head(compact.size, compact.root(), key)
+        values = {
+            "tree_size": head.tree_size,
+            "root_hash": head.root_hash,
+            "signed_at": _parse_time(head.timestamp),
+            "key_id": head.key_id,
+            "head": head.to_json(),
+            "peaks": json.dumps([p.hex() for p in compact.peaks]),
+        }
+        try:
+            with self.store.engine.begin() as conn:
+                conn.execute(ledger_heads.insert().values(**values))
+        except exc.IntegrityError:  # another batch signed this very size first: theirs stands
+            return None
+        if witness is not None:
+            witness.publish(head)
+        return head
+
+    # -- proofs ----------------------------------------------------------------------------
+
+    def inclusion(self, request_id: str) -> tuple[int, list[bytes], TreeHead]:
+        """The record's leaf index, its audit path, and the first stored head that covers it."""
+        entry = self.store.audit_entry(request_id)
+        if entry is None:
+            raise LedgerError(f"request {request_id} has no audit record")
+        with self.store.engine.connect() as conn:
+            row = conn.execute(
+                select(ledger_heads.c.head)
+                .where(ledger_heads.c.tree_size >= entry.seq)
+                .order_by(ledger_heads.c.tree_size)
+                .limit(1)
+            ).one_or_none()
+        if row is None:
+            raise LedgerError(f"no signed tree head covers record {entry.seq} yet: sign one first")
+        head = TreeHead.from_json(row.head)
+        leaves = self.leaves(upto=head.tree_size)
+        return entry.seq - 1, inclusion_proof(leaves, entry.seq - 1, head.tree_size), head
+
+    def consistency(self, old_size: int, new_size: int) -> list[bytes]:
+        return consistency_proof(self.leaves(upto=new_size), old_size, new_size)
+
+    # -- verification ----------------------------------------------------------------------
+
+    def verify(
+        self,
+        public_keys: dict[str, Ed25519PublicKey],
+        published: Iterable[TreeHead] = (),
+    ) -> LedgerReport:
+        """Recompute the tree from the records and check it against every stored head and every
+        published (or given) head; check requests and records match one to one."""
+        report = LedgerReport()
+        stored = self.stored_heads()
+        published = sorted(published, key=lambda h: h.tree_size)
+        report.stored_heads, report.published_heads = len(stored), len(published)
+        for head in [*stored, *published]:
+            try:
+                verify_head(head, public_keys)
+            except LedgerError as error:
+                report.problems.append(str(error))
+
+        roots: dict[int, bytes] = {}
+        wanted = {h.tree_size for h in [*stored, *published]}
+        compact = CompactRange()
+        record_ids: list[str] = []
+        for entry in self.entries():
+            if entry.seq != compact.size + 1:
+                report.problems.append(
+                    f"record seq {compact.size + 1} is missing (the next is seq {entry.seq}): deleted"
+                )
+                break
+            compact.append(leaf_of(entry))
+            record_ids.append(entry.request_id)
+            if compact.size in wanted:
+                roots[compact.size] = compact.root()
+        report.records = compact.size
+
+        by_size = {h.tree_size: h for h in stored}
+        unique = {h.to_json(): h for h in [*stored, *published]}.values()
+        for head in sorted(unique, key=lambda h: h.tree_size):
+            where = "published" if head in published else "stored"
+            if head.tree_size > report.records:
+                report.problems.append(
+                    f"the {where} head of size {head.tree_size} covers more records than the ledger holds "
+                    f"({report.records}): records were deleted from the tail"
+                )
+            elif roots.get(head.tree_size) != head.root:
+                report.problems.append(
+                    f"the ledger's first {head.tree_size} records do not match the {where} signed head of "
+                    "that size: a record was edited, inserted, deleted or reordered"
+                )
+        for head in published:
+            twin = by_size.get(head.tree_size)
+            if twin is None:
+                report.problems.append(
+                    f"the published head of size {head.tree_size} is missing from ledger_heads"
+                )
+            elif twin != head:
+                report.problems.append(
+                    f"the stored head of size {head.tree_size} differs from the published one"
+                )
+        newest = max([*stored, *published], key=lambda h: h.tree_size, default=None)
+        report.newest_head = newest
+        if newest is None:
+            report.notes.append("no signed tree head yet: only the hash chain protects the ledger")
+        elif newest.tree_size < report.records:
+            report.notes.append(
+                f"{report.records - newest.tree_size} record(s) after the newest head (size "
+                f"{newest.tree_size}) are not signed yet"
+            )
+        if not published:
+            report.notes.append(
+                "no published head was checked: pass --witness or --head for a proof that the "
+                "database's owner cannot rewrite"
+            )
+        self._match_requests(record_ids, report)
+        return report
+
+    def _match_requests(self, record_ids: list[str], report: LedgerReport) -> None:
+        """Every completed request has exactly one record and every record a completed request."""
+        duplicates = [rid for rid, n in Counter(record_ids).items() if n > 1]
+        for rid in sorted(duplicates):
+            report.problems.append(f"request {rid} has more than one audit record")
+        with self.store.engine.connect() as conn:
+            completed = set(
+                conn.execute(
+                    select(erasure_requests.c.id).where(
+                        erasure_requests.c.status == RequestStatus.COMPLETED.value
+                    )
+                ).scalars()
+            )
+            total_records = conn.execute(select(func.count()).select_from(audit_log)).scalar_one()
+        recorded = set(record_ids)
+        for rid in sorted(completed - recorded)[:20]:
+            report.problems.append(f"request {rid} is completed but has no audit record")
+        for rid in sorted(recorded - completed)[:20]:
+            report.problems.append(f"audit record of {rid} has no completed request")
+        if total_records != len(record_ids) and not report.problems:
+            report.problems.append(
+                f"the ledger holds {total_records} records but only {len(record_ids)} are in sequence"
+            )
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value)

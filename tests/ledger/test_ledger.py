@@ -1,0 +1,211 @@
+"""The ledger against its own database's owner: every attack of the review, run as the table
+owner with the triggers out of the way and the hash chain recomputed, is caught by the Merkle
+tree and the signed heads published to the witness, and ``verify`` names what broke."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from gdpr_erasure.identifiers import SubjectIdentifiers
+from gdpr_erasure.ledger.heads import TreeHead
+from gdpr_erasure.ledger.log import Ledger
+from gdpr_erasure.ledger.merkle import verify_consistency, verify_inclusion
+from gdpr_erasure.store import RequestStatus
+from gdpr_erasure.store.audit import GENESIS_HASH, canonical_json, chain_hash
+from gdpr_erasure.store.schema import audit_log
+
+
+def complete(store, count: int, start: int = 0) -> list[str]:
+    ids = []
+    for i in range(start, start + count):
+        rid = f"req-{i:04d}"
+        store.submit(rid, SubjectIdentifiers.parse(email=f"p{i}@example.com"))
+        store.claim(1, "test-run", request_ids=[rid])
+        store.append_audit(rid, {"request_id": rid, "outcome": "completed", "n": i})
+        store.transition(rid, RequestStatus.COMPLETED)
+        ids.append(rid)
+    return ids
+
+
+def keys(signing_key):
+    key, _pem = signing_key
+    return key, {key.key_id: key.private_key.public_key()}
+
+
+class Owner:
+    """The database's owner: gets the triggers out of the way, then rewrites the hash chain so
+    the old check (``verify_audit_chain``) passes again."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def __enter__(self):
+        self.conn = self.store.engine.connect()
+        if self.store.dialect == "postgresql":
+            self.conn.exec_driver_sql("ALTER TABLE audit_log DISABLE TRIGGER USER")
+        else:
+            for name in ("audit_log_no_update", "audit_log_no_delete"):
+                self.conn.exec_driver_sql(f"DROP TRIGGER {name}")
+        return self.conn
+
+    def __exit__(self, *exc):
+        prev = GENESIS_HASH
+        rows = self.conn.execute(select(audit_log).order_by(audit_log.c.seq)).all()
+        # Renumber and re-chain: move every row aside (UNIQUE seq and hashes), then rewrite them
+        # in order. The result passes the hash-chain check.
+        for row in rows:
+            self.conn.execute(
+                update(audit_log)
+                .where(audit_log.c.request_id == row.request_id)
+                .values(seq=row.seq + 1_000_000, prev_hash=f"p{row.seq}", record_hash=f"r{row.seq}")
+            )
+        for seq, row in enumerate(rows, start=1):
+            digest = chain_hash(seq, prev, row.recorded_at, row.record)
+            self.conn.execute(
+                update(audit_log)
+                .where(audit_log.c.request_id == row.request_id)
+                .values(seq=seq, prev_hash=prev, record_hash=digest)
+            )
+            prev = digest
+        if self.store.dialect == "postgresql":
+            self.conn.exec_driver_sql("ALTER TABLE audit_log ENABLE TRIGGER USER")
+        self.conn.commit()
+        self.conn.close()
+        self.store.init_db()  # recreates dropped triggers: "no trace"
+        assert self.store.verify_audit_chain().ok  # the old check is fooled
+
+
+def test_heads_are_signed_incrementally_stored_and_published(store, key, witness):
+    key, public = keys(key)
+    ledger = Ledger(store)
+    complete(store, 5)
+    first = ledger.sign_new_head(key, witness)
+    assert first.tree_size == 5
+    assert ledger.sign_new_head(key, witness) is None  # nothing new
+    complete(store, 3, start=5)
+    second = ledger.sign_new_head(key, witness)
+    assert second.tree_size == 8
+    assert [h.tree_size for h in witness.heads()] == [5, 8]
+    verify_consistency(5, 8, first.root, second.root, ledger.consistency(5, 8))
+    index, proof, head = ledger.inclusion("req-0002")
+    assert (index, head) == (2, first)
+    verify_inclusion(ledger.leaves()[2], index, head.tree_size, proof, head.root)
+    report = ledger.verify(public, witness.heads())
+    assert report.ok, report.problems
+    assert (report.records, report.stored_heads, report.published_heads) == (8, 2, 2)
+
+
+def _attacked(store, key, witness, attack) -> list[str]:
+    key, public = keys(key)
+    ledger = Ledger(store)
+    complete(store, 6)
+    ledger.sign_new_head(key, witness)
+    with Owner(store) as conn:
+        attack(conn)
+    report = ledger.verify(public, witness.heads())
+    assert not report.ok
+    return report.problems
+
+
+def test_an_edited_record_is_caught(store, key, witness):
+    def edit(conn):
+        record = canonical_json({"request_id": "req-0003", "outcome": "completed", "n": 999})
+        conn.execute(update(audit_log).where(audit_log.c.request_id == "req-0003").values(record=record))
+
+    problems = _attacked(store, key, witness, edit)
+    assert any("first 6 records do not match the published signed head" in p for p in problems), problems
+
+
+def test_deleted_newest_records_are_caught(store, key, witness):
+    problems = _attacked(
+        store, key, witness, lambda conn: conn.execute(audit_log.delete().where(audit_log.c.seq >= 5))
+    )
+    assert any("covers more records than the ledger holds (4)" in p for p in problems), problems
+    assert any("completed but has no audit record" in p for p in problems), problems
+
+
+def test_a_deleted_record_in_the_middle_is_caught(store, key, witness):
+    problems = _attacked(
+        store, key, witness, lambda conn: conn.execute(audit_log.delete().where(audit_log.c.seq == 2))
+    )
+    assert any("published head of size 6 covers more records" in p for p in problems), problems
+
+
+def test_reordered_records_are_caught(store, key, witness):
+    def swap(conn):
+        conn.execute(update(audit_log).where(audit_log.c.seq == 2).values(seq=100))
+        conn.execute(update(audit_log).where(audit_log.c.seq == 3).values(seq=2))
+        conn.execute(update(audit_log).where(audit_log.c.seq == 100).values(seq=3))
+
+    problems = _attacked(store, key, witness, swap)
+    assert any("do not match the published signed head" in p for p in problems), problems
+
+
+def test_an_inserted_record_is_caught(store, key, witness):
+    def insert(conn):
+        conn.execute(update(audit_log).where(audit_log.c.seq >= 3).values(seq=audit_log.c.seq + 10))
+        row = conn.execute(select(audit_log).where(audit_log.c.seq == 13)).one()
+        conn.execute(
+            audit_log.insert().values(
+                seq=3,
+                request_id="req-forged",
+                recorded_at=row.recorded_at,
+                record="{}",
+                prev_hash="p",
+                record_hash="r",
+            )
+        )
+
+    problems = _attacked(store, key, witness, insert)
+    assert any("do not match the published signed head" in p for p in problems), problems
+    assert any("req-forged has no completed request" in p for p in problems), problems
+
+
+def test_a_rewritten_head_table_is_caught_by_the_witness(store, key, witness):
+    """The owner also deletes the stored heads and signs nothing (it has no key): the published
+    heads still name the old tree."""
+    key, public = keys(key)
+    ledger = Ledger(store)
+    complete(store, 4)
+    ledger.sign_new_head(key, witness)
+    with Owner(store) as conn:
+        conn.execute(audit_log.delete().where(audit_log.c.seq == 4))
+        if store.dialect == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE ledger_heads DISABLE TRIGGER USER")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER ledger_heads_no_delete")
+        conn.exec_driver_sql("DELETE FROM ledger_heads")
+        if store.dialect == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE ledger_heads ENABLE TRIGGER USER")
+    report = ledger.verify(public, witness.heads())
+    assert any("missing from ledger_heads" in p for p in report.problems), report.problems
+    assert any("covers more records than the ledger holds (3)" in p for p in report.problems)
+
+
+def test_a_forged_head_signature_is_caught(store, key, witness):
+    key, public = keys(key)
+    ledger = Ledger(store)
+    complete(store, 2)
+    head = ledger.sign_new_head(key, witness)
+    forged = TreeHead(**{**head.as_dict(), "root_hash": "00" * 32})
+    report = ledger.verify(public, [forged])
+    assert any("signature does not match" in p for p in report.problems), report.problems
+
+
+def test_no_head_is_signed_over_a_gap(store, key):
+    import pytest
+
+    from gdpr_erasure.ledger.heads import LedgerError
+
+    key, _ = keys(key)
+    complete(store, 3)
+    with store.engine.begin() as conn:
+        if store.dialect == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE audit_log DISABLE TRIGGER USER")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER audit_log_no_delete")
+        conn.execute(audit_log.delete().where(audit_log.c.seq == 2))
+        if store.dialect == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE audit_log ENABLE TRIGGER USER")
+    with pytest.raises(LedgerError, match="no record seq 2"):
+        Ledger(store).sign_new_head(key)
