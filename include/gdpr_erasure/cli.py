@@ -34,10 +34,68 @@ def _open_store(args: argparse.Namespace):
 
 
 def _cmd_db_init(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import DBAPIError
+
+    from gdpr_erasure.store.privileges import is_permission_denied
+
     store = _open_store(args)
-    store.init_db()
+    try:
+        store.init_db()
+    except DBAPIError as exc:
+        if not is_permission_denied(exc):
+            raise
+        # The pipeline's role owns nothing (docs/deployment.md): it may not create or change the
+        # schema, triggers included. Nothing was changed (one transaction).
+        print(
+            f"db init: permission denied as {store.engine.url.username or 'this role'} "
+            f"({str(exc.orig).splitlines()[0]}): run db init as the compliance store's owner "
+            "(COMPLIANCE_DB_OWNER), not the pipeline's role",
+            file=sys.stderr,
+        )
+        store.dispose()
+        return 1
     print(f"compliance store ready: {store.engine.url.render_as_string(hide_password=True)}")
     print(f"schema version {store.schema_version()}, backend {store.dialect}")
+    return 0
+
+
+def _cmd_db_grant(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    from gdpr_erasure.store import ComplianceStore
+    from gdpr_erasure.store.engine import resolve_db_url
+    from gdpr_erasure.store.privileges import (
+        SQLITE_NO_ROLES,
+        PrivilegeError,
+        grant_pipeline_privileges,
+        is_permission_denied,
+    )
+
+    url = make_url(resolve_db_url(args.db_url))
+    if url.get_backend_name() != "postgresql":  # before opening it: SQLite would create the file
+        print(f"db grant: {SQLITE_NO_ROLES}", file=sys.stderr)
+        return 2
+    store = ComplianceStore.from_url(url.render_as_string(hide_password=False))
+    try:
+        report = grant_pipeline_privileges(store.engine, args.role)
+    except PrivilegeError as exc:
+        print(f"db grant: {exc}", file=sys.stderr)
+        return 1
+    except DBAPIError as exc:
+        if not is_permission_denied(exc):
+            raise
+        print(
+            f"db grant: permission denied as {url.username or 'this role'} "
+            f"({str(exc.orig).splitlines()[0]}): run db grant as the compliance store's owner",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        store.dispose()
+    for statement in report.statements:
+        print(statement)
+    print(f"{report.role}: exactly the pipeline's privileges on schema {report.schema}, and owns nothing")
     return 0
 
 
@@ -224,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands.add_parser("status", help="requests per status and the audit chain").set_defaults(
         func=_cmd_db_status
     )
+    grant = db_commands.add_parser(
+        "grant",
+        help="as the store's owner: give ROLE (the pipeline's, in compliance_db) exactly what the "
+        "pipeline needs, and check it owns nothing (PostgreSQL; idempotent; rerun after db init)",
+    )
+    grant.add_argument("role", metavar="ROLE", help="the pipeline's PostgreSQL role")
+    grant.set_defaults(func=_cmd_db_grant)
 
     check = commands.add_parser(
         "check", help="prove every connection works and has the permissions the pipeline needs (read-only)"
