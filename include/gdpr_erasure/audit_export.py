@@ -27,7 +27,7 @@ CSV_COLUMNS = [
     "twilio_calls_deleted",
     "segment_regulation_id",
     "segment_final_status",
-    "stripe_customer_ids",
+    "stripe_customer_ids",  # tags (cus# + 12 hex of the keyed hash), never cus_ ids
     "stripe_method",
     "record_hash",
     "prev_hash",

@@ -265,6 +265,41 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hash(args: argparse.Namespace) -> int:
+    """Print the tag of each Stripe customer id read from stdin (one a line) or a hidden prompt,
+    so ops can find it in the audit export, receipts and task logs. The id is never an argument:
+    it would stay in the shell history."""
+    import getpass
+
+    from gdpr_erasure.hashing import MissingHashKey, keyed_hash, load_hash_key, tag_of_hmac
+
+    if args.stripe_customer is not True:
+        print(
+            "gdpr-erasure hash: do not pass the id as an argument (it stays in the shell history): "
+            "pipe it in or answer the prompt",
+            file=sys.stderr,
+        )
+        return 2
+    if sys.stdin.isatty():
+        ids = [getpass.getpass("Stripe customer id (not shown): ")]
+    else:
+        ids = sys.stdin.read().split()
+    ids = [i.strip() for i in ids if i.strip()]
+    if not ids:
+        print("gdpr-erasure hash: no id given", file=sys.stderr)
+        return 2
+    try:
+        key = load_hash_key()
+    except MissingHashKey as exc:
+        print(f"gdpr-erasure hash: {exc}", file=sys.stderr)
+        return 1
+    for customer_id in ids:
+        full = keyed_hash(key, customer_id)
+        # The tag and the full hash, never the id: this output may be pasted into a ticket.
+        print(f"{tag_of_hmac(full)}  hmac={full}  key_id={key.key_id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gdpr-erasure", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -378,6 +413,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="also bind a non-loopback --host (a private container network only; never a public one)",
     )
     serve.set_defaults(func=_cmd_sandbox_serve)
+
+    hash_cmd = commands.add_parser(
+        "hash", help="the tag of a Stripe customer id, as the audit export, receipts and logs show it"
+    )
+    hash_cmd.add_argument(
+        "--stripe-customer",
+        nargs="?",
+        const=True,
+        required=True,
+        metavar="",
+        help="read cus_ ids from stdin (one a line) or a hidden prompt; print 'cus#<12 hex>  hmac=...'",
+    )
+    hash_cmd.set_defaults(func=_cmd_hash)
 
     from gdpr_erasure.intake.cli import register_commands as register_intake_commands
 

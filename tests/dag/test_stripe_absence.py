@@ -11,6 +11,7 @@ import json
 import logging
 
 from gdpr_erasure import steps
+from gdpr_erasure.hashing import keyed_hash, load_hash_key, stripe_tag
 from gdpr_erasure.hooks.stripe import StripeHook
 from gdpr_erasure.identifiers import SubjectIdentifiers
 from gdpr_erasure.operators.base import RequestScope
@@ -18,6 +19,15 @@ from gdpr_erasure.operators.resolve import ResolveIdentityOperator
 from gdpr_erasure.store import RequestStatus
 
 NEVER_EXISTED = "cus_NeverExisted0001"
+
+
+def tag(customer_id: str) -> str:
+    """How the audit record and the closed request's steps name a Stripe customer."""
+    return stripe_tag(load_hash_key(), customer_id)
+
+
+def tags(customer_ids) -> list[str]:
+    return sorted(tag(c) for c in customer_ids)
 
 
 def _submit(pipeline, request_id: str, person: dict, stripe_customer_id: str | None) -> str:
@@ -55,14 +65,20 @@ def test_an_id_stripe_never_knew_is_listed_apart_and_never_as_erased(pipeline):
     # Only a cus_ id nobody knew: the request completes (the other systems are erased) and the id
     # is under not_found_at_intake, not among the customers, the erased or the proofs.
     stripe = audit[only]["stripe"]
-    assert stripe["not_found_at_intake"] == [NEVER_EXISTED]
+    assert stripe["not_found_at_intake"] == [tag(NEVER_EXISTED)]
     assert stripe["customer_ids"] == [] and stripe["customers"] == {}
     assert stripe["erased_customer_ids"] == [] and stripe["already_absent_customer_ids"] == []
     assert stripe["purge"] == "skipped" and stripe["proof"]["reason"] == "nothing deleted"
-    assert stripe["absent_at_resolve"][NEVER_EXISTED]["evidence"] == "not_found"
+    assert stripe["absent_at_resolve"][tag(NEVER_EXISTED)]["evidence"] == "not_found"
+    assert stripe["customer_hmacs"] == {tag(NEVER_EXISTED): keyed_hash(load_hash_key(), NEVER_EXISTED)}
     resolved = pipeline.store.steps(only)[steps.RESOLVE].result["stripe"]
     assert resolved["customer_ids"] == []
-    assert resolved["absent_at_resolve"][NEVER_EXISTED]["outcome"] == "never_existed"
+    # Closed: the stored resolution names the id by its tag only.
+    assert resolved["absent_at_resolve"][tag(NEVER_EXISTED)]["outcome"] == "never_existed"
+    for request_id in (only, mixed, before):
+        assert "cus_" not in json.dumps(audit[request_id]), request_id
+        results = pipeline.store.steps(request_id)
+        assert "cus_" not in json.dumps({name: r.result for name, r in results.items()}), request_id
     state = sandbox.state("no_stripe")
     assert state["twilio"]["messages"] == 0 and state["memory"]["profile_present"] is False
     assert all(r["overallStatus"] == "FINISHED" for r in state["segment"]["regulations"])
@@ -70,16 +86,19 @@ def test_an_id_stripe_never_knew_is_listed_apart_and_never_as_erased(pipeline):
     # The same unknown id next to real customers found by email: those are erased and proven,
     # the unknown id stays apart.
     stripe = audit[mixed]["stripe"]
-    assert stripe["not_found_at_intake"] == [NEVER_EXISTED]
-    assert stripe["erased_customer_ids"] == sorted(multi["stripe_customer_ids"])
-    assert NEVER_EXISTED not in stripe["customers"] and NEVER_EXISTED not in stripe["proof"]["customers"]
+    assert stripe["not_found_at_intake"] == [tag(NEVER_EXISTED)]
+    assert stripe["erased_customer_ids"] == tags(multi["stripe_customer_ids"])
+    assert set(stripe["proof"]["customers"]) == set(stripe["customers"]) == set(stripe["erased_customer_ids"])
+    assert tag(NEVER_EXISTED) not in stripe["customers"]
+    assert tag(NEVER_EXISTED) not in stripe["proof"]["customers"]
+    assert set(stripe["customer_hmacs"]) == {*stripe["customer_ids"], tag(NEVER_EXISTED)}
     assert {c["proven_by"] for c in stripe["customers"].values()} == {"deleted_stub"}
 
     # A given id that was already the deleted-customer object: not ours, not "never existed".
     stripe = audit[before]["stripe"]
-    assert stripe["deleted_before_resolve"] == [deleted_id]
+    assert stripe["deleted_before_resolve"] == [tag(deleted_id)]
     assert stripe["not_found_at_intake"] == [] and stripe["erased_customer_ids"] == []
-    assert stripe["absent_at_resolve"][deleted_id]["evidence"] == "deleted_stub"
+    assert stripe["absent_at_resolve"][tag(deleted_id)]["evidence"] == "deleted_stub"
 
 
 def test_with_deleted_customers_answering_a_bare_404_the_run_completes_with_proofs(pipeline):
@@ -92,7 +111,7 @@ def test_with_deleted_customers_answering_a_bare_404_the_run_completes_with_proo
     audit = pipeline.audit()
     for request_id, key in zip(ids, ("multi_stripe", person["key"]), strict=True):
         stripe = audit[request_id]["stripe"]
-        customer_ids = sorted(pipeline.sandbox.person(key)["stripe_customer_ids"])
+        customer_ids = tags(pipeline.sandbox.person(key)["stripe_customer_ids"])
         assert stripe["erased_customer_ids"] == customer_ids
         assert all(c["outcome"] == "deleted" and c["tag_confirmed"] for c in stripe["customers"].values())
         # Our DELETE answered the deleted object; the proof afterwards was a bare 404.
@@ -125,10 +144,11 @@ def test_a_customer_gone_between_resolve_and_our_tag_is_already_absent_not_erase
     assert pipeline.run().state == "success"
     assert pipeline.store.get(request_id).status is RequestStatus.COMPLETED
     stripe = pipeline.audit()[request_id]["stripe"]
-    assert stripe["customers"][customer_id]["outcome"] == "already_absent"
-    assert stripe["customers"][customer_id]["evidence"] == "not_found"
-    assert stripe["customers"][customer_id]["evidence_from"] == "tag"
-    assert stripe["already_absent_customer_ids"] == [customer_id]
+    customer = stripe["customers"][tag(customer_id)]
+    assert customer["outcome"] == "already_absent"
+    assert customer["evidence"] == "not_found"
+    assert customer["evidence_from"] == "tag"
+    assert stripe["already_absent_customer_ids"] == [tag(customer_id)]
     assert stripe["erased_customer_ids"] == []
     assert stripe["purge"] == "already_absent"
 
@@ -143,7 +163,7 @@ def test_with_the_redaction_job_method_customers_are_redacted_and_proven_by_the_
     assert pipeline.run().state == "success"
 
     stripe = pipeline.audit()[ids[0]]["stripe"]
-    customer_ids = sorted(pipeline.sandbox.person("multi_stripe")["stripe_customer_ids"])
+    customer_ids = tags(pipeline.sandbox.person("multi_stripe")["stripe_customer_ids"])
     assert stripe["method"] == "redaction_job" and stripe["proof"]["status"] == "succeeded"
     assert stripe["erased_customer_ids"] == customer_ids
     for customer in stripe["customers"].values():

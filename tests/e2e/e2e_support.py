@@ -36,7 +36,15 @@ def finished_stack(tmp_path_factory) -> FinishedStack:
     with local_stack(
         root, sandbox_args=["--regulation-seconds", "1"], extra_env={"AIRFLOW_CONN_GDPR_RECEIPT_KEY": conn}
     ) as stack:
-        identifiers = {key_: [stack.people[key_]["email"], stack.people[key_]["phone"]] for key_ in PEOPLE}
+        # Stripe cus_ ids are identifiers too (they link to charges that keep PII).
+        identifiers = {
+            key_: [
+                stack.people[key_]["email"],
+                stack.people[key_]["phone"],
+                *stack.people[key_]["stripe_customer_ids"],
+            ]
+            for key_ in PEOPLE
+        }
         stack.submit(list(PEOPLE))
         code = stack.run_dag("dag-run.log")
         store = stack.store()

@@ -1,4 +1,5 @@
-"""After a real end-to-end run, no file the run wrote holds any requester's email or phone.
+"""After a real end-to-end run, no file the run wrote holds any requester's email, phone or Stripe
+``cus_`` id.
 
 The stack runs as in production, in separate processes: ``airflow dags test`` (scheduler loop,
 tasks and triggers with their logs), the compliance store, the sandbox. Then every file under

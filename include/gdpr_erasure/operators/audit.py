@@ -10,7 +10,15 @@ from airflow.sdk import Context, TriggerRule
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from gdpr_erasure import steps
-from gdpr_erasure.hashing import ALGORITHM, HashKey, identifiers_hash, keyed_hash, load_hash_key
+from gdpr_erasure.hashing import (
+    ALGORITHM,
+    HashKey,
+    identifiers_hash,
+    keyed_hash,
+    load_hash_key,
+    stripe_tag,
+    tag_of_hmac,
+)
 from gdpr_erasure.operators.base import (
     ErasureStepOperator,
     RequestScope,
@@ -115,15 +123,22 @@ def build_audit_record(
             "proof": result(steps.VERIFY_SEGMENT) or None,
         },
         "stripe": _stripe_audit(
-            resolved.get("stripe") or {}, stripe, status(steps.STRIPE), result(steps.VERIFY_STRIPE)
+            resolved.get("stripe") or {}, stripe, status(steps.STRIPE), result(steps.VERIFY_STRIPE), key
         ),
     }
 
 
 def _stripe_audit(
-    resolved: dict[str, Any], stripe: dict[str, Any], purge: str | None, proof: dict[str, Any]
+    resolved: dict[str, Any], stripe: dict[str, Any], purge: str | None, proof: dict[str, Any], key: HashKey
 ) -> dict[str, Any]:
-    """The Stripe part of the audit record. Customers are kept apart by what happened to them:
+    """The Stripe part of the audit record. A ``cus_`` id links to charges that keep PII under the
+    ``delete`` method, so it is an identifier too: every place that would name a customer holds
+    its tag instead (:func:`~gdpr_erasure.hashing.stripe_tag`: ``cus#`` and the first 12 hex
+    characters of its HMAC-SHA256), and ``customer_hmacs`` maps each tag to the full keyed hash
+    (the subject's ``hash_key_id``). The ``*_ids`` field names are kept; their values are tags.
+    Ops match a ``cus_`` id to a tag with ``gdpr-erasure hash --stripe-customer``.
+
+    Customers are kept apart by what happened to them:
 
     * ``erased_customer_ids``: ``deleted`` (our delete, then ``deleted: true`` or a 404) or
       ``redacted`` (our redaction job succeeded), each proven;
@@ -136,38 +151,48 @@ def _stripe_audit(
     ``customers`` holds each handled customer's outcome with ``proven_by``: the answer that
     proved it gone (``deleted_stub`` or ``not_found``, or ``redaction_job_succeeded``).
     """
-    proven = (proof.get("customers") or {}) if proof else {}
+    hmacs: dict[str, str] = {}
+
+    def tag(customer_id: str) -> str:
+        if customer_id != stripe_tag(key, customer_id):  # not a tag already (the proof's keys are)
+            full = keyed_hash(key, customer_id)
+            customer_id = tag_of_hmac(full)
+            hmacs[customer_id] = full
+        return customer_id
+
+    proven = {tag(cid): p for cid, p in ((proof.get("customers") or {}) if proof else {}).items()}
     job_succeeded = bool(proof) and proof.get("status") == "succeeded"
     customers: dict[str, Any] = {}
     for cid, record in (stripe.get("customers") or {}).items():
         outcome = record.get("outcome")
         if outcome == "redacted":
             proven_by = "redaction_job_succeeded" if job_succeeded else None
-        elif cid in proven:
-            proven_by = proven[cid].get("evidence")
+        elif tag(cid) in proven:
+            proven_by = proven[tag(cid)].get("evidence")
         elif outcome == "already_absent":
             proven_by = record.get("evidence")  # the tag's or delete's own 404 / deleted object
         else:
             proven_by = None
-        customers[cid] = {**record, "proven_by": proven_by}
-    absent = resolved.get("absent_at_resolve") or {}
+        customers[tag(cid)] = {**record, "proven_by": proven_by}
+    absent = {tag(cid): a for cid, a in (resolved.get("absent_at_resolve") or {}).items()}
+    if proof and proof.get("customers"):
+        proof = {**proof, "customers": proven}
     return {
         "customer_ids": sorted(customers),
+        "customer_hmacs": dict(sorted(hmacs.items())),
         "method": stripe.get("method"),
         "customers": customers,
         "erased_customer_ids": sorted(
-            cid
-            for cid, c in customers.items()
+            t
+            for t, c in customers.items()
             if c.get("outcome") in ("deleted", "redacted") and c["proven_by"] is not None
         ),
         "already_absent_customer_ids": sorted(
-            cid for cid, c in customers.items() if c.get("outcome") == "already_absent"
+            t for t, c in customers.items() if c.get("outcome") == "already_absent"
         ),
-        "not_found_at_intake": sorted(
-            cid for cid, a in absent.items() if a.get("outcome") == "never_existed"
-        ),
+        "not_found_at_intake": sorted(t for t, a in absent.items() if a.get("outcome") == "never_existed"),
         "deleted_before_resolve": sorted(
-            cid for cid, a in absent.items() if a.get("outcome") == "deleted_before_resolve"
+            t for t, a in absent.items() if a.get("outcome") == "deleted_before_resolve"
         ),
         "absent_at_resolve": absent,
         "deletion_ts": stripe.get("deletion_ts"),
@@ -288,6 +313,7 @@ class WriteAuditRecordOperator(ErasureStepOperator):
         if request.status is not RequestStatus.COMPLETED:
             store.transition(scope.id, RequestStatus.COMPLETED)
         self._forget_resolved_user_ids(scope, results, key)
+        self._forget_stripe_customer_ids(scope, results, key)
         if request.identifiers is not None and int(self.retention_days) == 0:
             store.erase_identifiers(scope.id, identifiers_hash(key, request.identifiers))
             log.info("identifiers replaced by their keyed hash")
@@ -310,3 +336,43 @@ class WriteAuditRecordOperator(ErasureStepOperator):
             },
         }
         scope.record(steps.RESOLVE, resolved.status, forgotten)
+
+    @staticmethod
+    def _forget_stripe_customer_ids(
+        scope: RequestScope, results: dict[str, StepResult], key: HashKey
+    ) -> None:
+        """Stripe ``cus_`` ids link to charges that can keep PII: once the request is closed, the
+        stored steps name customers only by their tag (as the audit record does). Tags are left
+        as they are, so a rerun after a crash changes nothing more."""
+
+        def tagged(mapping: dict[str, Any] | None) -> dict[str, Any]:
+            return {stripe_tag(key, cid): value for cid, value in (mapping or {}).items()}
+
+        def untagged(mapping: dict[str, Any] | None) -> bool:
+            return any(cid != stripe_tag(key, cid) for cid in mapping or {})
+
+        resolved = results.get(steps.RESOLVE)
+        stripe = (resolved.result if resolved else {}).get("stripe") or {}
+        if (
+            stripe.get("customer_ids")
+            or untagged(stripe.get("matched_by"))
+            or untagged(stripe.get("absent_at_resolve"))
+        ):
+            tags = {
+                stripe_tag(key, c)
+                for c in [*stripe.get("customer_ids", []), *stripe.get("customer_tags", [])]
+            }
+            forgotten = {
+                **stripe,
+                "customer_ids": [],
+                "customer_tags": sorted(tags),
+                "matched_by": tagged(stripe.get("matched_by")),
+                "absent_at_resolve": tagged(stripe.get("absent_at_resolve")),
+            }
+            scope.record(steps.RESOLVE, resolved.status, {**resolved.result, "stripe": forgotten})
+        for name in (steps.STRIPE, steps.VERIFY_STRIPE):
+            step = results.get(name)
+            if step is not None and untagged(step.result.get("customers")):
+                scope.record(
+                    name, step.status, {**step.result, "customers": tagged(step.result["customers"])}
+                )

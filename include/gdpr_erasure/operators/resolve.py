@@ -70,7 +70,7 @@ class ResolveIdentityOperator(ErasureStepOperator):
         ids = request.store.get(request.id).identifiers
         if ids is None:
             raise RuntimeError(f"request {request.id} has no identifiers left to resolve")
-        mask_identifiers(ids.email, ids.email_as_given, ids.phone)
+        mask_identifiers(ids.email, ids.email_as_given, ids.phone, ids.stripe_customer_id)
 
         request.log.info("identifiers given: %s", ", ".join(ids.present()))
         segment = self._resolve_segment(ids)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 from airflow.sdk import Context
 
 from gdpr_erasure import steps
+from gdpr_erasure.hashing import HashKey, load_hash_key, stripe_tag
 from gdpr_erasure.hooks.stripe import StripeHook, idempotency_key, is_deleted_stub
 from gdpr_erasure.operators.base import ErasureStepOperator, RequestScope
 from gdpr_erasure.store import StepStatus
@@ -47,6 +49,9 @@ class RedactStripeOperator(ErasureStepOperator):
     ``evidence_from`` which call (``tag`` or ``delete``). Ids given at intake that Stripe never
     knew never reach this step (``resolve`` lists them apart).
 
+    The task log names a customer by its tag (``cus#`` and 12 hex characters of its keyed hash,
+    see :func:`gdpr_erasure.hashing.stripe_tag`), never by its ``cus_`` id.
+
     :param request_ids: the batch of erasure requests (templated).
     :param stripe_conn_id: Stripe connection.
     :param job_ready_timeout: seconds to wait for a redaction job to pass validation.
@@ -67,6 +72,15 @@ class RedactStripeOperator(ErasureStepOperator):
         self.stripe_conn_id = stripe_conn_id
         self.job_ready_timeout = job_ready_timeout
         self.job_poll_interval = job_poll_interval
+        self._hash_key: HashKey | None = None
+        self._hash_key_lock = threading.Lock()
+
+    def _tag(self, customer_id: str) -> str:
+        """The customer's tag for the log (the key is loaded once per task, on first use)."""
+        with self._hash_key_lock:
+            if self._hash_key is None:
+                self._hash_key = load_hash_key()
+        return stripe_tag(self._hash_key, customer_id)
 
     def process(self, request: RequestScope, context: Context) -> dict[str, Any]:
         earlier = request.finished_step(steps.STRIPE, proof=steps.VERIFY_STRIPE)
@@ -96,7 +110,7 @@ class RedactStripeOperator(ErasureStepOperator):
         state.setdefault("customers", {})
         _save(request, state, StepStatus.PENDING)  # the timestamp is fixed before Stripe sees it
 
-        request.log.info("Stripe customers: %s", ", ".join(customer_ids))
+        request.log.info("Stripe customers: %s", ", ".join(self._tag(c) for c in customer_ids))
         for customer_id in customer_ids:
             self._tag_and_delete(hook, request, state, customer_id)
         if state["method"] == "redaction_job":
@@ -116,7 +130,7 @@ class RedactStripeOperator(ErasureStepOperator):
     ) -> None:
         record = state["customers"].setdefault(customer_id, {"outcome": "pending"})
         if record["outcome"] in SETTLED:
-            request.log.info("%s: %s earlier, skipping", customer_id, record["outcome"])
+            request.log.info("%s: %s earlier, skipping", self._tag(customer_id), record["outcome"])
             return
         metadata = {
             "gdpr_status": GDPR_STATUS,
@@ -128,21 +142,25 @@ class RedactStripeOperator(ErasureStepOperator):
         if updated is None or is_deleted_stub(updated, customer_id):
             evidence = "not_found" if updated is None else "deleted_stub"
             record.update(outcome="already_absent", evidence=evidence, evidence_from="tag")
-            request.log.info("%s: already gone from Stripe (tag answered %s)", customer_id, evidence)
+            request.log.info(
+                "%s: already gone from Stripe (tag answered %s)", self._tag(customer_id), evidence
+            )
             _save(request, state, StepStatus.PENDING)
             return
         echoed = updated.get("metadata") or {}
         if any(echoed.get(k) != v for k, v in metadata.items()):
-            raise TagNotConfirmed(f"{customer_id}: Stripe's response does not show the gdpr_status tag")
+            raise TagNotConfirmed(
+                f"{self._tag(customer_id)}: Stripe's response does not show the gdpr_status tag"
+            )
         record["tag_confirmed"] = True
         if state["method"] == "delete":
             outcome = hook.delete_customer(customer_id)
             evidence = "deleted_stub" if outcome == "deleted" else "not_found"
             record.update(outcome=outcome, evidence=evidence, evidence_from="delete")
-            request.log.info("%s: tagged (confirmed) and %s (%s)", customer_id, outcome, evidence)
+            request.log.info("%s: tagged (confirmed) and %s (%s)", self._tag(customer_id), outcome, evidence)
         else:
             record["outcome"] = "tagged_for_redaction"
-            request.log.info("%s: tagged (confirmed); redaction job follows", customer_id)
+            request.log.info("%s: tagged (confirmed); redaction job follows", self._tag(customer_id))
         _save(request, state, StepStatus.PENDING)
 
     def _redaction_job(self, hook: StripeHook, request: RequestScope, state: dict[str, Any]) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from gdpr_erasure import steps
+from gdpr_erasure.hashing import HashKey, load_hash_key, stripe_tag
 from gdpr_erasure.hooks.stripe import StripeHook
 from gdpr_erasure.sensors.base import DeletionProofSensor
 from gdpr_erasure.triggers.stripe import StripeCustomerDeletedTrigger, StripeRedactionJobTrigger
@@ -17,6 +19,9 @@ class StripeCustomerDeletedSensor(DeletionProofSensor):
     ``succeeded``. Customers that were already absent are checked too. Ids given at intake that
     Stripe never knew are not here: ``redact_stripe`` never sees them (see ``resolve``).
 
+    The trigger gets each customer's tag (``cus#`` and 12 hex characters of its keyed hash), and
+    the proof it returns, which this sensor stores and logs, is keyed by tag, not by ``cus_`` id.
+
     :param request_ids: the batch of erasure requests (templated).
     :param stripe_conn_id: Stripe connection.
     """
@@ -28,6 +33,14 @@ class StripeCustomerDeletedSensor(DeletionProofSensor):
         kwargs.setdefault("poll_interval", 5.0)
         super().__init__(**kwargs)
         self.stripe_conn_id = stripe_conn_id
+        self._hash_key: HashKey | None = None
+        self._hash_key_lock = threading.Lock()
+
+    def _tags(self, customer_ids: list[str]) -> dict[str, str]:
+        with self._hash_key_lock:  # requests are checked in threads; load the key once per task
+            if self._hash_key is None:
+                self._hash_key = load_hash_key()
+        return {cid: stripe_tag(self._hash_key, cid) for cid in customer_ids}
 
     def build_trigger(self, purge_result: dict[str, Any]):
         if purge_result.get("method") == "redaction_job" and purge_result.get("redaction_job_id"):
@@ -37,4 +50,6 @@ class StripeCustomerDeletedSensor(DeletionProofSensor):
         customers = sorted(purge_result.get("customers") or {})
         if not customers:
             return None
-        return StripeCustomerDeletedTrigger(customers, self.stripe_conn_id, poll_interval=self.poll_interval)
+        return StripeCustomerDeletedTrigger(
+            customers, self.stripe_conn_id, poll_interval=self.poll_interval, tags=self._tags(customers)
+        )

@@ -23,9 +23,13 @@ class StripeCustomerDeletedTrigger(PollUntilDoneTrigger):
     is reported, never read as gone.
 
     The proof per customer is ``{"state": "deleted", "evidence": "deleted_stub" | "not_found",
-    "checked_at"}``: which answer proved it.
+    "checked_at"}``: which answer proved it. It is keyed by the customer's tag from ``tags``
+    (``cus#`` and 12 hex characters of its keyed hash), as is the waiting summary, so the event
+    (stored in Airflow's metadata DB) and the task log never hold a ``cus_`` id; a customer
+    without a tag (a trigger serialized before tags existed) is keyed by its id.
 
     :param customer_ids: ``cus_`` ids to watch.
+    :param tags: ``cus_`` id -> its tag (:func:`gdpr_erasure.hashing.stripe_tag`).
     :param stripe_conn_id: Stripe connection.
     :param poll_interval: seconds between checks.
     """
@@ -36,15 +40,18 @@ class StripeCustomerDeletedTrigger(PollUntilDoneTrigger):
         stripe_conn_id: str = "stripe_default",
         poll_interval: float = 5.0,
         deadline: float | None = None,
+        tags: dict[str, str] | None = None,
     ):
         super().__init__(poll_interval, deadline)
         self.customer_ids = list(customer_ids)
         self.stripe_conn_id = stripe_conn_id
+        self.tags = dict(tags or {})
 
     def serialize_kwargs(self) -> dict[str, Any]:
         return {
             "customer_ids": self.customer_ids,
             "stripe_conn_id": self.stripe_conn_id,
+            "tags": self.tags,
             **super().serialize_kwargs(),
         }
 
@@ -53,9 +60,10 @@ class StripeCustomerDeletedTrigger(PollUntilDoneTrigger):
         proof: dict[str, Any] = {}
         for customer_id in self.customer_ids:
             presence = hook.customer_presence(customer_id)
+            name = self.tags.get(customer_id, customer_id)
             if presence == "present":
-                return "waiting", {"summary": f"{customer_id} still exists"}
-            proof[customer_id] = {"state": "deleted", "evidence": presence, "checked_at": _now()}
+                return "waiting", {"summary": f"{name} still exists"}
+            proof[name] = {"state": "deleted", "evidence": presence, "checked_at": _now()}
         return "done", {"customers": proof}
 
 
