@@ -243,6 +243,55 @@ def test_query_strings_are_refused_and_kept_out_of_airflows_access_log(airflow_i
     assert all("query= " in line or line.rstrip().endswith("query=") for line in access)
 
 
+def _access_lines(airflow_intake, path: str) -> list[str]:
+    return [
+        line
+        for line in airflow_intake.log().splitlines()
+        if "request finished" in line and f"path={path} " in line
+    ]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_the_prefix_without_a_slash_is_answered_by_the_intake_not_airflows_ui(airflow_intake, method):
+    """``/gdpr`` is not under the mount (``/gdpr/...``): without the guard it reached Airflow's UI
+    catch-all (200, HTML) and the access log printed its query string."""
+    before = airflow_intake.rows()
+    with_query = requests.request(
+        method, f"{airflow_intake.base}/gdpr?email={EMAIL}&phone={PHONE}", timeout=10
+    )
+    bare = requests.request(method, f"{airflow_intake.base}/gdpr", timeout=10)
+    other_case = requests.request(
+        method, f"{airflow_intake.base}/GDPR/v1/requests/{EMAIL}?phone={PHONE}", timeout=10
+    )
+
+    assert (with_query.status_code, with_query.json()["code"]) == (400, "query_not_allowed")
+    assert (bare.status_code, bare.json()["code"]) == (404, "not_found")
+    assert (other_case.status_code, other_case.json()["code"]) == (400, "query_not_allowed")
+    for response in (with_query, bare, other_case):
+        assert response.headers["content-type"] == "application/problem+json"  # not the UI's HTML
+        assert_no_identifiers(response.text, "the answer")
+    assert airflow_intake.rows() == before
+    time.sleep(0.2)
+    access = _access_lines(airflow_intake, "/gdpr") + _access_lines(airflow_intake, "/gdpr/[redacted]")
+    assert len(access) >= 3, "Airflow's access log lines for the calls are missing"
+    assert all("query= " in line or line.rstrip().endswith("query=") for line in access)
+    assert_no_identifiers(airflow_intake.log(), "the API server's log")
+
+
+def test_the_mount_with_a_trailing_slash_is_still_the_intakes(airflow_intake):
+    response = requests.get(f"{airflow_intake.base}/gdpr/?email={EMAIL}", timeout=10)
+    assert (response.status_code, response.json()["code"]) == (400, "query_not_allowed")
+    assert requests.get(f"{airflow_intake.base}/gdpr/", timeout=10).json()["code"] == "not_found"
+
+
+def test_airflows_own_routes_pass_the_guard(airflow_intake):
+    """The guard sits in front of every Airflow call: the UI and the API still answer."""
+    ui = requests.get(f"{airflow_intake.base}/gdprs-are-not-ours?x=1", timeout=10)
+    assert ui.status_code == 200 and ui.headers["content-type"].startswith("text/html")
+    health = requests.get(f"{airflow_intake.base}/api/v2/monitor/health", timeout=10)
+    assert health.status_code == 200
+
+
 def test_rotation_through_the_metastore_connection(airflow_intake):
     set_connection(SECRET, previous=[OLD_SECRET])
     time.sleep(SECRETS_TTL + 0.2)

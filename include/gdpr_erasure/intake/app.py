@@ -95,6 +95,57 @@ class ScrubUrl:
                 scope["path"], scope["raw_path"] = redacted, redacted.encode()
 
 
+class BarePrefixGuard:
+    """Answer the intake's mount point itself, which the mount does not see.
+
+    A Starlette mount at ``/gdpr`` matches ``/gdpr/...`` only: ``/gdpr`` and ``/gdpr?email=...``
+    (and ``/GDPR/...``) fall through to Airflow's UI catch-all, whose access log prints the path
+    and the query string. Installed as a root middleware of Airflow's API server (inside its
+    access-log middleware, which reads the same scope dict once the call is answered), this
+    answers those calls as the intake would, blanks the query string and, for a path below the
+    prefix in another case, the path, before anything logs them. Every other call passes
+    untouched (two string comparisons).
+
+    :param prefix: the intake's mount point (``/gdpr``).
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix.rstrip("/")
+        self._folded = self.prefix.lower()
+
+    def _ours(self, path: str) -> bool:
+        """Ours and not routed to the mount: the prefix itself in any case (with or without a
+        trailing slash), or a path below it spelled in another case."""
+        folded = path.lower()
+        if folded in (self._folded, self._folded + "/"):
+            return path != self.prefix + "/"  # "/gdpr/" reaches the mount (and ScrubUrl)
+        return folded.startswith(self._folded + "/") and not path.startswith(self.prefix + "/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._ours(_route_path(scope)):
+            await self.app(scope, receive, send)
+            return
+        root = scope.get("root_path", "")
+        path = _route_path(scope)
+        if path.rstrip("/") != self.prefix:  # /GDPR/v1/requests/<anything>: not written down
+            redacted = f"{root}{self.prefix}/[redacted]"
+            scope["path"], scope["raw_path"] = redacted, redacted.encode()
+        if scope.get("query_string"):
+            scope["query_string"] = b""
+            error = IntakeError("query_not_allowed")
+        else:
+            error = IntakeError("not_found")
+        log.warning(
+            "intake %s %s (outside the mount) -> %d %s",
+            scope.get("method"),
+            self.prefix,
+            error.status,
+            error.code,
+        )
+        await problem_response(error)(scope, receive, send)
+
+
 def _route_path(scope: Scope) -> str:
     """The path below the intake's mount point (``/v1/requests``, with or without ``/gdpr``)."""
     path, root = scope.get("path", ""), scope.get("root_path", "")
