@@ -109,8 +109,8 @@ class IntakeService:
             return False
         try:
             key = self._hash_key_loader()
-        except Exception as exc:  # MissingHashKey, or the variable/connection could not be read
-            reason = "not set" if isinstance(exc, MissingHashKey) else type(exc).__name__
+        except Exception as exc:  # MissingHashKey (its message says what to fix), or no connection
+            reason = str(exc) if isinstance(exc, MissingHashKey) else type(exc).__name__
             log.error(
                 "intake: identifier hash key unavailable (%s); cannot compare a repeat of %s",
                 reason,
