@@ -115,14 +115,27 @@ def _cmd_db_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
-    report = _open_store(args).verify_audit_chain()
-    if report.ok:
-        print(f"audit chain intact: {report.checked} record(s), head {report.head_hash}")
-        return 0
-    print(f"audit chain BROKEN after checking {report.checked} record(s):", file=sys.stderr)
-    for problem in report.problems:
-        print(f"  {problem}", file=sys.stderr)
-    return 1
+    """The hash chain, the Merkle tree against every stored and published signed head, and the
+    requests against the records (gdpr_erasure.ledger)."""
+    from gdpr_erasure.ledger.commands import cmd_audit_verify
+    from gdpr_erasure.ledger.heads import LedgerError
+
+    try:
+        return cmd_audit_verify(args, _open_store(args))
+    except LedgerError as exc:
+        print(f"audit verify: {exc}", file=sys.stderr)
+        return 1
+
+
+def _cmd_audit_head(args: argparse.Namespace) -> int:
+    from gdpr_erasure.ledger.commands import cmd_audit_head
+    from gdpr_erasure.ledger.heads import LedgerError
+
+    try:
+        return cmd_audit_head(args, _open_store(args))
+    except (LedgerError, ValueError) as exc:
+        print(f"audit head: {exc}", file=sys.stderr)
+        return 1
 
 
 def _cmd_audit_export(args: argparse.Namespace) -> int:
@@ -196,6 +209,8 @@ def _cmd_requeue(args: argparse.Namespace) -> int:
 def _cmd_receipt_issue(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from gdpr_erasure.ledger.commands import ledger_section
+    from gdpr_erasure.ledger.heads import LedgerError
     from gdpr_erasure.receipts import build_receipt, dumps, load_signing_key, sign_receipt
 
     store = _open_store(args)
@@ -208,7 +223,13 @@ def _cmd_receipt_issue(args: argparse.Namespace) -> int:
     for entry in entries:
         if entry.record.get("outcome") != "completed":
             continue
-        document = dumps(sign_receipt(build_receipt(entry), key))
+        content = build_receipt(entry)
+        try:  # the record's inclusion proof and signed head, so the receipt verifies offline
+            content["ledger"] = ledger_section(store, entry)
+        except LedgerError as exc:
+            print(f"receipt issue: {exc}", file=sys.stderr)
+            return 1
+        document = dumps(sign_receipt(content, key))
         if out_dir is None:
             sys.stdout.write(document)
         else:
@@ -222,17 +243,21 @@ def _cmd_receipt_verify(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from gdpr_erasure.ledger.commands import public_keys, verify_receipt_ledger
+    from gdpr_erasure.ledger.heads import LedgerError
     from gdpr_erasure.receipts import ReceiptError, verify_receipt
 
     public_pem = Path(args.public_key).read_text()
     try:
         content = verify_receipt(json.loads(Path(args.file).read_text()), public_pem)
-    except (ReceiptError, ValueError) as exc:
+        keys = public_keys(args.ledger_public_key or args.public_key)
+        proven = verify_receipt_ledger(content, keys, args.head)
+    except (ReceiptError, LedgerError, ValueError) as exc:
         print(f"INVALID: {exc}", file=sys.stderr)
         return 1
     print(
         f"valid receipt for {content['request_id']} (audit seq {content['audit']['seq']}, "
-        f"completed {content['completed_at']})"
+        f"completed {content['completed_at']}): {proven}"
     )
     return 0
 
@@ -358,9 +383,28 @@ def build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="the audit ledger")
     audit.add_argument("--db-url", help="SQLAlchemy URL of the compliance store (see 'db --help')")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
-    audit_commands.add_parser("verify", help="check the hash chain; exit 1 on any break").set_defaults(
-        func=_cmd_audit_verify
+    audit_verify = audit_commands.add_parser(
+        "verify",
+        help="check the hash chain, the Merkle tree against every signed head, and requests against "
+        "records; exit 1 naming any break",
     )
+    audit_verify.add_argument(
+        "--head", action="append", metavar="FILE", help="a signed head kept elsewhere (repeatable)"
+    )
+    audit_verify.add_argument(
+        "--witness",
+        metavar="URI",
+        help="where heads are published (default: the gdpr_ledger_witness connection)",
+    )
+    audit_verify.add_argument(
+        "--public-key", metavar="PEM", help="the ledger's public key (default: from gdpr_ledger_key)"
+    )
+    audit_verify.set_defaults(func=_cmd_audit_verify)
+    head = audit_commands.add_parser("head", help="print the latest signed tree head as JSON")
+    head.add_argument(
+        "--from-size", type=int, metavar="N", help="also prove that the head extends the tree of size N"
+    )
+    head.set_defaults(func=_cmd_audit_head)
     export = audit_commands.add_parser("export", help="print audit records for auditors")
     export.add_argument("--format", choices=["json", "csv"], default="json")
     export.add_argument("--since", type=_utc_date, help="records written at or after this date (UTC)")
@@ -382,6 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify = receipt_sub.add_parser("verify", help="check a receipt offline; exit 1 if invalid")
     verify.add_argument("file")
     verify.add_argument("--public-key", required=True, help="PEM file of the signer's public key")
+    verify.add_argument(
+        "--ledger-public-key", metavar="PEM", help="the ledger's public key (default: --public-key)"
+    )
+    verify.add_argument(
+        "--head",
+        metavar="FILE",
+        help="a later signed head (from audit head --from-size N): the receipt fails if it does not extend",
+    )
     verify.set_defaults(func=_cmd_receipt_verify)
     receipt_sub.add_parser("public-key", help="print the public key (PEM) to give to verifiers").set_defaults(
         func=_cmd_receipt_public_key

@@ -62,6 +62,12 @@ def _demo(stack: LocalStack, started: float) -> int:
     completed = store.counts_by_status() == {"completed": len(PEOPLE)}
     ok = code == 0 and verified == 0 and gone and completed
     say(f"{'SUCCESS' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s")
+    root = stack.root.relative_to(Path.cwd()) if stack.root.is_relative_to(Path.cwd()) else stack.root
+    say("the signed tree heads are published to the witness folder; check the ledger against them with:")
+    print(
+        f"  .venv/bin/gdpr-erasure audit --db-url sqlite:///{root}/compliance.db verify "
+        f"--witness file://{stack.root}/witness --public-key {root}/ledger-public.pem"
+    )
     return 0 if ok else 1
 
 

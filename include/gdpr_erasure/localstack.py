@@ -148,6 +148,8 @@ def local_stack(
             {"conn_type": "generic", "login": "local", "password": secrets.token_hex(32)}
         ),
         "GDPR_ERASURE_POLL_SECONDS": "0.5",
+        # The ledger's signing key and a witness folder: each run signs and publishes tree heads.
+        **_ledger_env(root),
         **(extra_env or {}),
     }
     _check([sys.executable, "-m", "airflow", "db", "migrate"], env, root / "airflow-db-migrate.log")
@@ -175,6 +177,21 @@ def local_stack(
         finally:
             sandbox.terminate()
             sandbox.wait(timeout=10)
+
+
+def _ledger_env(root: Path) -> dict[str, str]:
+    """A fresh Ed25519 ledger key (its public half in ``ledger-public.pem``) and ``witness/``."""
+    from gdpr_erasure.receipts import generate_signing_key
+
+    key, pem = generate_signing_key("local-ledger")
+    (root / "ledger-public.pem").write_text(key.public_pem())
+    witness = {"conn_type": "generic", "extra": {"uri": f"file://{root / 'witness'}"}}
+    return {
+        "AIRFLOW_CONN_GDPR_LEDGER_KEY": json.dumps(
+            {"conn_type": "generic", "login": key.key_id, "password": pem}
+        ),
+        "AIRFLOW_CONN_GDPR_LEDGER_WITNESS": json.dumps(witness),
+    }
 
 
 def _check(command: list[str], env: dict[str, str], log: Path) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import collections
+import json
 import runpy
 
 import pytest
 
 from gdpr_erasure.localstack import person_identifiers
+from gdpr_erasure.receipts import generate_signing_key
 from gdpr_erasure.store import ComplianceStore
 
 DAG_FILE = "dags/gdpr_erasure_dag.py"
@@ -19,6 +21,16 @@ def pipeline(request, airflow_db, api_connections, sandbox, tmp_path, monkeypatc
     url = f"sqlite:///{tmp_path / 'compliance.db'}"
     monkeypatch.setenv("GDPR_COMPLIANCE_DB_URL", url)
     monkeypatch.setenv("GDPR_ERASURE_POLL_SECONDS", "0.2")
+    # The ledger's signing key and witness: every run signs and publishes tree heads.
+    _, pem = generate_signing_key("ledger-test")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GDPR_LEDGER_KEY",
+        json.dumps({"conn_type": "generic", "login": "ledger-test", "password": pem}),
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GDPR_LEDGER_WITNESS",
+        json.dumps({"conn_type": "generic", "extra": {"uri": f"file://{tmp_path / 'witness'}"}}),
+    )
     for name, value in getattr(request, "param", {}).items():  # per-test DAG settings
         monkeypatch.setenv(name, value)
     store = ComplianceStore.from_url(url)

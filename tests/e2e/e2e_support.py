@@ -34,7 +34,10 @@ def finished_stack(tmp_path_factory) -> FinishedStack:
     key, private_pem = generate_signing_key("test-receipts")
     conn = json.dumps({"conn_type": "generic", "login": "test-receipts", "password": private_pem})
     with local_stack(
-        root, sandbox_args=["--regulation-seconds", "1"], extra_env={"AIRFLOW_CONN_GDPR_RECEIPT_KEY": conn}
+        root,
+        sandbox_args=["--regulation-seconds", "1"],
+        # One key signs receipts and the ledger's tree heads here (they may differ in production).
+        extra_env={"AIRFLOW_CONN_GDPR_RECEIPT_KEY": conn, "AIRFLOW_CONN_GDPR_LEDGER_KEY": conn},
     ) as stack:
         # Stripe cus_ ids are identifiers too (they link to charges that keep PII).
         identifiers = {

@@ -29,6 +29,8 @@ from gdpr_erasure.store.audit import canonical_json
 HEAD_SCHEMA = "gdpr-erasure-tree-head/1"
 LOG_NAME = "gdpr-erasure"
 LEDGER_KEY_CONN_ID = "gdpr_ledger_key"
+#: In a ``public_keys`` mapping: the key for heads of any key id (a PEM given by hand names none).
+ANY_KEY_ID = "*"
 
 
 class LedgerError(Exception):
@@ -100,7 +102,7 @@ def sign_head(tree_size: int, root: bytes, key: SigningKey, now: datetime | None
 
 def verify_head(head: TreeHead, public_keys: dict[str, Ed25519PublicKey]) -> None:
     """Raise :class:`LedgerError` unless ``head`` carries a valid signature of a known key."""
-    public = public_keys.get(head.key_id)
+    public = public_keys.get(head.key_id) or public_keys.get(ANY_KEY_ID)
     if public is None:
         raise LedgerError(f"tree head of size {head.tree_size}: unknown key id {head.key_id!r}")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,9 @@ from gdpr_erasure.hashing import (
     stripe_tag,
     tag_of_hmac,
 )
+from gdpr_erasure.ledger.heads import load_ledger_key
+from gdpr_erasure.ledger.log import Ledger
+from gdpr_erasure.ledger.witness import witness_from_connection
 from gdpr_erasure.operators.base import (
     ErasureStepOperator,
     RequestScope,
@@ -246,10 +250,31 @@ class WriteAuditRecordOperator(ErasureStepOperator):
         outcomes = run_batch(ids, lambda rid: self._close_one(rid, key, context), self.max_concurrency)
         counts = Counter(outcome for outcome, _ in outcomes)
         self.log.info("write_audit: %d request(s): %s", len(ids), dict(sorted(counts.items())))
+        if counts.get("completed"):
+            self.sign_tree_head()
         failed = {rid: reason for rid, (outcome, reason) in zip(ids, outcomes, strict=True) if reason}
         if failed:
             raise RequestsFailed(f"{len(failed)} of {len(ids)} request(s) not completed: {failed}")
         return {"requests": len(ids), **counts}
+
+    def sign_tree_head(self) -> None:
+        """Sign a head over every record so far and publish it to the witness (docs/ledger.md).
+        Without the gdpr_ledger_key connection the ledger is only hash-chained: say so loudly."""
+        key = load_ledger_key()
+        if key is None:
+            self.log.warning(
+                "no gdpr_ledger_key connection: no signed tree head, the ledger is only hash-chained"
+            )
+            return
+        started = time.perf_counter()
+        head = Ledger(self.store).sign_new_head(key, witness_from_connection())
+        if head is not None:
+            self.log.info(
+                "signed tree head: size %d, root %s (%.0f ms)",
+                head.tree_size,
+                head.root_hash,
+                (time.perf_counter() - started) * 1000,
+            )
 
     def _close_one(self, request_id: str, key: HashKey, context: Context) -> tuple[str, str]:
         request = RequestScope(self.store, request_id, self.log)
