@@ -25,6 +25,7 @@ from gdpr_erasure.ledger.merkle import CompactRange, consistency_proof, inclusio
 from gdpr_erasure.ledger.witness import Witness
 from gdpr_erasure.receipts import SigningKey
 from gdpr_erasure.store import AuditEntry, ComplianceStore, RequestStatus
+from gdpr_erasure.store.audit import verify_chain
 from gdpr_erasure.store.schema import audit_log, erasure_requests, ledger_heads
 
 LEAF_DOMAIN = "gdpr-erasure-ledger-leaf/1"
@@ -47,6 +48,7 @@ class LedgerReport:
     stored_heads: int = 0
     published_heads: int = 0
     newest_head: TreeHead | None = None
+    chain_head: str = ""
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -180,16 +182,26 @@ class Ledger:
         wanted = {h.tree_size for h in [*stored, *published]}
         compact = CompactRange()
         record_ids: list[str] = []
-        for entry in self.entries():
-            if entry.seq != compact.size + 1:
-                report.problems.append(
-                    f"record seq {compact.size + 1} is missing (the next is seq {entry.seq}): deleted"
-                )
-                break
-            compact.append(leaf_of(entry))
-            record_ids.append(entry.request_id)
-            if compact.size in wanted:
-                roots[compact.size] = compact.root()
+
+        def tree(entries: Iterable[AuditEntry]) -> Iterator[AuditEntry]:
+            # One pass over the records feeds both the Merkle tree and the hash chain's check.
+            gap = False
+            for entry in entries:
+                if not gap and entry.seq != compact.size + 1:
+                    report.problems.append(
+                        f"record seq {compact.size + 1} is missing (the next is seq {entry.seq}): deleted"
+                    )
+                    gap = True
+                if not gap:
+                    compact.append(leaf_of(entry))
+                    record_ids.append(entry.request_id)
+                    if compact.size in wanted:
+                        roots[compact.size] = compact.root()
+                yield entry
+
+        chain = verify_chain(tree(self.entries()))
+        report.chain_head = chain.head_hash
+        report.problems.extend(f"hash chain: {p}" for p in chain.problems)
         report.records = compact.size
 
         by_size = {h.tree_size: h for h in stored}
