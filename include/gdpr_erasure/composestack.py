@@ -11,7 +11,7 @@ benchmark (``make bench``) run on it.
 2. creates Airflow's database (the ``postgres`` service's job) and starts the API sandbox (the
    ``sandbox`` profile's service, on loopback here);
 3. runs the ``airflow-init`` service's script with ``bash`` and that service's environment
-   (migration, compliance database, connections, pools);
+   (migration, compliance database and its owner and pipeline roles, connections, pools);
 4. starts the API server, scheduler, DAG processor, triggerer and Celery worker with their
    services' ``command`` and ``environment``, each in its own process group, and waits until
    each one is up. With ``executor="LocalExecutor"`` the scheduler runs the tasks itself and
@@ -21,8 +21,8 @@ What differs from the containers is listed in :func:`local_overrides` and :data:
 an Airflow home, DAG and plugin folders in the work tree, free ports on 127.0.0.1, a Celery queue
 and worker name of its own (the Redis may be shared), no log-serving ports (the processes share
 one Airflow home), and no cron schedule (the tests trigger their runs). On exit every process
-group is stopped (SIGTERM, then SIGKILL) and the databases and the queue are removed, even after
-a failure. A missing PostgreSQL or Redis raises :class:`StackError`: the test fails, never skips.
+group is stopped (SIGTERM, then SIGKILL) and the databases, their roles and the queue are
+removed, even after a failure. A missing PostgreSQL or Redis raises :class:`StackError`: the test fails, never skips.
 """
 
 from __future__ import annotations
@@ -202,9 +202,12 @@ def stack_variables(
         "POSTGRES_PASSWORD": pg.password or "unused-with-trust-auth",
         "AIRFLOW_DB_NAME": f"gdpr_stack_{uid}",
         "COMPLIANCE_DB_NAME": f"gdpr_stack_{uid}_compliance",
-        # An existing role, so airflow-init creates none (roles are global to the server).
-        "COMPLIANCE_DB_USER": pg.username or "postgres",
-        "COMPLIANCE_DB_PASSWORD": pg.password or "",
+        # The owner and the pipeline's role, as in production: airflow-init creates them (roles
+        # are global to the server: unique names, dropped with the databases).
+        "COMPLIANCE_DB_OWNER": f"gdpr_stack_{uid}_owner",
+        "COMPLIANCE_DB_OWNER_PASSWORD": secrets.token_hex(16),
+        "COMPLIANCE_DB_USER": f"gdpr_stack_{uid}_pipeline",
+        "COMPLIANCE_DB_PASSWORD": secrets.token_hex(16),
         "GDPR_CREATE_COMPLIANCE_DB": "true",
         "REDIS_HOST": redis.hostname or "127.0.0.1",
         "REDIS_PORT": str(redis.port or 6379),
@@ -468,6 +471,14 @@ def _drop_databases(pg: URL, names: list[str]) -> None:
     engine.dispose()
 
 
+def _drop_roles(pg: URL, names: list[str]) -> None:
+    engine = _admin_engine(pg)
+    with engine.connect() as conn:
+        for name in names:
+            conn.execute(text(f'DROP ROLE IF EXISTS "{name}"'))
+    engine.dispose()
+
+
 def _clean_redis(redis_url: str, queue: str) -> None:
     import redis
 
@@ -567,6 +578,8 @@ def compose_stack(
             uid=uid, pg=pg, redis_url=redis_url, api_url=api_url, sandbox_url=sandbox_url, root=root
         )
         databases = [variables["AIRFLOW_DB_NAME"], variables["COMPLIANCE_DB_NAME"]]
+        roles = [variables["COMPLIANCE_DB_USER"], variables["COMPLIANCE_DB_OWNER"]]
+        cleanup.callback(_drop_roles, pg, roles)  # after the databases: the owner owns one
         _create_database(pg, variables["AIRFLOW_DB_NAME"])  # the postgres service does this
         cleanup.callback(_drop_databases, pg, databases)
         cleanup.callback(_clean_redis, redis_url, queue)

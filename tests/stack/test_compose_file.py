@@ -150,6 +150,23 @@ def test_the_stack_runs_every_component_on_one_shared_configuration(compose):
     assert init_env["COMPLIANCE_DB_NAME"] != env["AIRFLOW_DB_NAME"]
 
 
+def test_the_pipeline_runs_as_a_role_that_does_not_own_the_compliance_store(compose):
+    """airflow-init runs db init as the owner and grants the pipeline's role exactly what it needs;
+    the owner's password reaches airflow-init only, and only the pipeline's role is a connection."""
+    env = filled_env()
+    assert env["COMPLIANCE_DB_OWNER"] != env["COMPLIANCE_DB_USER"]
+    for name in (*AIRFLOW_SERVICES, "flower", "airflow-cli"):
+        own = service_environment(compose, name, env)
+        assert not any(key.startswith("COMPLIANCE_DB_") for key in own), name
+    init_env = service_environment(compose, INIT_SERVICE, env)
+    assert init_env["COMPLIANCE_DB_OWNER_PASSWORD"] == env["COMPLIANCE_DB_OWNER_PASSWORD"]
+    script = service_command(compose, INIT_SERVICE, env)[-1]
+    assert "login=db_user" in script  # the compliance_db connection
+    assert "username=db_owner" in script and "store.init_db()" in script
+    assert "grant_pipeline_privileges(store.engine, db_user)" in script
+    assert 'CREATE DATABASE "{db_name}" OWNER "{db_owner}"' in script
+
+
 def test_the_init_script_parses():
     compose = load_compose()
     script = service_command(compose, INIT_SERVICE, filled_env())[-1]
