@@ -22,7 +22,8 @@ an Airflow home, DAG and plugin folders in the work tree, free ports on 127.0.0.
 and worker name of its own (the Redis may be shared), no log-serving ports (the processes share
 one Airflow home), and no cron schedule (the tests trigger their runs). On exit every process
 group is stopped (SIGTERM, then SIGKILL) and the databases, their roles and the queue are
-removed, even after a failure. A missing PostgreSQL or Redis raises :class:`StackError`: the test fails, never skips.
+removed, even after a failure. A missing PostgreSQL or Redis raises :class:`StackError`: the
+test fails, never skips.
 """
 
 from __future__ import annotations
