@@ -209,3 +209,18 @@ def test_no_head_is_signed_over_a_gap(store, key):
             conn.exec_driver_sql("ALTER TABLE audit_log ENABLE TRIGGER USER")
     with pytest.raises(LedgerError, match="no record seq 2"):
         Ledger(store).sign_new_head(key)
+
+
+def test_the_witness_refuses_a_second_head_for_a_size(store, key, witness):
+    import pytest
+
+    from gdpr_erasure.ledger.heads import LedgerError
+
+    key, _ = keys(key)
+    complete(store, 2)
+    head = Ledger(store).sign_new_head(key, witness)
+    assert witness.publish(head) is False  # the same head again: nothing to do
+    rewritten = TreeHead(**{**head.as_dict(), "root_hash": "11" * 32})
+    with pytest.raises(LedgerError, match="forked"):
+        witness.publish(rewritten)
+    assert witness.heads() == [head]
