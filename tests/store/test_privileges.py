@@ -20,7 +20,6 @@ from gdpr_erasure.identifiers import SubjectIdentifiers
 from gdpr_erasure.store import ComplianceStore, RequestStatus, StepStatus, schema
 from gdpr_erasure.store.engine import create_store_engine
 from gdpr_erasure.store.privileges import (
-    LOCK_PRIVILEGES,
     PIPELINE_PRIVILEGES,
     PrivilegeError,
     effective_privileges,
@@ -177,9 +176,7 @@ REFUSED = [
             (f"DROP TABLE {table}", f"must be owner of table {table}"),
         )
     ),
-    # UPDATE on audit_log: the privilege is there only for append_audit's LOCK TABLE (see
-    # LOCK_PRIVILEGES); the trigger, which this role cannot remove, refuses every row.
-    ("UPDATE audit_log SET record = '{}'", "audit_log is append-only: UPDATE rejected"),
+    ("UPDATE audit_log SET record = '{}'", "permission denied for table audit_log"),
     ("UPDATE ledger_heads SET head = '{}'", "permission denied for table ledger_heads"),
     # The other way to silence triggers: replica mode is for superusers.
     ("SET session_replication_role = replica", "permission denied to set parameter"),
@@ -275,7 +272,7 @@ def test_grant_takes_back_whatever_else_the_role_was_given(setup):
     with setup.app_engine().connect() as conn:
         assert effective_privileges(conn, setup.app, setup.schema) == expected_privileges()
         assert not conn.execute(text("SELECT has_schema_privilege(current_schema(), 'CREATE')")).scalar()
-    assert expected_privileges()["audit_log"] == {"SELECT", "INSERT", *LOCK_PRIVILEGES["audit_log"]}
+    assert expected_privileges()["audit_log"] == {"SELECT", "INSERT"}
     assert expected_privileges()["ledger_heads"] == {"SELECT", "INSERT"}
     assert not any(
         {"DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"} & set(p) for p in PIPELINE_PRIVILEGES.values()

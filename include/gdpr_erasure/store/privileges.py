@@ -47,13 +47,10 @@ PIPELINE_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "store_meta": ("SELECT",),
 }
 
-#: Granted on top of :data:`PIPELINE_PRIVILEGES`, for a lock only: ``append_audit`` serialises
-#: appends with ``LOCK TABLE audit_log IN EXCLUSIVE MODE``, and PostgreSQL allows that lock mode
-#: only with table-level UPDATE, DELETE or TRUNCATE. UPDATE is the one the row triggers refuse
-#: for every row, and the role cannot remove them (it owns nothing), so the ledger stays
-#: unchangeable. Empty this once appends serialise on ``pg_advisory_xact_lock`` instead, which
-#: needs no privilege.
-LOCK_PRIVILEGES: dict[str, tuple[str, ...]] = {"audit_log": ("UPDATE",)}
+#: Granted on top of :data:`PIPELINE_PRIVILEGES` for locks only. Empty: ``append_audit``
+#: serialises appends on ``pg_advisory_xact_lock``, which needs no privilege (``LOCK TABLE ...
+#: IN EXCLUSIVE MODE`` would need UPDATE, DELETE or TRUNCATE on the ledger).
+LOCK_PRIVILEGES: dict[str, tuple[str, ...]] = {}
 
 
 class PrivilegeError(Exception):

@@ -34,6 +34,9 @@ from gdpr_erasure.store.engine import create_store_engine, resolve_db_url
 from gdpr_erasure.store.status import ALLOWED_SOURCES, CLAIMABLE, RequestStatus, StepStatus
 from gdpr_erasure.store.types import utcnow
 
+#: The PostgreSQL advisory lock that serialises ledger appends ("gdpraudi" as a bigint).
+AUDIT_APPEND_LOCK = int.from_bytes(b"gdpraudi", "big")
+
 R = schema.erasure_requests
 STEPS = schema.erasure_steps
 AUDIT = schema.audit_log
@@ -571,8 +574,9 @@ class ComplianceStore:
         record_json = canonical_json(record)
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                # Appends must be serial for the chain to be linear; readers are not blocked.
-                conn.exec_driver_sql("LOCK TABLE audit_log IN EXCLUSIVE MODE")
+                # Appends must be serial for the chain to be linear; readers are not blocked. An
+                # advisory lock needs no privilege (LOCK TABLE would need UPDATE on the ledger).
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_APPEND_LOCK})
             if conn.execute(select(AUDIT.c.seq).where(AUDIT.c.request_id == request_id)).first():
                 raise AuditRecordExists(f"request {request_id} already has an audit record")
             head = conn.execute(
