@@ -127,6 +127,21 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
         return 1
 
 
+def _cmd_audit_public_key(args: argparse.Namespace) -> int:
+    from gdpr_erasure.ledger.heads import LEDGER_KEY_CONN_ID, LedgerError, load_ledger_key
+
+    try:
+        key = load_ledger_key()
+    except (LedgerError, ValueError) as exc:
+        print(f"audit public-key: {exc}", file=sys.stderr)
+        return 1
+    if key is None:
+        print(f"audit public-key: no {LEDGER_KEY_CONN_ID} connection (docs/ledger.md)", file=sys.stderr)
+        return 1
+    sys.stdout.write(key.public_pem())
+    return 0
+
+
 def _cmd_audit_head(args: argparse.Namespace) -> int:
     from gdpr_erasure.ledger.commands import cmd_audit_head
     from gdpr_erasure.ledger.heads import LedgerError
@@ -405,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-size", type=int, metavar="N", help="also prove that the head extends the tree of size N"
     )
     head.set_defaults(func=_cmd_audit_head)
+    audit_commands.add_parser(
+        "public-key", help="print the ledger's public key (PEM) for auditors and witnesses"
+    ).set_defaults(func=_cmd_audit_public_key)
     export = audit_commands.add_parser("export", help="print audit records for auditors")
     export.add_argument("--format", choices=["json", "csv"], default="json")
     export.add_argument("--since", type=_utc_date, help="records written at or after this date (UTC)")

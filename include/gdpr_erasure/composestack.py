@@ -226,6 +226,7 @@ def stack_variables(
         "GDPR_HASH_KEY_ID": f"stack-{uid}",
         "GDPR_INTAKE_SIGNING_SECRET": secrets.token_hex(32),
         "GDPR_SANDBOX_URL": sandbox_url,
+        "GDPR_LEDGER_WITNESS_URI": f"file://{root / 'witness'}",
         "GDPR_ERASURE_POLL_SECONDS": "0.5",
     }
 

@@ -82,6 +82,33 @@ def check_intake_secret() -> CheckResult:
     return run_check("secrets", "intake signing secret", check)
 
 
+def check_ledger() -> list[CheckResult]:
+    """The tree-head signing key and the witness (docs/ledger.md): without them the ledger is
+    only hash-chained, which proves nothing against the compliance database's owner."""
+    from gdpr_erasure.ledger.heads import LEDGER_KEY_CONN_ID, load_ledger_key
+    from gdpr_erasure.ledger.witness import WITNESS_CONN_ID, witness_from_connection
+
+    def key() -> str:
+        signing = load_ledger_key()
+        if signing is None:
+            raise CheckFailed(
+                f"no {LEDGER_KEY_CONN_ID} connection: tree heads would not be signed; create it with an "
+                "Ed25519 private key (PEM) as password and a key id as login (docs/ledger.md)"
+            )
+        return f"key id {signing.key_id} (Ed25519)"
+
+    def witness() -> str:
+        found = witness_from_connection()
+        if found is None:
+            raise CheckFailed(
+                f"no {WITNESS_CONN_ID} connection: tree heads would not be published; set its extra uri "
+                "to write-once storage (docs/ledger.md)"
+            )
+        return f"{found.uri}: {len(found.heads())} head(s) published"
+
+    return [run_check("ledger", "tree-head signing key", key), run_check("ledger", "witness", witness)]
+
+
 def provider_checks(
     *,
     stripe_conn_id: str = "stripe_default",
@@ -121,7 +148,7 @@ def run_preflight(
     :param include_intake: check the intake's signing secret too (the CLI does; the DAG does not,
         because the intake runs in the API server and the DAG never reads that secret).
     """
-    results = [check_store(db_url, compliance_conn_id), check_hash_key()]
+    results = [check_store(db_url, compliance_conn_id), check_hash_key(), *check_ledger()]
     if include_intake:
         results.append(check_intake_secret())
     results += provider_checks(

@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from gdpr_erasure.cli import main
+from gdpr_erasure.receipts import generate_signing_key
 from gdpr_erasure.store import ComplianceStore
 from gdpr_erasure.store.schema import SCHEMA_VERSION, store_meta
 
@@ -34,6 +35,11 @@ def setup(api_connections, tmp_path, monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_GDPR_INTAKE", json.dumps({"conn_type": "generic", "password": INTAKE_SECRET})
     )
+    _, ledger_pem = generate_signing_key("ledger-check")
+    ledger_key = {"conn_type": "generic", "login": "ledger-check", "password": ledger_pem}
+    monkeypatch.setenv("AIRFLOW_CONN_GDPR_LEDGER_KEY", json.dumps(ledger_key))
+    witness = {"conn_type": "generic", "extra": {"uri": f"file://{tmp_path / 'witness'}"}}
+    monkeypatch.setenv("AIRFLOW_CONN_GDPR_LEDGER_WITNESS", json.dumps(witness))
     return Setup(api_connections, monkeypatch, url)
 
 
@@ -69,6 +75,8 @@ def test_everything_passes_against_the_sandbox(setup, capsys):
         ("store", "compliance store"),
         ("secrets", "identifier hash key"),
         ("secrets", "intake signing secret"),
+        ("ledger", "tree-head signing key"),
+        ("ledger", "witness"),
         ("stripe", "secret key"),
         ("twilio", "credentials"),
         ("twilio", "Memory store"),
@@ -148,6 +156,16 @@ def test_the_store_must_exist_and_be_current(setup, capsys, tmp_path):
     code, results, _ = setup.check(capsys)
     assert code == 1
     assert f"schema {SCHEMA_VERSION - 1}" in failed(results)[("store", "compliance store")]
+
+
+def test_the_ledger_needs_its_key_and_witness(setup, capsys):
+    setup.monkeypatch.delenv("AIRFLOW_CONN_GDPR_LEDGER_KEY")
+    setup.monkeypatch.delenv("AIRFLOW_CONN_GDPR_LEDGER_WITNESS")
+    code, results, _ = setup.check(capsys)
+    assert code == 1
+    problems = failed(results)
+    assert set(problems) == {("ledger", "tree-head signing key"), ("ledger", "witness")}
+    assert "gdpr_ledger_key" in problems[("ledger", "tree-head signing key")]
 
 
 def test_short_secrets_fail(setup, capsys):
