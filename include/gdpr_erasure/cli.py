@@ -340,6 +340,12 @@ def _cmd_hash(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db_url_after(parser: argparse.ArgumentParser) -> None:
+    """``--db-url`` after the subcommand too (``audit head --db-url URL``), as scripts write it;
+    SUPPRESS keeps a value given before the subcommand."""
+    parser.add_argument("--db-url", default=argparse.SUPPRESS, help="SQLAlchemy URL of the compliance store")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gdpr-erasure", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -415,11 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--public-key", metavar="PEM", help="the ledger's public key (default: from gdpr_ledger_key)"
     )
     audit_verify.set_defaults(func=_cmd_audit_verify)
+    _db_url_after(audit_verify)
     head = audit_commands.add_parser("head", help="print the latest signed tree head as JSON")
     head.add_argument(
         "--from-size", type=int, metavar="N", help="also prove that the head extends the tree of size N"
     )
     head.set_defaults(func=_cmd_audit_head)
+    _db_url_after(head)
     audit_commands.add_parser(
         "public-key", help="print the ledger's public key (PEM) for auditors and witnesses"
     ).set_defaults(func=_cmd_audit_public_key)
