@@ -1,11 +1,16 @@
 """The auditor page over real HTTP (uvicorn on loopback), on a real store.
 
-Authentication is Airflow's: inside the API server the page checks the UI's JWT (tested with the
-running stack). Here the app is built with an allow-all user so the content can be checked.
+Access is Airflow's: the page checks the UI's JWT and asks Airflow's auth manager whether the user
+may read the audit. The content tests build the app with an allow-all user; the access tests serve
+it next to Airflow's simple auth manager (its real login route, real JWTs, real revocation check
+in Airflow's metadata DB), the way the API server mounts both.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import socket
 import threading
 import time
@@ -13,6 +18,7 @@ import time
 import pytest
 import requests
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import text
 
 from gdpr_erasure.auditor.app import create_app
@@ -25,8 +31,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def auditor(tmp_path):
+def _serve(app) -> tuple[str, uvicorn.Server, threading.Thread]:
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{port}", server, thread
+
+
+def _seeded_store(tmp_path) -> ComplianceStore:
     store = ComplianceStore.from_url(f"sqlite:///{tmp_path / 'compliance.db'}")
     store.init_db()
     for n in range(3):
@@ -42,18 +59,64 @@ def auditor(tmp_path):
                 "twilio": {"memory_profile_ids": [], "history_deleted": {"messages": n, "calls": 0}},
             },
         )
-    port = _free_port()
-    app = create_app(store_factory=lambda: store, user_dependency=lambda: "auditor")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", store
+    return store
+
+
+@pytest.fixture
+def auditor(tmp_path):
+    store = _seeded_store(tmp_path)
+    url, server, thread = _serve(create_app(store_factory=lambda: store, user_dependency=lambda: "auditor"))
+    yield url, store
     server.should_exit = True
     thread.join(5)
+
+
+# One user per simple auth manager role, and an auditor who is only a viewer in Airflow.
+USERS = {"ada": "admin", "otto": "op", "uma": "user", "vera": "viewer", "audrey": "viewer"}
+
+
+@pytest.fixture
+def airflow_site(tmp_path, monkeypatch, airflow_db):
+    """Airflow's simple auth manager (``/auth``, its login) and the auditor app (``/gdpr-audit``)
+    in one server, as the API server mounts them; yields the base URL and a login function."""
+    from airflow.api_fastapi.app import init_auth_manager, purge_cached_app
+    from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
+
+    passwords = {name: f"pw-{name}-{n}" for n, name in enumerate(USERS)}
+    (tmp_path / "passwords.json").write_text(json.dumps(passwords))
+    monkeypatch.setenv(
+        "AIRFLOW__CORE__AUTH_MANAGER",
+        "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+    )
+    monkeypatch.setenv(
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", ",".join(f"{u}:{r}" for u, r in USERS.items())
+    )
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(tmp_path / "passwords.json"))
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "auditor-test-jwt-secret-" + "0123456789abcdef" * 4)
+    monkeypatch.setenv("GDPR_AUDITOR_USERS", "audrey")
+    monkeypatch.delenv("GDPR_AUDITOR_ROLES", raising=False)
+    BaseAuthManager._get_token_signer.cache_clear()
+    BaseAuthManager._get_token_validator.cache_clear()
+    purge_cached_app()
+    site = FastAPI()
+    auth_manager = init_auth_manager(site)  # mounts the auth manager's login app at /auth
+    store = _seeded_store(tmp_path)
+    site.mount("/gdpr-audit", create_app(store_factory=lambda: store))
+    url, server, thread = _serve(site)
+
+    def login(username: str) -> str:
+        response = requests.post(
+            f"{url}/auth/token", json={"username": username, "password": passwords[username]}, timeout=10
+        )
+        assert response.status_code == 201, response.text
+        return response.json()["access_token"]
+
+    yield url, login, auth_manager
+    server.should_exit = True
+    thread.join(5)
+    purge_cached_app()
+    BaseAuthManager._get_token_signer.cache_clear()
+    BaseAuthManager._get_token_validator.cache_clear()
 
 
 def test_page_lists_records_and_the_chain_status(auditor):
@@ -92,3 +155,78 @@ def test_without_an_airflow_session_the_page_is_refused(tmp_path):
     app = create_app(store_factory=lambda: pytest.fail("the store must not be touched"))
     response = TestClient(app).get("/")
     assert response.status_code == 401
+
+
+def _get(url: str, path: str, token: str, *, cookie: bool = False, **params) -> requests.Response:
+    if cookie:  # how the UI sends it: the _token cookie
+        return requests.get(f"{url}{path}", cookies={"_token": token}, params=params, timeout=10)
+    return requests.get(
+        f"{url}{path}", headers={"Authorization": f"Bearer {token}"}, params=params, timeout=10
+    )
+
+
+@pytest.mark.parametrize("username", ["vera", "uma", "otto"])
+def test_signed_in_users_without_the_audit_permission_are_refused(airflow_site, username):
+    """A viewer (and a user or op) is signed in but not an auditor: 403 on the page, data and exports."""
+    url, login, _ = airflow_site
+    token = login(username)
+    for path in ("/gdpr-audit/", "/gdpr-audit/api/records", "/gdpr-audit/export"):
+        for cookie in (False, True):
+            response = _get(url, path, token, cookie=cookie)
+            assert response.status_code == 403, (path, response.text)
+            detail = response.json()["detail"]
+            assert f"{username} may not read the GDPR audit ledger" in detail
+            assert "GDPR Audit" in detail
+            assert "req-" not in response.text and "cus_auditor" not in response.text
+
+
+@pytest.mark.parametrize("username", ["ada", "audrey"])
+def test_the_admin_and_a_configured_auditor_get_the_page_data_and_exports(airflow_site, username):
+    """The admin role passes; so does a viewer named in $GDPR_AUDITOR_USERS (an auditor who may
+    read the ledger but, being a viewer in Airflow, may change nothing)."""
+    url, login, _ = airflow_site
+    token = login(username)
+    page = _get(url, "/gdpr-audit/", token, cookie=True)
+    assert page.status_code == 200
+    assert "Audit chain intact: 3 record(s)" in page.text
+    body = _get(url, "/gdpr-audit/api/records", token).json()
+    assert [r["request_id"] for r in body["records"]] == ["req-0", "req-1", "req-2"]
+    exported = _get(url, "/gdpr-audit/export", token, format="csv")
+    assert exported.status_code == 200
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert [row["request_id"] for row in csv.DictReader(io.StringIO(exported.text))] == [
+        "req-0",
+        "req-1",
+        "req-2",
+    ]
+    as_json = _get(url, "/gdpr-audit/export", token, format="json", since="2100-01-01")
+    assert as_json.json() == []
+
+
+def test_a_role_can_be_named_an_auditor_role(airflow_site, monkeypatch):
+    url, login, _ = airflow_site
+    token = login("otto")
+    assert _get(url, "/gdpr-audit/api/records", token).status_code == 403
+    monkeypatch.setenv("GDPR_AUDITOR_ROLES", "op")
+    assert _get(url, "/gdpr-audit/api/records", token).status_code == 200
+    assert _get(url, "/gdpr-audit/api/records", login("vera")).status_code == 403
+
+
+def test_a_revoked_or_forged_token_is_refused(airflow_site):
+    url, login, auth_manager = airflow_site
+    token = login("ada")
+    assert _get(url, "/gdpr-audit/api/records", token).status_code == 200
+    header, claims, signature = token.split(".")
+    assert _get(url, "/gdpr-audit/api/records", f"{header}.{claims}.{signature[::-1]}").status_code == 401
+    auth_manager.revoke_token(token)  # what signing out does
+    assert _get(url, "/gdpr-audit/api/records", token).status_code == 401
+
+
+def test_the_page_links_the_exports_of_the_shown_period(auditor):
+    url, _ = auditor
+    page = requests.get(f"{url}/", params={"since": "2026-11-01"}, timeout=10).text
+    assert 'href="export?format=csv&amp;since=2026-11-01T00%3A00%3A00%2B00%3A00"' in page
+    link = "export?format=csv&since=2026-11-01T00%3A00%3A00%2B00%3A00"
+    rows = list(csv.DictReader(io.StringIO(requests.get(f"{url}/{link}", timeout=10).text)))
+    assert len(rows) == 3
+    assert requests.get(f"{url}/export", params={"format": "xml"}, timeout=10).status_code == 422

@@ -1,26 +1,39 @@
 """Auditor page: the audit records of a period, the chain status and the period summary.
 
 Served by Airflow's API server through ``plugins/gdpr_auditor_plugin.py`` and linked from the
-UI's Browse menu. Airflow does not authenticate plugin apps, so this one checks the same JWT
-the UI uses (the ``_token`` cookie or a bearer header) with Airflow's auth manager. The page is
-plain server-rendered HTML: no build step, nothing to go stale, and it works in the UI's iframe.
+UI's Browse menu. The page is plain server-rendered HTML: no build step, nothing to go stale, and
+it works in the UI's iframe.
+
+Access. Airflow neither authenticates nor authorises plugin apps, so this one does both with
+Airflow's auth manager: it reads the JWT the UI uses (the ``_token`` cookie or a bearer header;
+none or an invalid one is 401), then asks the auth manager whether that user may ``GET`` the
+custom view ``GDPR Audit`` (``is_authorized_custom_view``, the hook Airflow gives plugin views;
+refused is 403). With the FAB or Keycloak auth manager that is a permission a role holds (FAB:
+``can_read`` on ``GDPR Audit``, given to the ``Auditor`` role). The simple auth manager grants
+every custom view to every role, viewer included, so under it this app decides itself: the
+``admin`` role, plus the roles in ``$GDPR_AUDITOR_ROLES`` and the users in ``$GDPR_AUDITOR_USERS``
+(comma-separated; both empty by default). ``$GDPR_AUDITOR_RESOURCE`` renames the resource.
 
 No ``from __future__ import annotations`` here: FastAPI must resolve the dependency aliases
 defined inside ``create_app`` at runtime.
 """
 
 import html
+import io
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
-from gdpr_erasure.audit_export import export_row, period_summary
+from gdpr_erasure.audit_export import export_row, period_summary, write_export
 from gdpr_erasure.store import ComplianceStore
 
 TOKEN_COOKIE = "_token"  # the cookie Airflow's UI keeps its JWT in
+DEFAULT_RESOURCE = "GDPR Audit"  # the custom view an auth manager is asked about
 
 
 async def airflow_user(request: Request) -> Any:
@@ -38,9 +51,44 @@ async def airflow_user(request: Request) -> Any:
         raise HTTPException(401, "invalid or expired Airflow session") from None
 
 
+def _listed(variable: str) -> set[str]:
+    return {item.strip().lower() for item in os.environ.get(variable, "").split(",") if item.strip()}
+
+
+def may_read_audit(auth_manager: Any, user: Any) -> bool:
+    """Whether ``user`` may read the auditor page, its data API and its exports (module docstring)."""
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+    if isinstance(auth_manager, SimpleAuthManager):
+        role = (getattr(user, "role", None) or "").lower()
+        return (
+            role == "admin"
+            or role in _listed("GDPR_AUDITOR_ROLES")
+            or user.get_name().lower() in _listed("GDPR_AUDITOR_USERS")
+        )
+    resource = os.environ.get("GDPR_AUDITOR_RESOURCE") or DEFAULT_RESOURCE
+    return bool(auth_manager.is_authorized_custom_view(method="GET", resource_name=resource, user=user))
+
+
+async def airflow_auditor(request: Request) -> Any:
+    """The Airflow user behind the request if the auth manager lets them read the audit; else 401/403."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    user = await airflow_user(request)
+    if not may_read_audit(get_auth_manager(), user):
+        resource = os.environ.get("GDPR_AUDITOR_RESOURCE") or DEFAULT_RESOURCE
+        raise HTTPException(
+            403,
+            f"{user.get_name()} may not read the GDPR audit ledger: it needs read access to "
+            f"'{resource}' (the Auditor role; with the simple auth manager the admin role, "
+            "$GDPR_AUDITOR_ROLES or $GDPR_AUDITOR_USERS)",
+        )
+    return user
+
+
 def create_app(
     store_factory: Callable[[], ComplianceStore] = ComplianceStore.from_url,
-    user_dependency: Callable[..., Any] = airflow_user,
+    user_dependency: Callable[..., Any] = airflow_auditor,
 ) -> FastAPI:
     """The auditor app. ``store_factory`` and ``user_dependency`` are swappable for standalone use."""
     app = FastAPI(title="GDPR erasure audit", docs_url=None, redoc_url=None, openapi_url=None)
@@ -67,6 +115,24 @@ def create_app(
         summary = period_summary(store(), since, until)
         rows = [export_row(e) for e in store().audit_entries_between(since, until)]
         return render(summary, rows, since, until)
+
+    @app.get("/export")
+    def export(
+        user: User,
+        since: Since = None,
+        until: Until = None,
+        fmt: Annotated[str, Query(alias="format", pattern="^(csv|json)$")] = "csv",
+    ) -> Response:
+        since, until = _utc(since), _utc(until)
+        out = io.StringIO()
+        write_export(store().audit_entries_between(since, until), fmt, out)
+        media = "text/csv" if fmt == "csv" else "application/json"
+        name = f"gdpr-audit.{fmt}"
+        return Response(
+            out.getvalue(),
+            media_type=media,
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     return app
 
@@ -126,6 +192,7 @@ def render(summary: dict[str, Any], rows: list[dict[str, Any]], since, until) ->
         for row in rows
     )
     value = lambda d: e(d.date().isoformat()) if d else ""  # noqa: E731
+    query = "".join(f"&amp;{k}={quote(v.isoformat())}" for k, v in (("since", since), ("until", until)) if v)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>GDPR erasure audit</title>
 <style>
@@ -147,5 +214,8 @@ to <input type="date" name="until" value="{value(until)}"> <button type="submit"
 {banner}
 <div class="cards" id="summary">{cards}</div>
 <table id="records"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
-<p>Identifiers appear only as keyed hashes. Export: <code>gdpr-erasure audit export --format csv</code>.</p>
+<p>Identifiers appear only as keyed hashes. Export this period:
+<a id="export-csv" href="export?format=csv{query}">CSV</a>,
+<a id="export-json" href="export?format=json{query}">JSON</a>
+(or <code>gdpr-erasure audit export --format csv</code>).</p>
 </body></html>"""
