@@ -84,7 +84,8 @@ def test_a_deleted_record_fails_verify_and_the_receipt_against_a_later_head(pipe
         assert pipeline.run().state == "success"  # signs size 3 over the rewritten ledger
         later = tmp_path / "later.json"
         capsys.readouterr()
-        assert _cli("audit", "head", "--db-url", url, "--from-size", "2")  # the spelling == 0
+        # The spelling, --db-url after the subcommand.
+        assert _cli("audit", "head", "--db-url", url, "--from-size", "2") == 0
         later.write_text(capsys.readouterr().out)
         receipt = tmp_path / f"{victim}.receipt.json"
         assert _cli("receipt", "verify", str(receipt), "--public-key", str(public)) == 0
