@@ -1,4 +1,8 @@
-"""Airflow plugin: the auditor page (audit records, chain status, period summary) in the UI."""
+"""Airflow plugin: the auditor page (audit records, chain status, period summary) in the UI.
+
+The app checks the UI's JWT and asks Airflow's auth manager whether the user may read ``GDPR Audit``
+(``gdpr_erasure.auditor.app``; docs/deployment.md, "Auditor access").
+"""
 
 from __future__ import annotations
 
