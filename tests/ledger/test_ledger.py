@@ -224,3 +224,14 @@ def test_the_witness_refuses_a_second_head_for_a_size(store, key, witness):
     with pytest.raises(LedgerError, match="forked"):
         witness.publish(rewritten)
     assert witness.heads() == [head]
+
+
+def test_a_head_stored_but_not_published_is_published_by_the_next_call(store, key, witness):
+    """A task that stored its head and died before publishing: the retry publishes it."""
+    key, _ = keys(key)
+    complete(store, 3)
+    ledger = Ledger(store)
+    head = ledger.sign_new_head(key)  # no witness: stored only
+    assert witness.heads() == []
+    assert ledger.sign_new_head(key, witness) is None  # nothing new to sign...
+    assert witness.heads() == [head]  # ...but the stored head reached the witness

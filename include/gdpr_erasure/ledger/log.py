@@ -115,6 +115,10 @@ class Ledger:
                 )
             compact.append(leaf_of(entry))
         if rows and compact.size == rows[0].tree_size:
+            # Nothing new. Publish the latest head again (a no-op when the witness has it): a
+            # run that stored it and died before publishing must not leave the witness behind.
+            if witness is not None:
+                witness.publish(TreeHead.from_json(rows[0].head))
             return None
         if compact.size == 0:
             return None
