@@ -28,17 +28,19 @@ def _statuses():
 
 
 def _open_store(args: argparse.Namespace):
+    """The existing store: reading commands never create one (StoreMissing: one line, exit 2)."""
     from gdpr_erasure.store import ComplianceStore
 
-    return ComplianceStore.from_url(args.db_url)
+    return ComplianceStore.open_existing(args.db_url)
 
 
 def _cmd_db_init(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import DBAPIError
 
+    from gdpr_erasure.store import ComplianceStore
     from gdpr_erasure.store.privileges import is_permission_denied
 
-    store = _open_store(args)
+    store = ComplianceStore.from_url(args.db_url)  # the one command that creates the store
     try:
         store.init_db()
     except DBAPIError as exc:
@@ -514,10 +516,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from gdpr_erasure.store import StoreMissing
+
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # output piped into head & co.
         return 0
+    except StoreMissing as exc:
+        print(f"gdpr-erasure: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -19,26 +19,19 @@ def check_store(db_url: str | None = None, conn_id: str | None = None) -> CheckR
     """The compliance store is reachable and at the schema this code writes. Never creates it."""
     from sqlalchemy.engine import make_url
 
-    from gdpr_erasure.store import ComplianceStore
+    from gdpr_erasure.store import ComplianceStore, StoreMissing
     from gdpr_erasure.store.engine import DEFAULT_CONN_ID, resolve_db_url
     from gdpr_erasure.store.schema import SCHEMA_VERSION
 
     def check() -> str:
         url = resolve_db_url(db_url, conn_id=conn_id or DEFAULT_CONN_ID)
-        parsed = make_url(url)
-        where = parsed.render_as_string(hide_password=True)
-        sqlite_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
-        if sqlite_file and not os.path.exists(parsed.database):
-            raise CheckFailed(f"no compliance store at {where}: run gdpr-erasure db init (or set --db-url)")
-        store = ComplianceStore.from_url(url, pre_ping=False)
+        where = make_url(url).render_as_string(hide_password=True)
         try:
-            try:
-                version = store.schema_version()
-            except Exception as exc:  # a driver's message may hold the URL with its password
-                raise CheckFailed(
-                    f"compliance store at {where} cannot be read ({type(exc).__name__}): "
-                    "is it reachable, and was gdpr-erasure db init run?"
-                ) from None
+            store = ComplianceStore.open_existing(url, pre_ping=False)
+        except StoreMissing as missing:
+            raise CheckFailed(str(missing)) from None
+        try:
+            version = store.schema_version()
         finally:
             store.dispose()
         if version != SCHEMA_VERSION:

@@ -11,6 +11,7 @@ from gdpr_erasure.store.store import (
     SchemaTooNew,
     StepResult,
     StoreError,
+    StoreMissing,
     SubmitResult,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "StepResult",
     "StepStatus",
     "StoreError",
+    "StoreMissing",
     "SubmitResult",
 ]

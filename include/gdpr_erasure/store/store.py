@@ -10,6 +10,7 @@ no run claims it earlier.
 from __future__ import annotations
 
 import json
+import os
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, insert, or_, select, text, update
+from sqlalchemy import Connection, Engine, and_, case, exc, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 
 from gdpr_erasure.identifiers import SubjectIdentifiers
 from gdpr_erasure.store import migrations, schema
@@ -46,6 +48,11 @@ DEFAULT_LEASE = timedelta(hours=6)
 
 class StoreError(Exception):
     """Base class of the store's errors. Messages carry request ids, never identifiers."""
+
+
+class StoreMissing(StoreError):
+    """There is no initialised compliance store where the URL points; the message says where
+    it looked (password hidden) and how to point elsewhere."""
 
 
 class RequestNotFound(StoreError):
@@ -162,6 +169,33 @@ class ComplianceStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    @classmethod
+    def open_existing(cls, url: str | None = None, *, pre_ping: bool = True) -> ComplianceStore:
+        """The store at ``url`` (resolved like :meth:`from_url`) if it was initialised; raise
+        :class:`StoreMissing` otherwise. Never creates anything: reading commands and the
+        preflight use it, so a wrong place gives one clear line instead of a new empty store."""
+        resolved = resolve_db_url(url)
+        parsed = make_url(resolved)
+        where = parsed.render_as_string(hide_password=True)
+        hint = (
+            f"no compliance store at {where}: run gdpr-erasure db init there, or point elsewhere "
+            "with --db-url, $GDPR_COMPLIANCE_DB_URL or the compliance_db connection"
+        )
+        database = parsed.database
+        sqlite_file = parsed.get_backend_name() == "sqlite" and database not in (None, "", ":memory:")
+        if sqlite_file and not os.path.exists(database):
+            raise StoreMissing(hint)
+        store = cls(create_store_engine(resolved, pre_ping=pre_ping))
+        try:
+            version = store.schema_version()
+        except exc.DBAPIError as error:  # unreachable, or no store_meta table: name the type only
+            store.dispose()
+            raise StoreMissing(f"{hint} ({type(error.orig).__name__})") from None
+        if version is None:
+            store.dispose()
+            raise StoreMissing(hint)
+        return store
 
     @classmethod
     def from_url(cls, url: str | None = None, *, pre_ping: bool = True) -> ComplianceStore:
