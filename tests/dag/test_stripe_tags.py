@@ -47,6 +47,11 @@ def test_a_closed_request_names_stripe_customers_by_tag_only(pipeline):
     results = pipeline.store.steps(request_id)
     stored = json.dumps({name: r.result for name, r in results.items()})
     assert not any(c in stored for c in customer_ids)
+    # Forgetting the Stripe ids must not bring back the Segment user ids forgotten before it.
+    segment = results[steps.RESOLVE].result["segment"]
+    user_id = pipeline.sandbox.person("multi_stripe")["segment_user_id"]
+    assert segment["user_ids"] == [] and segment["user_ids_hmac"] == [keyed_hash(key, user_id)]
+    assert user_id not in stored
     resolved = results[steps.RESOLVE].result["stripe"]
     assert resolved["customer_ids"] == [] and resolved["customer_tags"] == tags
     assert sorted(resolved["matched_by"]) == tags

@@ -337,8 +337,10 @@ class WriteAuditRecordOperator(ErasureStepOperator):
         log.info("audit record seq %d, hash %s", entry.seq, entry.record_hash)
         if request.status is not RequestStatus.COMPLETED:
             store.transition(scope.id, RequestStatus.COMPLETED)
-        self._forget_resolved_user_ids(scope, results, key)
-        self._forget_stripe_customer_ids(scope, results, key)
+        # scope.steps, not the snapshot above: each forget records the resolve step, and the
+        # second must start from what the first wrote, or it would write the first's ids back.
+        self._forget_resolved_user_ids(scope, scope.steps, key)
+        self._forget_stripe_customer_ids(scope, scope.steps, key)
         if request.identifiers is not None and int(self.retention_days) == 0:
             store.erase_identifiers(scope.id, identifiers_hash(key, request.identifiers))
             log.info("identifiers replaced by their keyed hash")
