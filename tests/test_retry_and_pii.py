@@ -102,9 +102,11 @@ def test_scrub_removes_emails_and_phones(text):
         assert fragment not in cleaned
 
 
-def test_scrub_keeps_provider_ids():
-    text = (
-        "No such customer: 'cus_NffrFeUfNV2Hib'; message SM0123456789abcdef0123456789abcdef; "
-        "regulation 1qJkfE1tpwvQ; profile mem_profile_01h2xcejqtf2nbrexx3vqjhp41"
+def test_scrub_keeps_provider_ids_but_not_stripe_customer_ids():
+    """A ``cus_`` id links to charges that keep PII: Stripe's "No such customer" echoes it."""
+    kept = (
+        "message SM0123456789abcdef0123456789abcdef; regulation 1qJkfE1tpwvQ; "
+        "profile mem_profile_01h2xcejqtf2nbrexx3vqjhp41"
     )
-    assert scrub(text) == text
+    assert scrub(kept) == kept
+    assert scrub("No such customer: 'cus_NffrFeUfNV2Hib'") == "No such customer: '[redacted]'"

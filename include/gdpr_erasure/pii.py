@@ -18,15 +18,19 @@ _EMAIL_ENCODED = re.compile(r"[^\s@'\"<>(),;:/?&=]+%40[^\s'\"<>(),;:/?&=]+", re.
 # Standalone phone-like digit runs (optionally +, or %2B URL-encoded); SIDs such as SM0123...
 # are not matched because the digits are glued to letters.
 _PHONE = re.compile(r"(?<![A-Za-z0-9])(?:\+|%2[Bb])?\d[\d\s\-().]{5,}\d(?![A-Za-z0-9])")
+# Stripe customer ids link to charges that keep PII ("No such customer: 'cus_...'" in Stripe's
+# errors): identifiers too. Other provider ids (SM..., mem_profile_..., regulation ids) stay.
+_STRIPE_CUSTOMER = re.compile(r"(?<![A-Za-z0-9])cus_[A-Za-z0-9]{6,}")
 
 # Loggers that write full request URLs or bodies at INFO/DEBUG.
 _NOISY_LOGGERS = ("stripe", "twilio.http_client", "urllib3.connectionpool", "httpx", "httpcore")
 
 
 def scrub(text: str | None) -> str:
-    """Replace anything that looks like an email address or phone number."""
+    """Replace anything that looks like an email address, a phone number or a Stripe customer id."""
     if not text:
         return ""
+    text = _STRIPE_CUSTOMER.sub(REDACTED, text)
     text = _EMAIL.sub(REDACTED, text)
     text = _EMAIL_ENCODED.sub(REDACTED, text)
     return _PHONE.sub(REDACTED, text)
