@@ -81,3 +81,23 @@ def test_stripe_tag_is_a_prefix_of_the_keyed_hash_and_idempotent():
     assert len(tag) == len("cus#") + 12
     assert stripe_tag(key, tag) == tag  # tagging twice changes nothing
     assert stripe_tag(HashKey("k2", b"x" * 40), "cus_NffrFeUfNV2Hib") != tag  # needs the key
+
+
+def test_operators_holding_a_stripe_tagger_can_be_copied():
+    """Airflow deep-copies operators; the tagger's lock must not stop it, nor the key travel."""
+    import copy
+    import pickle
+
+    from gdpr_erasure.hashing import StripeTagger
+    from gdpr_erasure.operators.stripe import RedactStripeOperator
+    from gdpr_erasure.sensors.stripe import StripeCustomerDeletedSensor
+
+    for operator in (
+        RedactStripeOperator(task_id="redact", request_ids=["r1"]),
+        StripeCustomerDeletedSensor(task_id="verify", request_ids=["r1"]),
+    ):
+        copied = copy.deepcopy(operator)
+        assert isinstance(copied._tag, StripeTagger) and copied._tag is not operator._tag
+    tagger = StripeTagger()
+    tagger._key = "secret"
+    assert pickle.loads(pickle.dumps(tagger))._key is None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 from dataclasses import dataclass
 
 from gdpr_erasure.identifiers import SubjectIdentifiers
@@ -109,6 +110,26 @@ def stripe_tag(key: HashKey, customer_id: str) -> str:
     if customer_id.startswith(STRIPE_TAG_PREFIX):
         return customer_id
     return tag_of_hmac(keyed_hash(key, customer_id))
+
+
+class StripeTagger:
+    """``stripe_tag`` with the key loaded once, on first use, safely from a batch's threads (a
+    task tags many customers; each key lookup is a round trip to the API server)."""
+
+    def __init__(self) -> None:
+        self._key: HashKey | None = None
+        self._lock = threading.Lock()
+
+    def __reduce__(self):
+        # Airflow deep-copies operators (a lock cannot be copied); a copy loads its own key, so
+        # the key is never copied or pickled either.
+        return (StripeTagger, ())
+
+    def __call__(self, customer_id: str) -> str:
+        with self._lock:
+            if self._key is None:
+                self._key = load_hash_key()
+        return stripe_tag(self._key, customer_id)
 
 
 def tag_of_hmac(full_hash: str) -> str:

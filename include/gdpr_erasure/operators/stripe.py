@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 from airflow.sdk import Context
 
 from gdpr_erasure import steps
-from gdpr_erasure.hashing import HashKey, load_hash_key, stripe_tag
+from gdpr_erasure.hashing import StripeTagger
 from gdpr_erasure.hooks.stripe import StripeHook, idempotency_key, is_deleted_stub
 from gdpr_erasure.operators.base import ErasureStepOperator, RequestScope
 from gdpr_erasure.store import StepStatus
@@ -72,15 +71,7 @@ class RedactStripeOperator(ErasureStepOperator):
         self.stripe_conn_id = stripe_conn_id
         self.job_ready_timeout = job_ready_timeout
         self.job_poll_interval = job_poll_interval
-        self._hash_key: HashKey | None = None
-        self._hash_key_lock = threading.Lock()
-
-    def _tag(self, customer_id: str) -> str:
-        """The customer's tag for the log (the key is loaded once per task, on first use)."""
-        with self._hash_key_lock:
-            if self._hash_key is None:
-                self._hash_key = load_hash_key()
-        return stripe_tag(self._hash_key, customer_id)
+        self._tag = StripeTagger()  # names customers in the log
 
     def process(self, request: RequestScope, context: Context) -> dict[str, Any]:
         earlier = request.finished_step(steps.STRIPE, proof=steps.VERIFY_STRIPE)

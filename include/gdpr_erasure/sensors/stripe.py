@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from gdpr_erasure import steps
-from gdpr_erasure.hashing import HashKey, load_hash_key, stripe_tag
+from gdpr_erasure.hashing import StripeTagger
 from gdpr_erasure.hooks.stripe import StripeHook
 from gdpr_erasure.sensors.base import DeletionProofSensor
 from gdpr_erasure.triggers.stripe import StripeCustomerDeletedTrigger, StripeRedactionJobTrigger
@@ -33,14 +32,10 @@ class StripeCustomerDeletedSensor(DeletionProofSensor):
         kwargs.setdefault("poll_interval", 5.0)
         super().__init__(**kwargs)
         self.stripe_conn_id = stripe_conn_id
-        self._hash_key: HashKey | None = None
-        self._hash_key_lock = threading.Lock()
+        self._tag = StripeTagger()
 
     def _tags(self, customer_ids: list[str]) -> dict[str, str]:
-        with self._hash_key_lock:  # requests are checked in threads; load the key once per task
-            if self._hash_key is None:
-                self._hash_key = load_hash_key()
-        return {cid: stripe_tag(self._hash_key, cid) for cid in customer_ids}
+        return {cid: self._tag(cid) for cid in customer_ids}
 
     def build_trigger(self, purge_result: dict[str, Any]):
         if purge_result.get("method") == "redaction_job" and purge_result.get("redaction_job_id"):
