@@ -4,10 +4,11 @@ tree and the signed heads published to the witness, and ``verify`` names what br
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select, update
 
 from gdpr_erasure.identifiers import SubjectIdentifiers
-from gdpr_erasure.ledger.heads import TreeHead
+from gdpr_erasure.ledger.heads import LedgerError, TreeHead
 from gdpr_erasure.ledger.log import Ledger
 from gdpr_erasure.ledger.merkle import verify_consistency, verify_inclusion
 from gdpr_erasure.store import RequestStatus
@@ -193,10 +194,6 @@ def test_a_forged_head_signature_is_caught(store, key, witness):
 
 
 def test_no_head_is_signed_over_a_gap(store, key):
-    import pytest
-
-    from gdpr_erasure.ledger.heads import LedgerError
-
     key, _ = keys(key)
     complete(store, 3)
     with store.engine.begin() as conn:
@@ -212,10 +209,6 @@ def test_no_head_is_signed_over_a_gap(store, key):
 
 
 def test_the_witness_refuses_a_second_head_for_a_size(store, key, witness):
-    import pytest
-
-    from gdpr_erasure.ledger.heads import LedgerError
-
     key, _ = keys(key)
     complete(store, 2)
     head = Ledger(store).sign_new_head(key, witness)

@@ -132,7 +132,7 @@ def verify_receipt_ledger(content: dict[str, Any], keys: dict[str, Any], later: 
         entry = AuditEntry(
             seq=int(leaf["seq"]),
             request_id=str(leaf["request_id"]),
-            recorded_at=_parse(leaf["recorded_at"]),
+            recorded_at=datetime.fromisoformat(leaf["recorded_at"]),
             record=json.loads(leaf["record_json"]),
             record_json=str(leaf["record_json"]),
             prev_hash="",
@@ -176,7 +176,3 @@ def verify_receipt_ledger(content: dict[str, Any], keys: dict[str, Any], later: 
             f"{head.tree_size}): the ledger was rewritten after this receipt ({exc})"
         ) from None
     return f"{summary}, and the later head of size {newer.tree_size} extends it"
-
-
-def _parse(value: str) -> datetime:
-    return datetime.fromisoformat(value)

@@ -126,7 +126,7 @@ class Ledger:
         values = {
             "tree_size": head.tree_size,
             "root_hash": head.root_hash,
-            "signed_at": _parse_time(head.timestamp),
+            "signed_at": datetime.fromisoformat(head.timestamp),
             "key_id": head.key_id,
             "head": head.to_json(),
             "peaks": json.dumps([p.hex() for p in compact.peaks]),
@@ -272,7 +272,3 @@ class Ledger:
             report.problems.append(
                 f"the ledger holds {total_records} records but only {len(record_ids)} are in sequence"
             )
-
-
-def _parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value)
