@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -286,6 +287,25 @@ def _cmd_receipt_public_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_roles_sync(args: argparse.Namespace) -> int:
+    from gdpr_erasure.auditor.roles import RolesError, sync_auditor_role
+
+    try:
+        sync = sync_auditor_role(role=args.role, resource=args.resource)
+    except RolesError as exc:
+        print(f"roles sync: {exc}", file=sys.stderr)
+        return 2
+    for action, resource in sync.removed:
+        print(f"removed from {sync.role}: {action} on {resource} (auditors write nothing)")
+    state = "created" if sync.created else "up to date" if not sync.added else "updated"
+    print(
+        f"{sync.role}: {state} ({len(sync.added)} permissions added, {len(sync.removed)} removed); "
+        f"reads what Viewer reads, plus can_read on {args.resource!r}"
+        + ("; Admin granted it too" if sync.admin_granted else "")
+    )
+    return 0
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     """The preflight: a table of read-only checks; exit 1 if any failed."""
     import json
@@ -397,6 +417,19 @@ def build_parser() -> argparse.ArgumentParser:
     requeue.add_argument("--db-url", help="SQLAlchemy URL of the compliance store (see 'db --help')")
     requeue.add_argument("request_ids", nargs="+", metavar="ID")
     requeue.set_defaults(func=_cmd_requeue)
+
+    roles = commands.add_parser("roles", help="Airflow roles (FAB auth manager)")
+    roles_sync = roles.add_subparsers(dest="roles_command", required=True).add_parser(
+        "sync",
+        help="create or repair the Auditor role: Viewer's reads plus the GDPR audit, no writes (idempotent)",
+    )
+    roles_sync.add_argument("--role", default="Auditor", help="the auditors' role (default: Auditor)")
+    roles_sync.add_argument(
+        "--resource",
+        default=os.environ.get("GDPR_AUDITOR_RESOURCE") or "GDPR Audit",
+        help="the custom view the auditor page checks (default: $GDPR_AUDITOR_RESOURCE or 'GDPR Audit')",
+    )
+    roles_sync.set_defaults(func=_cmd_roles_sync)
 
     pools = commands.add_parser("pools", help="Airflow pools sized to the providers' rate limits")
     pools.add_subparsers(dest="pools_command", required=True).add_parser(
