@@ -4,52 +4,101 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.providers.http.hooks.http import HttpHook
-from airflow.sdk import BaseHook, BaseNotifier, Context
+from airflow.providers.common.compat.connection import get_async_connection
+from airflow.providers.http.notifications import HttpNotifier
+from airflow.sdk import BaseHook, Context
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from gdpr_erasure.pii import scrub
 
 DEFAULT_ALERT_CONN_ID = "gdpr_alerts"
+#: Longest alert reason sent: a traceback's first line is enough to find the task log.
+MAX_REASON_LENGTH = 2000
 
 
-class ComplianceAlertNotifier(BaseNotifier):
+class ComplianceAlertNotifier(HttpNotifier):
     """POST a JSON alert (DAG, run, failed task, reason; never an identifier) to the HTTP
     connection ``gdpr_alerts`` (e.g. a Slack or PagerDuty webhook URL as its host). Without that
     connection the alert is only logged, loudly.
 
+    Sending is providers-http's :class:`HttpNotifier` (its ``HttpHook``, auth, headers and
+    ``extra_options``, sync and async). What is ours, and why it is not a plain ``HttpNotifier``
+    with a templated ``json``:
+
+    * the payload is built from the callback's context, every value passed through
+      :func:`gdpr_erasure.pii.scrub`: an exception's message can quote an email or a phone, and an
+      alert receiver (Slack, a pager) is outside the erasure's reach;
+    * the payload is not a template field: Jinja would otherwise render an exception's text;
+    * a missing connection is logged at ERROR with the alert and the callback returns: the
+      alert is optional (README), and a crashing callback would only bury the failure it reports.
+
     :param http_conn_id: HTTP connection of the alert receiver.
     :param endpoint: path appended to the connection's host.
+    :param kwargs: passed to :class:`HttpNotifier` (``headers``, ``extra_options``, ``method``).
     """
 
-    template_fields = ("endpoint",)
+    # Not "json" nor "data": BaseNotifier renders template fields (and merges them into the
+    # context) before notify, and the payload holds an exception's text.
+    template_fields = ("http_conn_id", "endpoint", "headers", "extra_options")
 
-    def __init__(self, http_conn_id: str = DEFAULT_ALERT_CONN_ID, endpoint: str = "") -> None:
-        super().__init__()
-        self.http_conn_id = http_conn_id
-        self.endpoint = endpoint
+    def __init__(self, http_conn_id: str = DEFAULT_ALERT_CONN_ID, endpoint: str = "", **kwargs: Any) -> None:
+        kwargs.setdefault("extra_options", {"timeout": 30})
+        super().__init__(http_conn_id=http_conn_id, endpoint=endpoint, **kwargs)
 
     def alert(self, context: Context) -> dict[str, Any]:
+        """The alert for ``context``: where the failure is and why, scrubbed of identifiers.
+
+        :param context: the callback's Airflow context.
+        """
         ti = context.get("ti") or context.get("task_instance")
         exception = context.get("exception")
-        return {
+        reason = str(exception) if exception else context.get("reason") or "run failed"
+        alert = {
             "source": "gdpr-erasure",
             "dag_id": context["dag"].dag_id if context.get("dag") else None,
             "run_id": context.get("run_id"),
             "task_id": getattr(ti, "task_id", None),
-            "reason": scrub(str(exception))[:2000] if exception else context.get("reason", "run failed"),
+            "reason": str(reason)[:MAX_REASON_LENGTH],
         }
+        # Every value, not only the reason: a manual run id is free text too.
+        return {key: scrub(str(value)) if value is not None else None for key, value in alert.items()}
+
+    def _no_receiver(self, alert: dict[str, Any]) -> None:
+        self.log.error("COMPLIANCE ALERT (no %s connection to send it to): %s", self.http_conn_id, alert)
 
     def notify(self, context: Context) -> None:
+        """Send the alert with :meth:`HttpNotifier.notify` (an HTTP error raises, after a log).
+
+        :param context: the callback's Airflow context.
+        """
         alert = self.alert(context)
         try:
             BaseHook.get_connection(self.http_conn_id)
         except AirflowNotFoundException:
-            self.log.error("COMPLIANCE ALERT (no %s connection to send it to): %s", self.http_conn_id, alert)
-            return
-        response = HttpHook(method="POST", http_conn_id=self.http_conn_id).run(
-            self.endpoint, json=alert, extra_options={"timeout": 30}
-        )
-        self.log.warning(
-            "compliance alert sent to %s (HTTP %s): %s", self.http_conn_id, response.status_code, alert
-        )
+            return self._no_receiver(alert)
+        self.json = alert
+        try:
+            super().notify(context)
+        except Exception:
+            self.log.error("COMPLIANCE ALERT (sending to %s failed): %s", self.http_conn_id, alert)
+            raise
+        self.log.warning("compliance alert sent to %s: %s", self.http_conn_id, alert)
+
+    async def async_notify(self, context: Context) -> None:
+        """The same alert through :meth:`HttpNotifier.async_notify` (notifiers run in the triggerer).
+
+        :param context: the Airflow context the notifier was given.
+        """
+        alert = self.alert(context)
+        try:
+            # Not BaseHook.get_connection: a synchronous call to the supervisor from the event loop.
+            await get_async_connection(conn_id=self.http_conn_id)
+        except AirflowNotFoundException:
+            return self._no_receiver(alert)
+        self.json = alert
+        try:
+            await super().async_notify(context)
+        except Exception:
+            self.log.error("COMPLIANCE ALERT (sending to %s failed): %s", self.http_conn_id, alert)
+            raise
+        self.log.warning("compliance alert sent to %s: %s", self.http_conn_id, alert)
