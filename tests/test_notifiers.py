@@ -15,7 +15,7 @@ import pytest
 from airflow.providers.http.notifications import HttpNotifier
 from airflow.sdk import DAG
 
-from gdpr_erasure.notifiers import DEFAULT_ALERT_CONN_ID, ComplianceAlertNotifier
+from gdpr_erasure.notifiers import DEFAULT_ALERT_CONN_ID, MAX_REASON_LENGTH, ComplianceAlertNotifier
 
 EMAIL, PHONE, CUSTOMER = "Jane.Doe+gdpr@example.com", "+14155550100", "cus_NffrFeUfNV2Hib"
 
@@ -143,3 +143,11 @@ def test_a_receiver_error_fails_the_callback_and_keeps_the_alert_in_the_log(rece
     log = capsys.readouterr().out
     assert "COMPLIANCE ALERT (sending to gdpr_alerts failed)" in log
     assert_no_identifier(log)
+
+
+def test_a_long_reason_is_cut_after_it_is_scrubbed():
+    """Cut first, an email across the limit would reach the receiver as ``jane.doe@exa``."""
+    padding = "x" * (MAX_REASON_LENGTH - 5)
+    alert = ComplianceAlertNotifier().alert(failure_context(f"{padding} {EMAIL}"))
+    assert alert["reason"] == f"{padding} [red"
+    assert_no_identifier(alert["reason"])

@@ -58,10 +58,13 @@ class ComplianceAlertNotifier(HttpNotifier):
             "dag_id": context["dag"].dag_id if context.get("dag") else None,
             "run_id": context.get("run_id"),
             "task_id": getattr(ti, "task_id", None),
-            "reason": str(reason)[:MAX_REASON_LENGTH],
+            "reason": reason,
         }
         # Every value, not only the reason: a manual run id is free text too.
-        return {key: scrub(str(value)) if value is not None else None for key, value in alert.items()}
+        alert = {key: scrub(str(value)) if value is not None else None for key, value in alert.items()}
+        # Cut after scrubbing: a cut email or phone may no longer look like one.
+        alert["reason"] = alert["reason"][:MAX_REASON_LENGTH]
+        return alert
 
     def _no_receiver(self, alert: dict[str, Any]) -> None:
         self.log.error("COMPLIANCE ALERT (no %s connection to send it to): %s", self.http_conn_id, alert)
