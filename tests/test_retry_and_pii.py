@@ -8,7 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from gdpr_erasure.hooks.errors import PermanentApiError, TransientApiError
+from gdpr_erasure.hooks.errors import PermanentApiError, ProviderQuotaExhausted, TransientApiError
 from gdpr_erasure.hooks.retry import RetryPolicy, call_with_retries, parse_retry_after
 from gdpr_erasure.pii import scrub
 
@@ -66,6 +66,34 @@ def test_a_retry_after_longer_than_the_cap_fails_fast_instead_of_holding_a_worke
     call, calls = _flaky([TransientApiError("twilio", "x", status=429, retry_after=3600)])
     with pytest.raises(TransientApiError):
         call_with_retries(call, policy=RetryPolicy(max_retry_after=60), sleep=lambda s: pytest.fail("slept"))
+    assert calls["n"] == 1
+
+
+def test_a_long_retry_after_becomes_a_quota_the_request_waits_for():
+    before = datetime.now(UTC)
+    call, _ = _flaky([TransientApiError("segment", "create regulation", status=429, retry_after=3600)])
+    with pytest.raises(ProviderQuotaExhausted) as caught:
+        call_with_retries(call, policy=RetryPolicy(max_retry_after=60), sleep=lambda s: pytest.fail("slept"))
+    assert caught.value.not_before >= before + timedelta(seconds=3600)
+    assert isinstance(caught.value.__cause__, TransientApiError)
+
+
+def test_a_quota_raised_by_the_hook_passes_through_unchanged():
+    quota = ProviderQuotaExhausted(
+        "segment", "create regulation", status=429, retry_after=86400, not_before=datetime.now(UTC)
+    )
+    call, calls = _flaky([quota])
+    with pytest.raises(ProviderQuotaExhausted) as caught:
+        call_with_retries(call, sleep=lambda s: pytest.fail("slept"))
+    assert caught.value is quota
+    assert calls["n"] == 1
+
+
+def test_other_exceptions_are_neither_retried_nor_wrapped():
+    """The loop is tenacity's: its RetryError must never replace the provider's error."""
+    call, calls = _flaky([KeyError("bug")])
+    with pytest.raises(KeyError):
+        call_with_retries(call, sleep=lambda s: pytest.fail("slept"))
     assert calls["n"] == 1
 
 

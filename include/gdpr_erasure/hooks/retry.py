@@ -1,9 +1,19 @@
-"""One retry policy for every external call: exponential backoff with full jitter, and the
+"""One retry policy for every external call: exponential backoff with jitter, and the
 provider's ``Retry-After`` honoured when it sends one.
 
-The SDKs' own retry loops are turned off (Stripe ``max_network_retries=0``; Twilio and
-requests have none by default) so that there is exactly one place that decides, the delays
-are the same for all three APIs, and a 429 (which stripe-python does not retry) is handled.
+The loop is tenacity's (Airflow ships it, and providers-http's ``run_with_advanced_retry`` uses
+it); the policy is ours, because neither SDK has one that fits:
+
+* stripe-python's ``max_network_retries`` retries connection errors, 409 and 5xx, but not 429
+  (unless Stripe sends ``Stripe-Should-Retry: true``), ignores ``Retry-After`` and waits at
+  most 5 s;
+* twilio-python's ``max_retries`` only mounts urllib3 retries on the session: connection
+  errors, never a 429 (error 20429, "too many concurrent requests") nor ``Retry-After``.
+
+So the SDKs' own loops are off (Stripe ``max_network_retries=0``; Twilio and requests have
+none by default): there is exactly one place that decides, the delays are the same for all
+three APIs, a 429 is retried, the provider's ``Retry-After`` (or Segment's ``X-RateLimit-Reset``,
+read by the hook) is honoured, and each hook decides what is transient (Twilio's 20429 and 20009).
 
 A provider that asks for a longer wait than a task should spend (``max_retry_after``) gets
 :class:`ProviderQuotaExhausted` with the time it named: a spent quota, such as Segment's monthly
@@ -21,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from gdpr_erasure.hooks.errors import ProviderQuotaExhausted, TransientApiError
 
@@ -95,36 +107,51 @@ def call_with_retries(
 
     A provider asking to wait longer than ``policy.retry_after_cap`` raises
     :class:`ProviderQuotaExhausted` (a :class:`TransientApiError`) carrying the time it named.
+
+    :param call: the provider call, without arguments.
+    :param policy: how often and how long to wait.
+    :param sleep: how to wait (tests pass a recorder).
     """
-    attempt = 1
-    while True:
-        try:
-            return call()
-        except TransientApiError as exc:
-            if exc.retry_after is not None and exc.retry_after > policy.retry_after_cap:
-                if isinstance(exc, ProviderQuotaExhausted):
-                    raise
-                log.warning(
-                    "%s: %s got %s asking to wait %.0fs, longer than we retry (%.0fs): "
-                    "the request waits for it instead of the task",
-                    exc.api,
-                    exc.operation,
-                    exc.status or "an error",
-                    exc.retry_after,
-                    policy.retry_after_cap,
-                )
-                raise ProviderQuotaExhausted.after(exc, datetime.now(UTC)) from exc
-            if attempt >= policy.max_attempts:
-                raise
-            wait = policy.delay(attempt, exc.retry_after)
-            log.warning(
-                "%s: %s got %s; retry %d/%d in %.1fs",
-                exc.api,
-                exc.operation,
-                exc.status or "a connection error",
-                attempt,
-                policy.max_attempts - 1,
-                wait,
-            )
-            sleep(wait)
-            attempt += 1
+    cap = policy.retry_after_cap
+
+    def too_long(exc: BaseException) -> bool:
+        return isinstance(exc, TransientApiError) and exc.retry_after is not None and exc.retry_after > cap
+
+    def wait(state: RetryCallState) -> float:
+        return policy.delay(state.attempt_number, state.outcome.exception().retry_after)
+
+    def log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception()
+        log.warning(
+            "%s: %s got %s; retry %d/%d in %.1fs",
+            exc.api,
+            exc.operation,
+            exc.status or "a connection error",
+            state.attempt_number,
+            policy.max_attempts - 1,
+            state.upcoming_sleep,
+        )
+
+    retrying = Retrying(
+        retry=retry_if_exception(lambda exc: isinstance(exc, TransientApiError) and not too_long(exc)),
+        stop=stop_after_attempt(policy.max_attempts),
+        wait=wait,
+        sleep=sleep,
+        before_sleep=log_retry,
+        reraise=True,  # the provider's error, not tenacity's RetryError
+    )
+    try:
+        return retrying(call)
+    except TransientApiError as exc:
+        if not too_long(exc) or isinstance(exc, ProviderQuotaExhausted):
+            raise
+        log.warning(
+            "%s: %s got %s asking to wait %.0fs, longer than we retry (%.0fs): "
+            "the request waits for it instead of the task",
+            exc.api,
+            exc.operation,
+            exc.status or "an error",
+            exc.retry_after,
+            cap,
+        )
+        raise ProviderQuotaExhausted.after(exc, datetime.now(UTC)) from exc
