@@ -30,20 +30,25 @@ def default_sqlite_url() -> str:
 
 
 def url_from_connection(conn) -> str:
-    """Turn an Airflow connection into an SQLAlchemy URL."""
+    """Turn an Airflow connection into an SQLAlchemy URL.
+
+    :param conn: an Airflow connection: ``postgres`` (URL built by providers-postgres's
+        ``PostgresHook``), ``sqlite`` (host: the file), or any type with an ``sqlalchemy_url`` extra.
+    """
     extra = conn.extra_dejson or {}
     if extra.get("sqlalchemy_url"):
         return str(extra["sqlalchemy_url"])
     conn_type = (conn.conn_type or "").lower()
     if conn_type in {"postgres", "postgresql"}:
-        return URL.create(
-            "postgresql+psycopg2",
-            username=conn.login or None,
-            password=conn.password or None,
-            host=conn.host or None,
-            port=conn.port or None,
-            database=conn.schema or None,
-        ).render_as_string(hide_password=False)
+        # providers-postgres builds the URL, so the connection's extras work as on any postgres
+        # connection: sqlalchemy_query (sslmode, options...), sqlalchemy_scheme, iam.
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        # psycopg2 unless the connection names a driver: the store is tested on it, and the hook
+        # would otherwise pick psycopg 3 whenever that is installed.
+        scheme = None if extra.get("sqlalchemy_scheme") else "postgresql+psycopg2"
+        hook = PostgresHook(postgres_conn_id=conn.conn_id, connection=conn, sqlalchemy_scheme=scheme)
+        return hook.sqlalchemy_url.render_as_string(hide_password=False)
     if conn_type == "sqlite":
         return f"sqlite:///{conn.host}"
     raise ValueError(
@@ -76,7 +81,15 @@ def _airflow_connection(conn_id: str):
 
 
 def create_store_engine(url: str, *, pre_ping: bool = True) -> Engine:
-    """An engine with the settings each backend needs for safe concurrent use."""
+    """An engine with the settings each backend needs for safe concurrent use.
+
+    Not ``PostgresHook.get_sqlalchemy_engine()``: the store is also opened from a plain URL (CLI,
+    intake service, no connection), SQLite needs the settings below to keep claims atomic and
+    erased values out of free pages, and PostgreSQL needs a pool sized for a batch's threads.
+
+    :param url: the SQLAlchemy URL (:func:`resolve_db_url`).
+    :param pre_ping: test a pooled connection before use (long-lived processes).
+    """
     sa_url = make_url(url)
     if sa_url.get_backend_name() == "sqlite":
         return _sqlite_engine(sa_url)
