@@ -107,3 +107,14 @@ def test_digests_are_compared_in_constant_time_for_every_pair(monkeypatch):
 
     # No early exit: all 3 secrets x 2 signatures are compared, even though the first matched.
     assert len(calls) == 6
+
+
+def test_a_refusal_carries_no_body_and_any_bytes_are_only_a_bad_signature():
+    """Why this is not stripe-python's verify_header: its error holds the body, and it decodes
+    the body as UTF-8 before checking anything."""
+    with pytest.raises(SignatureError) as err:
+        verify(signature_header(b"w" * 32, BODY, T), BODY, [KEY], now=T)
+    assert "jane" not in repr(vars(err.value)) + str(err.value)
+    with pytest.raises(SignatureError) as err:
+        verify(signature_header(b"w" * 32, b"\xff\xfe", T), b"\xff\xfe", [KEY], now=T)
+    assert err.value.code == "invalid_signature"

@@ -18,6 +18,13 @@ time, and refuses timestamps more than the tolerance (5 minutes) away from its c
 or the future.
 
 This module has no web framework in it: the server and :mod:`gdpr_erasure.intake.client` share it.
+
+Not stripe-python's ``WebhookSignature.verify_header``, though the scheme is Stripe's (Airflow
+ships nothing for inbound webhooks): its ``SignatureVerificationError`` carries the body, which
+holds identifiers, to whoever logs it; it decodes the body as UTF-8 first, so a stray byte is an
+exception rather than a 401; it accepts any timestamp in the future (a signature dated next year
+replays until then); it takes one secret, so rotation would loop and stop at the first match;
+and it puts no bound on the header it parses.
 """
 
 from __future__ import annotations
