@@ -45,7 +45,7 @@ def sandbox_connections(base_url: str, accounts: dict[str, Any]) -> dict[str, di
             "extra": {"api_base": f"{base_url}/twilio", "memory_store_id": twilio["memory_store_id"]},
         },
         "segment_default": {
-            "conn_type": "http",
+            "conn_type": "segment",
             "host": f"{base_url}/segment/api",
             "password": "sandbox-public-api-token",
             "extra": {

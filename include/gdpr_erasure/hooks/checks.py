@@ -10,11 +10,17 @@ secret.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from gdpr_erasure.hooks.errors import ApiConfigurationError, ExternalApiError
+from gdpr_erasure.hooks.retry import RetryPolicy
+
+#: Retries for the UI's Test button: a person waits for its answer inside an API server request,
+#: so a rate-limited or failing provider is reported within seconds, not retried for minutes.
+TEST_CONNECTION_RETRIES = RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=2.0, max_retry_after=5.0)
 
 
 @dataclass(frozen=True)
@@ -62,3 +68,14 @@ def as_connection_test(results: Iterable[CheckResult]) -> tuple[bool, str]:
     ok = all(r.ok for r in results)
     lines = [f"{'ok' if r.ok else 'FAILED'}: {r.name}: {r.detail}" for r in results]
     return ok, "; ".join(lines)
+
+
+def connection_test(hook: Any) -> tuple[bool, str]:
+    """A hook's ``test_connection``: its ``checks()`` with :data:`TEST_CONNECTION_RETRIES` (on a
+    copy, so the hook keeps its own policy), answered as :func:`as_connection_test`.
+
+    :param hook: a hook with ``checks()`` and a ``retry_policy`` attribute.
+    """
+    brief = copy.copy(hook)
+    brief.retry_policy = TEST_CONNECTION_RETRIES
+    return as_connection_test(brief.checks())

@@ -1,7 +1,8 @@
 """Twilio Segment: the Profile API (find a person's ids) and the Public API (regulations).
 
 Both are plain HTTP APIs, so the hook is built on providers-http's :class:`HttpHook`, one
-instance per API, configured from a single connection ``segment_default``:
+instance per API, configured from a single connection ``segment_default`` of type ``segment``
+(one of type ``http`` with the same fields works too, without the form and the Test button):
 
 * ``host``: Public API base URL (default ``https://api.segmentapis.com``);
 * ``password``: Public API token (sent as ``Authorization: Bearer``);
@@ -40,8 +41,8 @@ from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk import BaseHook
 from requests.auth import AuthBase, HTTPBasicAuth
 
-from gdpr_erasure.hooks.checks import CheckFailed, CheckResult, as_connection_test, run_check
-from gdpr_erasure.hooks.connections import cached_connection
+from gdpr_erasure.hooks.checks import CheckFailed, CheckResult, connection_test, run_check
+from gdpr_erasure.hooks.connections import cached_connection, form_widgets, ui_field_behaviour
 from gdpr_erasure.hooks.errors import ApiConfigurationError, PermanentApiError, TransientApiError
 from gdpr_erasure.hooks.retry import DEFAULT_POLICY, RetryPolicy, call_with_retries, parse_retry_after
 from gdpr_erasure.pii import quiet_identifier_loggers, scrub
@@ -148,8 +149,17 @@ class SegmentHook(BaseHook):
 
     conn_name_attr = "segment_conn_id"
     default_conn_name = "segment_default"
-    conn_type = "http"
+    conn_type = "segment"
     hook_name = "Twilio Segment"
+
+    # The form as the pre-3.2 hook API; Airflow 3.3 reads the same from get_provider_info.
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        return form_widgets(cls.conn_type)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return ui_field_behaviour(cls.conn_type)
 
     def __init__(
         self, segment_conn_id: str = default_conn_name, retry_policy: RetryPolicy = DEFAULT_POLICY
@@ -269,8 +279,9 @@ class SegmentHook(BaseHook):
         ]
 
     def test_connection(self) -> tuple[bool, str]:
-        """The Airflow UI's Test button: the preflight checks, one line each."""
-        return as_connection_test(self.checks())
+        """The Airflow UI's Test button: the preflight's read-only checks with brief retries, one
+        line, never a token."""
+        return connection_test(self)
 
     def _check_public_api(self) -> str:
         self._request("public", "GET", "/regulations", "list regulations", params={"pagination.count": 1})

@@ -36,8 +36,8 @@ from typing import Any, Literal, TypeVar
 import stripe
 from airflow.sdk import BaseHook
 
-from gdpr_erasure.hooks.checks import CheckFailed, CheckResult, as_connection_test, run_check
-from gdpr_erasure.hooks.connections import cached_connection
+from gdpr_erasure.hooks.checks import CheckFailed, CheckResult, connection_test, run_check
+from gdpr_erasure.hooks.connections import cached_connection, form_widgets, ui_field_behaviour
 from gdpr_erasure.hooks.errors import ApiConfigurationError, PermanentApiError, TransientApiError
 from gdpr_erasure.hooks.retry import DEFAULT_POLICY, RetryPolicy, call_with_retries, parse_retry_after
 from gdpr_erasure.pii import quiet_identifier_loggers, scrub
@@ -108,12 +108,14 @@ class StripeHook(BaseHook):
     conn_type = "stripe"
     hook_name = "Stripe"
 
+    # The form as the pre-3.2 hook API; Airflow 3.3 reads the same from get_provider_info.
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        return form_widgets(cls.conn_type)
+
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "port", "login", "host"],
-            "relabeling": {"password": "Secret key (sk_...)"},
-        }
+        return ui_field_behaviour(cls.conn_type)
 
     def __init__(
         self, stripe_conn_id: str = default_conn_name, retry_policy: RetryPolicy = DEFAULT_POLICY
@@ -275,8 +277,9 @@ class StripeHook(BaseHook):
         return results
 
     def test_connection(self) -> tuple[bool, str]:
-        """The Airflow UI's Test button: the same checks as ``gdpr-erasure check``."""
-        return as_connection_test(self.checks())
+        """The Airflow UI's Test button: the same read-only checks as ``gdpr-erasure check``, with
+        brief retries; one line, never the key."""
+        return connection_test(self)
 
     def _check_customers(self) -> str:
         conn = self.stripe_conn_id

@@ -31,8 +31,8 @@ from twilio.http.response import Response
 from twilio.rest import Client
 from twilio.rest.memory.v1.lookup import LookupList
 
-from gdpr_erasure.hooks.checks import CheckFailed, CheckResult, as_connection_test, run_check
-from gdpr_erasure.hooks.connections import cached_connection
+from gdpr_erasure.hooks.checks import CheckFailed, CheckResult, connection_test, run_check
+from gdpr_erasure.hooks.connections import cached_connection, form_widgets, ui_field_behaviour
 from gdpr_erasure.hooks.errors import (
     ApiConfigurationError,
     ExternalApiError,
@@ -90,12 +90,14 @@ class TwilioHook(BaseHook):
     conn_type = "twilio"
     hook_name = "Twilio"
 
+    # The form as the pre-3.2 hook API; Airflow 3.3 reads the same from get_provider_info.
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        return form_widgets(cls.conn_type)
+
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "port", "host"],
-            "relabeling": {"login": "API key SID (SK...) or Account SID", "password": "Secret / auth token"},
-        }
+        return ui_field_behaviour(cls.conn_type)
 
     def __init__(
         self, twilio_conn_id: str = default_conn_name, retry_policy: RetryPolicy = DEFAULT_POLICY
@@ -301,8 +303,9 @@ class TwilioHook(BaseHook):
         ]
 
     def test_connection(self) -> tuple[bool, str]:
-        """The Airflow UI's Test button: the preflight checks, one line each."""
-        return as_connection_test(self.checks())
+        """The Airflow UI's Test button: the preflight's read-only checks with brief retries, one
+        line, never the secret."""
+        return connection_test(self)
 
     def _check_account(self) -> str:
         # Standard API keys (SK...) may not read /Accounts (Twilio docs); a one-item message list
