@@ -23,7 +23,7 @@ from gdpr_erasure.get_provider_info import CONNECTION_TYPES, PACKAGE_NAME, get_p
 from gdpr_erasure.hooks.checks import TEST_CONNECTION_RETRIES
 from gdpr_erasure.hooks.retry import RetryPolicy
 from gdpr_erasure.hooks.segment import _CONFIG_KEYS, SegmentHook
-from gdpr_erasure.hooks.stripe import StripeHook
+from gdpr_erasure.hooks.stripe import DEFAULT_PREVIEW_VERSION, StripeHook
 from gdpr_erasure.hooks.twilio import TwilioHook
 
 HOOKS = {"stripe": StripeHook, "twilio": TwilioHook, "segment": SegmentHook}
@@ -258,6 +258,27 @@ def test_test_fails_with_a_clear_line(api_connections, sandbox, monkeypatch, con
     assert says in message, message
     assert_one_clean_line(message, conn, sandbox)
     assert {r["method"] for r in sandbox.requests_log()} <= {"GET"}
+
+
+@pytest.mark.parametrize(
+    ("conn_type", "empty"),
+    [
+        ("stripe", {"redaction_method": "", "preview_api_version": ""}),
+        ("stripe", {"redaction_method": None, "preview_api_version": None}),
+        ("twilio", {"account_sid": ""}),
+        ("segment", {"email_id_type": "", "phone_id_type": None}),
+    ],
+)
+def test_empty_fields_a_form_saves_read_as_unset(api_connections, sandbox, monkeypatch, conn_type, empty):
+    """A connection form saves the optional fields left empty as "" or null: the defaults apply."""
+    conn = dict(api_connections[CONN_IDS[conn_type]])
+    conn["extra"] = {**conn["extra"], **empty}
+    ok, message = ui_test(conn, monkeypatch)
+    assert ok, message
+    if conn_type == "stripe":
+        monkeypatch.setenv("AIRFLOW_CONN_STRIPE_DEFAULT", json.dumps(conn))
+        hook = StripeHook()
+        assert (hook.redaction_method, hook.preview_api_version) == ("delete", DEFAULT_PREVIEW_VERSION)
 
 
 def test_a_connection_of_type_http_keeps_working_for_the_pipeline(api_connections, sandbox, monkeypatch):

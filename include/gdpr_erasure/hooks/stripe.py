@@ -135,12 +135,18 @@ class StripeHook(BaseHook):
 
     @property
     def redaction_method(self) -> str:
-        method = self.extra.get("redaction_method", "delete")
+        # An empty value is unset: a connection form saves its empty fields as "" or null.
+        method = self.extra.get("redaction_method") or "delete"
         if method not in ("delete", "redaction_job"):
             raise ApiConfigurationError(
                 f"{self.stripe_conn_id}: redaction_method must be delete or redaction_job"
             )
         return method
+
+    @property
+    def preview_api_version(self) -> str:
+        """The ``Stripe-Version`` of redaction-job calls (empty in the connection: ours)."""
+        return self.extra.get("preview_api_version") or DEFAULT_PREVIEW_VERSION
 
     def get_conn(self) -> stripe.StripeClient:
         return self.client
@@ -249,9 +255,7 @@ class StripeHook(BaseHook):
         params: dict[str, Any] | None = None,
         key: str | None = None,
     ) -> dict[str, Any]:
-        options: dict[str, Any] = {
-            "stripe_version": self.extra.get("preview_api_version", DEFAULT_PREVIEW_VERSION)
-        }
+        options: dict[str, Any] = {"stripe_version": self.preview_api_version}
         if key:
             options["idempotency_key"] = key
 
@@ -333,8 +337,7 @@ class StripeHook(BaseHook):
             raise
         if not isinstance(page, dict) or page.get("object") != "list":
             raise CheckFailed(f"connection {conn}: GET {REDACTION_JOBS_PATH} did not answer a list")
-        version = self.extra.get("preview_api_version", DEFAULT_PREVIEW_VERSION)
-        return f"redaction jobs reachable (Stripe-Version {version})"
+        return f"redaction jobs reachable (Stripe-Version {self.preview_api_version})"
 
     # -- error mapping -----------------------------------------------------------------------
 
