@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from airflow.providers.http.notifications import HttpNotifier
 from airflow.sdk import DAG
+from airflow.serialization.serialized_objects import DagSerialization
 
 from gdpr_erasure.notifiers import DEFAULT_ALERT_CONN_ID, MAX_REASON_LENGTH, ComplianceAlertNotifier
 
@@ -67,7 +68,8 @@ def failure_context(message: str | None = None) -> dict[str, Any]:
     """A task failure's context whose exception and run id quote a person."""
     message = message or f"No such customer: '{CUSTOMER}' (email {EMAIL}, phone {PHONE})"
     return {
-        "dag": DAG(dag_id="gdpr_erasure", schedule=None),
+        # Rendered as native objects, as the pipeline's DAG is.
+        "dag": DAG(dag_id="gdpr_erasure", schedule=None, render_template_as_native_obj=True),
         "run_id": f"manual__{EMAIL}",
         "ti": SimpleNamespace(task_id="erase_batch.redact_stripe"),
         "exception": RuntimeError(message),
@@ -151,3 +153,47 @@ def test_a_long_reason_is_cut_after_it_is_scrubbed():
     alert = ComplianceAlertNotifier().alert(failure_context(f"{padding} {EMAIL}"))
     assert alert["reason"] == f"{padding} [red"
     assert_no_identifier(alert["reason"])
+
+
+def test_dag_test_callbacks_with_a_serialized_dag_still_send_the_alert(receiver):
+    """``dag.test()`` hands DAG callbacks a SerializedDAG, which has no template environment."""
+    context = failure_context()
+    context["dag"] = DagSerialization.from_dict(DagSerialization.to_dict(context["dag"]))
+    assert not hasattr(context["dag"], "get_template_env")
+    ComplianceAlertNotifier(endpoint="hooks/compliance")(context)
+    [request] = receiver.received
+    assert request["path"] == "/hooks/compliance"
+    assert receiver.payloads()[0]["dag_id"] == "gdpr_erasure"
+
+
+@pytest.mark.parametrize(
+    "run_id",
+    [
+        "manual__2026-11-29T12:02:46.681218+00:00",
+        "scheduled__2026-11-29T00:00:00+00:00",
+        "manual__2026-11-29T12:02:46+00:00_Xk3e9QaZ",
+    ],
+)
+def test_run_ids_airflow_made_are_kept_whole(run_id):
+    """The scrubber would take a timestamp's digits for a phone; the alert must name the run."""
+    context = failure_context()
+    context["run_id"] = run_id
+    assert ComplianceAlertNotifier().alert(context)["run_id"] == run_id
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [f"_{EMAIL}", f"_{PHONE}", "4155550100"],
+)
+def test_what_follows_airflows_timestamp_is_scrubbed(tail):
+    context = failure_context()
+    context["run_id"] = f"manual__2026-11-29T12:02:46+00:00{tail}"
+    run_id = ComplianceAlertNotifier().alert(context)["run_id"]
+    assert run_id.startswith("manual__2026-11-29T12:02:46+00:00")
+    assert_no_identifier(run_id)
+
+
+def test_digits_in_place_of_the_fraction_of_a_second_are_not_taken_for_a_timestamp():
+    context = failure_context()
+    context["run_id"] = "manual__2026-11-29T12:02:46.4155550100+00:00"
+    assert_no_identifier(ComplianceAlertNotifier().alert(context)["run_id"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from airflow.providers.common.compat.connection import get_async_connection
@@ -12,6 +13,10 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 from gdpr_erasure.pii import scrub
 
 DEFAULT_ALERT_CONN_ID = "gdpr_alerts"
+# How a run id Airflow made begins (manual__2026-11-29T12:02:46.681218+00:00): no identifier in it,
+# and the scrubber would take the timestamp's digits for a phone number. The rest (Airflow's random
+# suffix, or anything given by hand) is scrubbed like every other value.
+_AIRFLOW_RUN_ID = re.compile(r"[a-z_]+__\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?[+-]\d{2}:\d{2}")
 #: Longest alert reason sent: a traceback's first line is enough to find the task log.
 MAX_REASON_LENGTH = 2000
 
@@ -26,8 +31,9 @@ class ComplianceAlertNotifier(HttpNotifier):
     with a templated ``json``:
 
     * the payload is built from the callback's context, every value passed through
-      :func:`gdpr_erasure.pii.scrub`: an exception's message can quote an email or a phone, and an
-      alert receiver (Slack, a pager) is outside the erasure's reach;
+      :func:`gdpr_erasure.pii.scrub` (all but the timestamp of a run id Airflow made): an
+      exception's message can quote an email or a phone, and an alert receiver (Slack, a pager)
+      is outside the erasure's reach;
     * the payload is not a template field: Jinja would otherwise render an exception's text;
     * a missing connection is logged at ERROR with the alert and the callback returns: the
       alert is optional (README), and a crashing callback would only bury the failure it reports.
@@ -45,6 +51,20 @@ class ComplianceAlertNotifier(HttpNotifier):
         kwargs.setdefault("extra_options", {"timeout": 30})
         super().__init__(http_conn_id=http_conn_id, endpoint=endpoint, **kwargs)
 
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Render our fields; with the default Jinja environment if the DAG in ``context`` has none.
+
+        ``dag.test()`` runs DAG callbacks with a ``SerializedDAG``, which has no
+        ``get_template_env`` (Airflow 3.3.2), so every notifier's callback crashed there before
+        sending: the environment does not matter for our fields, the alert does.
+
+        :param context: the callback's Airflow context.
+        :param jinja_env: the Jinja environment to render with, if the caller has one.
+        """
+        if jinja_env is None and not hasattr(context.get("dag"), "get_template_env"):
+            jinja_env = self.get_template_env()
+        super().render_template_fields(context, jinja_env)
+
     def alert(self, context: Context) -> dict[str, Any]:
         """The alert for ``context``: where the failure is and why, scrubbed of identifiers.
 
@@ -60,8 +80,11 @@ class ComplianceAlertNotifier(HttpNotifier):
             "task_id": getattr(ti, "task_id", None),
             "reason": reason,
         }
-        # Every value, not only the reason: a manual run id is free text too.
+        # Every value, not only the reason: a run id given by hand is free text too.
         alert = {key: scrub(str(value)) if value is not None else None for key, value in alert.items()}
+        made = _AIRFLOW_RUN_ID.match(str(context.get("run_id")))
+        if made:
+            alert["run_id"] = made.group() + scrub(context["run_id"][made.end() :])
         # Cut after scrubbing: a cut email or phone may no longer look like one.
         alert["reason"] = alert["reason"][:MAX_REASON_LENGTH]
         return alert
