@@ -215,9 +215,10 @@ def stack_variables(
         "REDIS_DB": redis.path.strip("/") or "0",
         "AIRFLOW_PUBLIC_URL": api_url,
         "AIRFLOW_EXECUTION_API_URL": f"{api_url}/execution/",
-        "AIRFLOW_PASSWORDS_FILE": str(root / "auth" / "passwords.json"),
         "AIRFLOW_ADMIN_USERNAME": "admin",
         "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(18),
+        "AIRFLOW_AUDITOR_USERNAME": "auditor",
+        "AIRFLOW_AUDITOR_PASSWORD": secrets.token_urlsafe(18),
         "AIRFLOW_FERNET_KEY": Fernet.generate_key().decode(),
         "AIRFLOW_API_SECRET_KEY": secrets.token_hex(32),
         "AIRFLOW_JWT_SECRET": secrets.token_hex(32),
@@ -307,16 +308,23 @@ class ComposeStack:
         return self.variables["GDPR_INTAKE_SIGNING_SECRET"]
 
     def token(self, refresh: bool = False) -> str:
-        """A JWT for the admin user (``POST /auth/token``, the simple auth manager)."""
+        """A JWT for the admin user."""
         if self._token is None or refresh:
-            response = requests.post(
-                f"{self.api_url}/auth/token",
-                json={"username": self.username, "password": self.password},
-                timeout=30,
-            )
-            response.raise_for_status()
-            self._token = response.json()["access_token"]
+            self._token = self.login(self.username, self.password)
         return self._token
+
+    def login(self, username: str, password: str) -> str:
+        """A JWT for any user (``POST /auth/token``, which the FAB auth manager serves)."""
+        response = requests.post(
+            f"{self.api_url}/auth/token", json={"username": username, "password": password}, timeout=30
+        )
+        response.raise_for_status()
+        return response.json()["access_token"]
+
+    @property
+    def auditor(self) -> tuple[str, str]:
+        """The Auditor user airflow-init created (username, password)."""
+        return self.variables["AIRFLOW_AUDITOR_USERNAME"], self.variables["AIRFLOW_AUDITOR_PASSWORD"]
 
     def api(self, method: str, path: str, *, expect: int | tuple[int, ...] | None = None, **kwargs: Any):
         """``/api/v2`` call with the admin's token; ``expect`` checks the status code."""

@@ -89,6 +89,7 @@ def test_the_auditor_role_reads_what_a_viewer_reads_plus_the_audit_and_writes_no
     viewer_reads = {p for p in roles["Viewer"] if p[0] in ("can_read", "menu_access")}
     assert viewer_reads <= roles["Auditor"]
     assert ("can_read", "Task Logs") in roles["Auditor"]  # auditors review task logs
+    assert ("can_read", "Plugins") in roles["Auditor"]  # the UI's menu entry for the page
     writes = {p for p in roles["Auditor"] if p[0] not in ("can_read", "menu_access")}
     assert writes == {("can_edit", "My Password"), ("can_edit", "My Profile")}
 

@@ -1,5 +1,6 @@
-"""The Airflow UI in a real browser (Debian's Chromium driven by Playwright) on the Celery stack:
-sign in, trigger the DAG from its Params form, wait for the run, open the auditor page.
+"""The Airflow UI in a real browser (Debian's Chromium driven by Playwright) on the Celery stack,
+signed in through the FAB auth manager the compose file runs: an admin triggers the DAG from its
+Params form and waits for the run; an auditor (the Auditor role) opens the auditor page.
 
 Screenshots go to ``$GDPR_SCREENSHOTS_DIR`` (``make screenshots`` points it at docs/screenshots,
 which the README shows) or to a temporary directory.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,16 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PEOPLE = ("person-003", "no_stripe")
+
+
+def sign_in(page, api_url: str, username: str, password: str) -> None:
+    """Sign in on the auth manager's login page, like a person would."""
+    page.goto(f"{api_url}/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.locator("button[type=submit], input[type=submit]").first.click()
+    page.wait_for_url(f"{api_url}/**")
+    expect(page.locator("input[name=password]")).to_have_count(0)  # not back on the login page
 
 
 @pytest.fixture
@@ -57,12 +69,7 @@ def test_trigger_from_the_params_form_and_review_the_audit_page(celery_stack, br
         for run in stack.api("GET", "/dags/gdpr_erasure/dagRuns", expect=200).json()["dag_runs"]
     }
 
-    # Sign in like a person would.
-    page.goto(f"{stack.api_url}/")
-    page.fill("input[name=username]", stack.username)
-    page.fill("input[name=password]", stack.password)
-    page.click("button:has-text('Sign in')")
-    page.wait_for_url(f"{stack.api_url}/")
+    sign_in(page, stack.api_url, stack.username, stack.password)
 
     # Trigger from the DAG page's Params form, changing a parameter.
     page.goto(f"{stack.api_url}/dags/gdpr_erasure")
@@ -93,7 +100,9 @@ def test_trigger_from_the_params_form_and_review_the_audit_page(celery_stack, br
     page.wait_for_timeout(2000)
     page.screenshot(path=str(shots / "dag-run.png"))
 
-    # The auditor page, behind the same login, inside the UI (Browse > GDPR audit)...
+    # The auditor signs in (the Auditor role) and reads the page inside the UI (Browse > GDPR audit)...
+    page.context.clear_cookies()
+    sign_in(page, stack.api_url, *stack.auditor)
     page.goto(f"{stack.api_url}/plugin/gdpr-audit")
     frame = page.frame_locator("iframe").first
     expect(frame.locator("#chain-status")).to_contain_text("Audit chain intact")
@@ -106,15 +115,67 @@ def test_trigger_from_the_params_form_and_review_the_audit_page(celery_stack, br
     page.screenshot(path=str(shots / "auditor-page.png"), full_page=True)
 
 
-def test_the_auditor_page_refuses_anyone_not_signed_in(celery_stack):
+def test_the_auditor_page_answers_auditors_and_admins_only_and_auditors_write_nothing(celery_stack):
     import requests
 
-    response = requests.get(f"{celery_stack.api_url}/gdpr-audit/", timeout=30)
+    stack = celery_stack
+    response = requests.get(f"{stack.api_url}/gdpr-audit/", timeout=30)
     assert response.status_code == 401
-    signed_in = requests.get(
-        f"{celery_stack.api_url}/gdpr-audit/api/records",
-        headers={"Authorization": f"Bearer {celery_stack.token()}"},
+
+    # A plain viewer, created as an operator would (Airflow's own users command).
+    viewer_password = "viewer-" + os.urandom(8).hex()
+    created = subprocess.run(
+        [
+            "airflow",
+            "users",
+            "create",
+            "--role",
+            "Viewer",
+            "--username",
+            "viewer",
+            "--password",
+            viewer_password,
+            "--firstname",
+            "V",
+            "--lastname",
+            "Iewer",
+            "--email",
+            "viewer@localhost",
+        ],
+        env=stack.env["airflow-apiserver"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert created.returncode == 0, created.stderr[-2000:]
+
+    def records(token: str) -> requests.Response:
+        return requests.get(
+            f"{stack.api_url}/gdpr-audit/api/records",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+
+    auditor_token = stack.login(*stack.auditor)
+    assert records(stack.token()).status_code == 200
+    answer = records(auditor_token)
+    assert answer.status_code == 200 and "summary" in answer.json()
+    export = requests.get(
+        f"{stack.api_url}/gdpr-audit/export?format=json",
+        headers={"Authorization": f"Bearer {auditor_token}"},
         timeout=30,
     )
-    assert signed_in.status_code == 200
-    assert "summary" in signed_in.json()
+    assert export.status_code == 200
+    refused = records(stack.login("viewer", viewer_password))
+    assert refused.status_code == 403
+    assert "GDPR Audit" in refused.json()["detail"]
+
+    # The auditor reads the DAG and its runs, and can change nothing.
+    headers = {"Authorization": f"Bearer {auditor_token}"}
+    base = f"{stack.api_url}/api/v2/dags/gdpr_erasure"
+    assert requests.get(f"{base}/dagRuns", headers=headers, timeout=30).status_code == 200
+    assert (
+        requests.post(f"{base}/dagRuns", json={"logical_date": None}, headers=headers, timeout=30).status_code
+        == 403
+    )
+    assert requests.patch(base, json={"is_paused": True}, headers=headers, timeout=30).status_code == 403

@@ -167,6 +167,23 @@ def test_the_pipeline_runs_as_a_role_that_does_not_own_the_compliance_store(comp
     assert 'CREATE DATABASE "{db_name}" OWNER "{db_owner}"' in script
 
 
+def test_the_stack_runs_a_production_auth_manager_with_an_auditor_role(compose):
+    """FAB, not the simple auth manager (which Airflow documents as for development only): the
+    Auditor role is synced after every migration, users are created with passwords from .env that
+    reach airflow-init only and never a command line."""
+    env = filled_env()
+    common = service_environment({"services": {"x": compose["x-airflow-common"]}}, "x", env)
+    assert common["AIRFLOW__CORE__AUTH_MANAGER"].endswith("fab_auth_manager.FabAuthManager")
+    assert not any(key.startswith("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER") for key in common)
+    script = service_command(compose, INIT_SERVICE, env)[-1]
+    assert script.index("airflow db migrate") < script.index("gdpr-erasure roles sync")
+    assert "ensure_user(" in script and '"Auditor"' in script
+    assert "users create" not in script  # no password in a process list
+    for name in (*AIRFLOW_SERVICES, "flower", "airflow-cli"):
+        own = service_environment(compose, name, env)
+        assert "AIRFLOW_ADMIN_PASSWORD" not in own and "AIRFLOW_AUDITOR_PASSWORD" not in own, name
+
+
 def test_the_init_script_parses():
     compose = load_compose()
     script = service_command(compose, INIT_SERVICE, filled_env())[-1]

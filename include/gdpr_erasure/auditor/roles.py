@@ -8,7 +8,9 @@ creates it, then keeps the role to exactly this:
 
 * every read (``can_read``, ``menu_access``) the ``Viewer`` role has: the DAG, its runs and task
   logs, which auditors review;
-* ``can_read`` on ``GDPR Audit`` (the page, its data API and its exports);
+* ``can_read`` on ``GDPR Audit`` (the page, its data API and its exports), and on ``Plugins``:
+  the UI learns of the page's menu entry (Browse > GDPR audit) from the plugins list, which FAB
+  gives only to ``Admin`` (without it the entry is missing and its URL a 404);
 * nothing that writes, apart from the user's own password and profile: any other permission found
   on the role is removed, whoever added it;
 
@@ -26,6 +28,7 @@ from typing import Any
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 AUDITOR_ROLE = "Auditor"
 AUDIT_RESOURCE = "GDPR Audit"
+PLUGINS_RESOURCE = "Plugins"  # FAB's resource for Airflow's plugins list (AccessView.PLUGINS)
 READ_ACTIONS = frozenset({"can_read", "menu_access"})
 # Self-service edits every Airflow user keeps (changing one's own password is not writing data).
 SELF_SERVICE = frozenset({("can_edit", "My Password"), ("can_edit", "My Profile")})
@@ -90,6 +93,8 @@ def sync_auditor_role(
             raise RolesError(f"no {base_role} role: run `airflow db migrate` (it creates FAB's roles) first")
         wanted = {_key(p): p for p in base.permissions if allowed(*_key(p))}
         wanted[_key(audit)] = audit
+        plugins = sm.create_permission("can_read", PLUGINS_RESOURCE)
+        wanted[_key(plugins)] = plugins
 
         sync = RoleSync(role=role)
         auditors = sm.find_role(role)
@@ -111,3 +116,32 @@ def sync_auditor_role(
             sm.add_permission_to_role(admin, audit)
             sync.admin_granted = True
         return sync
+
+
+def ensure_user(username: str, password: str, role: str, email: str = "") -> bool:
+    """Create the FAB user ``username`` with ``role`` unless it exists; True if it was created.
+
+    An existing user keeps their password (it may have been changed in the UI since) and gets
+    ``role`` added if they lack it. The password never goes through a command line.
+
+    :param username: the login.
+    :param password: the initial password.
+    :param role: ``Admin`` or ``Auditor`` (created by :func:`sync_auditor_role` first).
+    :param email: FAB requires one; defaults to ``<username>@localhost``.
+    """
+    with fab_security_manager() as sm:
+        wanted = sm.find_role(role)
+        if wanted is None:
+            raise RolesError(f"no {role} role: run `gdpr-erasure roles sync` first")
+        user = sm.find_user(username=username)
+        if user is None:
+            created = sm.add_user(
+                username, username, role, email or f"{username}@localhost", wanted, password
+            )
+            if not created:
+                raise RolesError(f"FAB could not create the user {username} (see the log above)")
+            return True
+        if wanted not in user.roles:
+            user.roles.append(wanted)
+            sm.update_user(user)
+        return False
