@@ -15,12 +15,11 @@ import airflow.sdk  # noqa: F401
 import pytest
 from intake_support import ThreadedServer, connection_json, count_rows
 from store_backends import backends, throwaway_database
+from support.intake import CONTROLLER_ID
 
 from gdpr_erasure.intake.app import create_app
 from gdpr_erasure.intake.settings import IntakeSettings
 from gdpr_erasure.store import ComplianceStore, schema
-
-CONTROLLER_ID = "acme-test"
 
 
 @pytest.fixture(scope="session", params=backends())

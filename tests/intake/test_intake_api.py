@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 
 import pytest
 import requests
-from conftest import CONTROLLER_ID
 from intake_support import (
     CUSTOMER,
     EMAIL,
@@ -29,6 +28,7 @@ from intake_support import (
     post,
     signed_headers,
 )
+from support.intake import CONTROLLER_ID
 
 from gdpr_erasure.hashing import identifiers_hash, load_hash_key
 from gdpr_erasure.identifiers import SubjectIdentifiers
