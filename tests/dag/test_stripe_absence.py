@@ -11,10 +11,10 @@ import json
 import logging
 
 from gdpr_erasure import steps
+from gdpr_erasure.batch import RequestScope
 from gdpr_erasure.hashing import keyed_hash, load_hash_key, stripe_tag
 from gdpr_erasure.hooks.stripe import StripeHook
 from gdpr_erasure.identifiers import SubjectIdentifiers
-from gdpr_erasure.operators.base import RequestScope
 from gdpr_erasure.operators.resolve import ResolveIdentityOperator
 from gdpr_erasure.store import RequestStatus
 

@@ -11,6 +11,7 @@ from airflow.sdk import Context, TriggerRule
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from gdpr_erasure import steps
+from gdpr_erasure.batch import RequestScope, as_request_ids, is_dry_run, run_batch
 from gdpr_erasure.hashing import (
     ALGORITHM,
     HashKey,
@@ -23,13 +24,7 @@ from gdpr_erasure.hashing import (
 from gdpr_erasure.ledger.heads import load_ledger_key
 from gdpr_erasure.ledger.log import Ledger
 from gdpr_erasure.ledger.witness import witness_from_connection
-from gdpr_erasure.operators.base import (
-    ErasureStepOperator,
-    RequestScope,
-    as_request_ids,
-    is_dry_run,
-    run_batch,
-)
+from gdpr_erasure.operators.base import ErasureStepOperator
 from gdpr_erasure.store import AuditRecordExists, ErasureRequest, RequestStatus, StepResult, StepStatus
 
 AUDIT_SCHEMA = "gdpr-erasure-audit/1"

@@ -1,172 +1,32 @@
-"""What every erasure operator shares: a batch of request ids, the store, dry runs, log groups.
+"""The base class of the operators that perform one erasure step for a batch of requests.
 
-Each mapped task instance works on a *batch* of requests (``request_ids``), several at a time
-in threads: one Airflow task per request and step costs about 0.3 s of CPU and a scheduling
-round trip, which would dominate a backlog (docs/benchmarks.md). Each
-request is still handled on its own: its outcome is recorded in the store under its id, its
-log lines appear together in one log group, and its failure never stops the rest of the batch.
+The batch runtime it stands on (request scopes, log groups, threads, dry runs, the store) is in
+:mod:`gdpr_erasure.batch`, shared with the sensors.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from functools import cached_property
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException
 
+from gdpr_erasure.batch import (
+    DEFAULT_CONCURRENCY,
+    BatchIncomplete,
+    ComplianceStoreMixin,
+    RequestScope,
+    UpstreamNotDone,
+    as_request_ids,
+    is_dry_run,
+    run_batch,
+    will_retry,
+)
 from gdpr_erasure.hooks.errors import PermanentApiError
-from gdpr_erasure.store import ComplianceStore, StepResult, StepStatus
-from gdpr_erasure.store.engine import DEFAULT_CONN_ID, resolve_db_url
-from gdpr_erasure.store.types import utcnow
-
-#: Requests of one batch worked on at the same time (threads; each makes its own API calls).
-DEFAULT_CONCURRENCY = int(os.environ.get("GDPR_ERASURE_CONCURRENCY", "8"))
-
-_log_lock = threading.Lock()
-
-
-def is_dry_run(context: Context) -> bool:
-    params = context.get("params") or {}
-    return bool(params.get("dry_run", False))
-
-
-def as_request_ids(value: Any) -> list[str]:
-    """A batch as a list of ids; a single id (or a list of batches) is accepted too."""
-    if not value:
-        return []
-    if isinstance(value, str):
-        return [value]
-    ids: list[str] = []
-    for item in value:
-        ids.extend(as_request_ids(item) if not isinstance(item, str) else [item])
-    return ids
-
-
-@contextmanager
-def log_group(log, title: str) -> Iterator[None]:
-    """An Airflow log group (collapsible in the UI's log view)."""
-    log.info("::group::%s", title)
-    try:
-        yield
-    finally:
-        log.info("::endgroup::")
-
-
-class UpstreamNotDone(Exception):
-    """An earlier step of this request did not succeed: this step leaves the request alone and
-    ``write_audit`` records why it failed."""
-
-
-class RequestLog:
-    """One request's log lines, held back while other requests of the batch log theirs, then
-    written together as one log group (:meth:`flush`). Progress lines go out at once."""
-
-    def __init__(self, log, request_id: str) -> None:
-        self._log = log
-        self.request_id = request_id
-        self._lines: list[tuple[str, str, tuple]] = []
-
-    def info(self, msg: str, *args: Any) -> None:
-        self._lines.append(("info", msg, args))
-
-    def warning(self, msg: str, *args: Any) -> None:
-        self._lines.append(("warning", msg, args))
-
-    def error(self, msg: str, *args: Any) -> None:
-        self._lines.append(("error", msg, args))
-
-    def progress(self, msg: str, *args: Any) -> None:
-        self._log.info("%s: " + msg, self.request_id, *args)
-
-    def flush(self, title: str) -> None:
-        with _log_lock, log_group(self._log, title):
-            for level, msg, args in self._lines:
-                getattr(self._log, level)(msg, *args)
-        self._lines.clear()
-
-
-class RequestScope:
-    """One request as seen by a step: its id, its recorded steps and its log.
-
-    The recorded steps are read once, when first needed, and kept up to date with what this
-    step records: the other tasks working on the request at the same time write other steps.
-    """
-
-    def __init__(self, store: ComplianceStore, request_id: str, log) -> None:
-        self.store = store
-        self.id = request_id
-        self.log = RequestLog(log, request_id)
-        self._steps: dict[str, StepResult] | None = None
-
-    @property
-    def steps(self) -> dict[str, StepResult]:
-        if self._steps is None:
-            self._steps = self.store.steps(self.id)
-        return self._steps
-
-    def step(self, name: str) -> StepResult | None:
-        return self.steps.get(name)
-
-    def record(self, name: str, status: StepStatus, result: dict[str, Any] | None = None) -> None:
-        self.store.record_step(self.id, name, status, result)
-        previous = self.steps.get(name)
-        self.steps[name] = StepResult(
-            step=name,
-            status=status,
-            result=dict(result or {}),
-            attempts=(previous.attempts + 1) if previous else 1,
-            updated_at=utcnow(),
-        )
-
-    def finished_step(self, name: str, proof: str | None = None) -> StepResult | None:
-        """The step's earlier result if it finished and its proof (if any) did not fail: a rerun
-        (task retry, crash recovery, the next run re-checking) then leaves it alone."""
-        steps = self.steps
-        done = steps.get(name)
-        if done is None or done.status in (StepStatus.FAILED, StepStatus.PENDING):
-            return None
-        if proof is not None and proof in steps and steps[proof].status is StepStatus.FAILED:
-            return None  # the provider said the deletion failed: do it again
-        return done
-
-    def resolved(self) -> dict[str, Any]:
-        """What ``resolve_identity`` found for this request (ids only)."""
-        result = self.step("resolve")
-        if result is None or result.status is not StepStatus.DONE:
-            raise UpstreamNotDone(f"request {self.id} has not been resolved")
-        return result.result
-
-
-class BatchIncomplete(AirflowException):
-    """Some requests of the batch hit errors that may pass (provider outage outlasting the
-    hook's retries, a crash of a dependency): Airflow retries the task, which redoes only those."""
-
-
-def run_batch(ids: list[str], work: Callable[[str], Any], concurrency: int) -> list[Any]:
-    """``work(id)`` for every id, ``concurrency`` at a time, results in the order of ``ids``."""
-    if concurrency <= 1 or len(ids) <= 1:
-        return [work(rid) for rid in ids]
-    with ThreadPoolExecutor(max_workers=min(concurrency, len(ids)), thread_name_prefix="erase") as pool:
-        return list(pool.map(work, ids))
-
-
-class ComplianceStoreMixin:
-    """Access to the compliance store named by an Airflow connection (or the default)."""
-
-    compliance_conn_id: str
-
-    @cached_property
-    def store(self) -> ComplianceStore:
-        # No pre-ping: a task process lives for one task, and a dead connection fails the
-        # transaction, which the task's retry repeats.
-        return ComplianceStore.from_url(resolve_db_url(conn_id=self.compliance_conn_id), pre_ping=False)
+from gdpr_erasure.store import StepStatus
+from gdpr_erasure.store.engine import DEFAULT_CONN_ID
 
 
 class ErasureStepOperator(ComplianceStoreMixin, BaseOperator):
@@ -254,8 +114,7 @@ class ErasureStepOperator(ComplianceStoreMixin, BaseOperator):
         self.log.info("%s: %d request(s): %s", self.task_id, len(ids), dict(sorted(counts.items())))
         errors = {rid: reason for rid, (kind, reason) in zip(ids, outcomes, strict=True) if kind == "error"}
         if errors:
-            ti = context.get("ti")
-            if ti is not None and ti.try_number <= (self.retries or 0):
+            if will_retry(context, self.retries):
                 raise BatchIncomplete(
                     f"{len(errors)} of {len(ids)} request(s) hit errors; retrying them "
                     f"(what succeeded is kept): {errors}"

@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.configuration import conf
 
-from gdpr_erasure.operators.base import ComplianceStoreMixin, is_dry_run
+from gdpr_erasure.batch import ComplianceStoreMixin, is_dry_run
 from gdpr_erasure.store import RequestStatus
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID
 

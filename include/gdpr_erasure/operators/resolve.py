@@ -8,10 +8,11 @@ from typing import Any
 from airflow.sdk import Context
 
 from gdpr_erasure import steps
+from gdpr_erasure.batch import RequestScope, is_dry_run
 from gdpr_erasure.hooks.segment import SegmentHook
 from gdpr_erasure.hooks.stripe import StripeHook
 from gdpr_erasure.hooks.twilio import TwilioHook
-from gdpr_erasure.operators.base import ErasureStepOperator, RequestScope, is_dry_run
+from gdpr_erasure.operators.base import ErasureStepOperator
 from gdpr_erasure.pii import mask_identifiers
 from gdpr_erasure.store import StepStatus
 

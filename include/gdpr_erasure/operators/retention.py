@@ -8,8 +8,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context, TriggerRule
 
+from gdpr_erasure.batch import ComplianceStoreMixin, is_dry_run, log_group
 from gdpr_erasure.hashing import identifiers_hash, load_hash_key
-from gdpr_erasure.operators.base import ComplianceStoreMixin, is_dry_run, log_group
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID
 from gdpr_erasure.store.types import utcnow
 

@@ -7,9 +7,10 @@ from typing import Any
 from airflow.sdk import Context
 
 from gdpr_erasure import steps
+from gdpr_erasure.batch import RequestScope
 from gdpr_erasure.hooks.errors import ProviderQuotaExhausted
 from gdpr_erasure.hooks.segment import SegmentHook
-from gdpr_erasure.operators.base import ErasureStepOperator, RequestScope
+from gdpr_erasure.operators.base import ErasureStepOperator
 from gdpr_erasure.store import StepStatus
 
 

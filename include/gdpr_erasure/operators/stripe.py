@@ -8,9 +8,10 @@ from typing import Any
 from airflow.sdk import Context
 
 from gdpr_erasure import steps
+from gdpr_erasure.batch import RequestScope
 from gdpr_erasure.hashing import StripeTagger
 from gdpr_erasure.hooks.stripe import StripeHook, idempotency_key, is_deleted_stub
-from gdpr_erasure.operators.base import ErasureStepOperator, RequestScope
+from gdpr_erasure.operators.base import ErasureStepOperator
 from gdpr_erasure.store import StepStatus
 
 GDPR_STATUS = "redacted"

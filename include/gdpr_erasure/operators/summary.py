@@ -10,7 +10,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context, TriggerRule
 from airflow.sdk.exceptions import AirflowFailException
 
-from gdpr_erasure.operators.base import ComplianceStoreMixin, as_request_ids, is_dry_run, log_group
+from gdpr_erasure.batch import ComplianceStoreMixin, as_request_ids, is_dry_run, log_group
 from gdpr_erasure.store import RequestStatus
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID
 from gdpr_erasure.store.types import utcnow

@@ -7,8 +7,9 @@ from typing import Any, Literal
 from airflow.sdk import Context
 
 from gdpr_erasure import steps
+from gdpr_erasure.batch import RequestLog, RequestScope
 from gdpr_erasure.hooks.twilio import TwilioHook
-from gdpr_erasure.operators.base import ErasureStepOperator, RequestLog, RequestScope
+from gdpr_erasure.operators.base import ErasureStepOperator
 from gdpr_erasure.pii import mask_identifiers
 from gdpr_erasure.store import StepStatus
 

@@ -10,12 +10,13 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
-from gdpr_erasure.operators.base import (
+from gdpr_erasure.batch import (
     DEFAULT_CONCURRENCY,
     ComplianceStoreMixin,
     as_request_ids,
     is_dry_run,
     run_batch,
+    will_retry,
 )
 from gdpr_erasure.store import StepStatus
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID
@@ -124,8 +125,7 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
             else:
                 self._finish(rid, state, evidence)
         if errors:
-            ti = context.get("ti")
-            if ti is not None and ti.try_number <= (self.retries or 0):
+            if will_retry(context, self.retries):
                 raise AirflowException(f"checks kept failing for {len(errors)} request(s): {errors}")
             for rid, reason in errors.items():
                 self._finish(rid, "failed", {"reason": reason})

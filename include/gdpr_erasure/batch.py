@@ -1,0 +1,215 @@
+"""The batch runtime every erasure task shares, operators and sensors alike.
+
+Each mapped task instance works on a *batch* of requests (``request_ids``), several at a time
+in threads: one Airflow task per request and step costs about 0.3 s of CPU and a scheduling
+round trip, which would dominate a backlog (docs/benchmarks.md). Each request is still handled
+on its own: its outcome is recorded in the store under its id, its log lines appear together in
+one log group, and its failure never stops the rest of the batch.
+
+This module holds what that takes: the request's view of the store (:class:`RequestScope`) and
+its log (:class:`RequestLog`), running a batch in threads (:func:`run_batch`), the dry-run and
+retry-or-settle checks, and the store of the ``compliance_db`` connection
+(:class:`ComplianceStoreMixin`). It sits below ``operators/`` and ``sensors/``, which both
+import it; it imports neither.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowException
+
+from gdpr_erasure import steps
+from gdpr_erasure.store import ComplianceStore, StepResult, StepStatus
+from gdpr_erasure.store.engine import resolve_db_url
+from gdpr_erasure.store.types import utcnow
+
+#: Requests of one batch worked on at the same time (threads; each makes its own API calls).
+DEFAULT_CONCURRENCY = int(os.environ.get("GDPR_ERASURE_CONCURRENCY", "8"))
+
+_log_lock = threading.Lock()
+
+
+def is_dry_run(context: Context) -> bool:
+    """Whether the run was triggered with ``dry_run`` (resolve and report, change nothing).
+
+    :param context: the task's context.
+    """
+    params = context.get("params") or {}
+    return bool(params.get("dry_run", False))
+
+
+def will_retry(context: Context, retries: int | None) -> bool:
+    """Whether Airflow runs the task again if it fails now. Errors that may pass (a provider
+    outage outlasting the hook's retries) fail the task while tries remain, so the retry redoes
+    only those requests; on the last try they are settled instead, so the rest of the batch goes
+    on and ``write_audit`` marks them failed.
+
+    :param context: the task's context.
+    :param retries: the task's ``retries``.
+    """
+    ti = context.get("ti")
+    return ti is not None and ti.try_number <= (retries or 0)
+
+
+def as_request_ids(value: Any) -> list[str]:
+    """A batch as a list of ids; a single id (or a list of batches) is accepted too.
+
+    :param value: the rendered ``request_ids`` of a task.
+    """
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [value]
+    ids: list[str] = []
+    for item in value:
+        ids.extend(as_request_ids(item) if not isinstance(item, str) else [item])
+    return ids
+
+
+@contextmanager
+def log_group(log, title: str) -> Iterator[None]:
+    """An Airflow log group (collapsible in the UI's log view).
+
+    :param log: the task's logger.
+    :param title: the group's title.
+    """
+    log.info("::group::%s", title)
+    try:
+        yield
+    finally:
+        log.info("::endgroup::")
+
+
+class UpstreamNotDone(Exception):
+    """An earlier step of this request did not succeed: this step leaves the request alone and
+    ``write_audit`` records why it failed."""
+
+
+class BatchIncomplete(AirflowException):
+    """Some requests of the batch hit errors that may pass (provider outage outlasting the
+    hook's retries, a crash of a dependency): Airflow retries the task, which redoes only those."""
+
+
+class RequestLog:
+    """One request's log lines, held back while other requests of the batch log theirs, then
+    written together as one log group (:meth:`flush`). Progress lines go out at once.
+
+    :param log: the task's logger.
+    :param request_id: the request the lines are about.
+    """
+
+    def __init__(self, log, request_id: str) -> None:
+        self._log = log
+        self.request_id = request_id
+        self._lines: list[tuple[str, str, tuple]] = []
+
+    def info(self, msg: str, *args: Any) -> None:
+        self._lines.append(("info", msg, args))
+
+    def warning(self, msg: str, *args: Any) -> None:
+        self._lines.append(("warning", msg, args))
+
+    def error(self, msg: str, *args: Any) -> None:
+        self._lines.append(("error", msg, args))
+
+    def progress(self, msg: str, *args: Any) -> None:
+        self._log.info("%s: " + msg, self.request_id, *args)
+
+    def flush(self, title: str) -> None:
+        with _log_lock, log_group(self._log, title):
+            for level, msg, args in self._lines:
+                getattr(self._log, level)(msg, *args)
+        self._lines.clear()
+
+
+class RequestScope:
+    """One request as seen by a step: its id, its recorded steps and its log.
+
+    The recorded steps are read once, when first needed, and kept up to date with what this
+    step records: the other tasks working on the request at the same time write other steps.
+
+    :param store: the compliance store.
+    :param request_id: the request.
+    :param log: the task's logger (the request's lines are grouped, see :class:`RequestLog`).
+    """
+
+    def __init__(self, store: ComplianceStore, request_id: str, log) -> None:
+        self.store = store
+        self.id = request_id
+        self.log = RequestLog(log, request_id)
+        self._steps: dict[str, StepResult] | None = None
+
+    @property
+    def steps(self) -> dict[str, StepResult]:
+        if self._steps is None:
+            self._steps = self.store.steps(self.id)
+        return self._steps
+
+    def step(self, name: str) -> StepResult | None:
+        return self.steps.get(name)
+
+    def record(self, name: str, status: StepStatus, result: dict[str, Any] | None = None) -> None:
+        self.store.record_step(self.id, name, status, result)
+        previous = self.steps.get(name)
+        self.steps[name] = StepResult(
+            step=name,
+            status=status,
+            result=dict(result or {}),
+            attempts=(previous.attempts + 1) if previous else 1,
+            updated_at=utcnow(),
+        )
+
+    def finished_step(self, name: str, proof: str | None = None) -> StepResult | None:
+        """The step's earlier result if it finished and its proof (if any) did not fail: a rerun
+        (task retry, crash recovery, the next run re-checking) then leaves it alone.
+
+        :param name: the step.
+        :param proof: the verification step that proves it, if any.
+        """
+        steps_ = self.steps
+        done = steps_.get(name)
+        if done is None or done.status in (StepStatus.FAILED, StepStatus.PENDING):
+            return None
+        if proof is not None and proof in steps_ and steps_[proof].status is StepStatus.FAILED:
+            return None  # the provider said the deletion failed: do it again
+        return done
+
+    def resolved(self) -> dict[str, Any]:
+        """What ``resolve_identity`` found for this request (ids only)."""
+        result = self.step(steps.RESOLVE)
+        if result is None or result.status is not StepStatus.DONE:
+            raise UpstreamNotDone(f"request {self.id} has not been resolved")
+        return result.result
+
+
+def run_batch(ids: list[str], work: Callable[[str], Any], concurrency: int) -> list[Any]:
+    """``work(id)`` for every id, ``concurrency`` at a time, results in the order of ``ids``.
+
+    :param ids: the batch's request ids.
+    :param work: what to do for one request.
+    :param concurrency: requests worked on at the same time (threads).
+    """
+    if concurrency <= 1 or len(ids) <= 1:
+        return [work(rid) for rid in ids]
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(ids)), thread_name_prefix="erase") as pool:
+        return list(pool.map(work, ids))
+
+
+class ComplianceStoreMixin:
+    """Access to the compliance store named by an Airflow connection (or the default)."""
+
+    compliance_conn_id: str
+
+    @cached_property
+    def store(self) -> ComplianceStore:
+        # No pre-ping: a task process lives for one task, and a dead connection fails the
+        # transaction, which the task's retry repeats.
+        return ComplianceStore.from_url(resolve_db_url(conn_id=self.compliance_conn_id), pre_ping=False)
