@@ -182,12 +182,12 @@ class RequestScope:
             return None  # the provider said the deletion failed: do it again
         return done
 
-    def resolved(self) -> dict[str, Any]:
+    def resolved(self) -> steps.Resolution:
         """What ``resolve_identity`` found for this request (ids only)."""
         result = self.step(steps.RESOLVE)
         if result is None or result.status is not StepStatus.DONE:
             raise UpstreamNotDone(f"request {self.id} has not been resolved")
-        return result.result
+        return steps.result_as(steps.Resolution, result)
 
 
 def run_batch(ids: list[str], work: Callable[[str], Any], concurrency: int) -> list[Any]:

@@ -1,10 +1,22 @@
-"""Names of the per-request steps, as stored in ``erasure_steps`` and shown in the audit record.
+"""The per-request steps: their names, as stored in ``erasure_steps`` and shown in the audit
+record, and the results each one stores, which later steps read.
 
 Each purge step writes its outcome under its own name; each verification writes under
 ``verify_<system>``. The audit operator reads them all back to decide the request's outcome.
+
+The results are ``TypedDict``s: what is stored is the dict itself, as JSON, so a result written
+by an earlier release reads unchanged and the audit record, which embeds some of them
+(proofs, Stripe customer outcomes), keeps its exact bytes. Keys are optional unless a class
+says otherwise, because a step stores part of its result before it is done (a Stripe
+timestamp, a Twilio inventory) and a failure adds ``reason`` to whatever was there.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, cast
+
+if TYPE_CHECKING:
+    from gdpr_erasure.store import StepResult
 
 RESOLVE = "resolve"
 TWILIO_PROFILE = "purge_twilio_profile"
@@ -23,3 +35,232 @@ PURGE_STEPS: dict[str, str | None] = {
     SEGMENT: VERIFY_SEGMENT,
     STRIPE: VERIFY_STRIPE,
 }
+
+
+# -- resolve ---------------------------------------------------------------------------------
+
+
+class _SegmentIds(TypedDict):
+    segment_ids: list[str]
+    #: Emptied once the request is closed (Segment user ids can be emails).
+    user_ids: list[str]
+
+
+class SegmentIds(_SegmentIds, total=False):
+    """The person's Segment profiles and the user ids a regulation names."""
+
+    #: Their keyed hashes, set once the request is closed.
+    user_ids_hmac: list[str]
+
+
+class TwilioIds(TypedDict):
+    """The person's Twilio Memory profiles, and whether there is a phone whose history to search."""
+
+    memory_profile_ids: list[str]
+    has_phone: bool
+
+
+class AbsentCustomer(TypedDict):
+    """A ``cus_`` id given at intake that was already gone at resolve: not our erasure."""
+
+    outcome: Literal["never_existed", "deleted_before_resolve"]
+    #: The answer that showed it: ``not_found`` or ``deleted_stub``.
+    evidence: str
+    checked_at: str
+
+
+class _StripeIds(TypedDict):
+    #: Live customers to erase; emptied once the request is closed (see ``customer_tags``).
+    customer_ids: list[str]
+    #: Customer -> how it was found (``given`` or ``email``); keyed by tag once closed.
+    matched_by: dict[str, str]
+    #: Keyed by tag once closed.
+    absent_at_resolve: dict[str, AbsentCustomer]
+
+
+class StripeIds(_StripeIds, total=False):
+    """The person's Stripe customers."""
+
+    #: The tags of ``customer_ids``, set once the request is closed.
+    customer_tags: list[str]
+
+
+class Resolution(TypedDict, total=False):
+    """Step ``resolve``: every profile that holds the person's identifiers (ids only)."""
+
+    segment: SegmentIds
+    twilio: TwilioIds
+    stripe: StripeIds
+    reason: str
+
+
+# -- purges ----------------------------------------------------------------------------------
+
+DeleteOutcome = Literal["deleted", "already_absent"]
+
+
+class TwilioProfilePurge(TypedDict, total=False):
+    """Step ``purge_twilio_profile``; skipped with ``reason`` when there is no profile."""
+
+    profile_ids: list[str]
+    outcomes: dict[str, DeleteOutcome]
+    reason: str
+
+
+#: Items per kind: messages, calls, recordings, transcriptions, conversations.
+HistoryCounts = dict[str, int]
+
+
+class TwilioHistoryPurge(TypedDict, total=False):
+    """Step ``purge_twilio_history``. ``found`` is the first attempt's inventory, kept across
+    reruns; ``deleted`` is ``found`` minus ``remaining_after`` (which must be all zero)."""
+
+    found: HistoryCounts
+    deleted: HistoryCounts
+    remaining_after: HistoryCounts
+    conversation_services_searched: int
+    reason: str
+
+
+class SegmentErasure(TypedDict, total=False):
+    """Step ``erase_segment``: the regulation created (done), or the quota it waits for
+    (pending with ``waiting_for`` and ``not_before``), or why none was needed (skipped)."""
+
+    regulation_id: str
+    regulation_type: str
+    subjects: int
+    #: Regulations Segment reported failed; each retry creates a new one.
+    failed_regulation_ids: list[str]
+    waiting_for: Literal["quota"]
+    #: ISO 8601: when Segment's quota allows the regulation.
+    not_before: str
+    reason: str
+
+
+StripeOutcome = Literal["pending", "deleted", "already_absent", "tagged_for_redaction", "redacted"]
+
+
+class _StripeCustomerRecord(TypedDict):
+    outcome: StripeOutcome
+
+
+class StripeCustomerRecord(_StripeCustomerRecord, total=False):
+    """One customer in step ``redact_stripe`` (the audit record copies it)."""
+
+    #: The answer that settled it: ``deleted_stub`` or ``not_found``.
+    evidence: str
+    evidence_from: Literal["tag", "delete"]
+    tag_confirmed: bool
+    redaction_job_id: str
+
+
+class StripeRedaction(TypedDict, total=False):
+    """Step ``redact_stripe``. ``deletion_ts`` is fixed before Stripe sees it, so a rerun sends
+    the same tag with the same idempotency key. ``customers`` is keyed by ``cus_`` id until
+    the request is closed, by tag after."""
+
+    deletion_ts: int
+    method: Literal["delete", "redaction_job"]
+    customers: dict[str, StripeCustomerRecord]
+    redaction_job_id: str
+    redaction_job_status: str
+    failed_redaction_job_ids: list[str]
+    reason: str
+
+
+# -- proofs (the verify_* steps) --------------------------------------------------------------
+
+
+class TwilioProfileProof(TypedDict, total=False):
+    """Step ``verify_twilio_profile``: every deleted Memory profile answered 404."""
+
+    profiles: list[str]
+    gone_at: str
+    summary: str
+    reason: str
+
+
+class SegmentRegulationProof(TypedDict, total=False):
+    """Step ``verify_segment``: the regulation's ``overallStatus`` (``FINISHED`` proves it);
+    a failed one keeps Segment's ``streamStatus`` and the reason drawn from it."""
+
+    regulation_id: str
+    status: str | None
+    finished_at: str | None
+    checked_at: str
+    stream_status: list[Any] | None
+    summary: str
+    reason: str
+
+
+class StripeCustomerProof(TypedDict):
+    """One customer read as gone: which answer proved it (``deleted_stub`` or ``not_found``)."""
+
+    state: Literal["deleted"]
+    evidence: str
+    checked_at: str
+
+
+class StripeProof(TypedDict, total=False):
+    """Step ``verify_stripe``: per customer, keyed by tag (never by ``cus_`` id), or the
+    redaction job's status (``succeeded`` proves it)."""
+
+    customers: dict[str, StripeCustomerProof]
+    redaction_job_id: str
+    status: str | None
+    checked_at: str
+    summary: str
+    reason: str
+
+
+#: The result each step stores.
+RESULT_TYPES: dict[str, type] = {
+    RESOLVE: Resolution,
+    TWILIO_PROFILE: TwilioProfilePurge,
+    TWILIO_HISTORY: TwilioHistoryPurge,
+    SEGMENT: SegmentErasure,
+    STRIPE: StripeRedaction,
+    VERIFY_TWILIO_PROFILE: TwilioProfileProof,
+    VERIFY_SEGMENT: SegmentRegulationProof,
+    VERIFY_STRIPE: StripeProof,
+}
+
+
+# -- what a proof check answers, and what the trigger tells the sensor ------------------------
+
+#: A check answers done, waiting or failed; the trigger settles a request done, failed,
+#: pending (still waiting at the deadline: a later run checks again) or error (the check
+#: itself kept failing).
+ProofState = Literal["done", "waiting", "failed", "pending", "error"]
+
+
+class ProofOutcome(TypedDict):
+    """One request's outcome in the trigger's event; ``evidence`` becomes the verify step's result."""
+
+    state: ProofState
+    evidence: dict[str, Any]
+
+
+class _ProofEvent(TypedDict):
+    status: Literal["settled", "error"]
+
+
+class ProofEvent(_ProofEvent, total=False):
+    """The trigger's event: each request's outcome, or (``error``) why none could be read."""
+
+    outcomes: dict[str, ProofOutcome]
+    polls: int
+    message: str
+
+
+R = TypeVar("R")
+
+
+def result_as(kind: type[R], step: StepResult | None) -> R:
+    """The stored result of ``step`` as ``kind`` (one of the types above), or empty if the step
+    has not run. Nothing is converted: the stored JSON is the typed dict.
+
+    :param kind: the result's type, e.g. :class:`StripeRedaction`.
+    :param step: the step as read from the store.
+    """
+    return cast(R, step.result if step is not None else {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow.sdk import Context, TriggerRule
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -30,6 +30,7 @@ from gdpr_erasure.store import AuditRecordExists, ErasureRequest, RequestStatus,
 AUDIT_SCHEMA = "gdpr-erasure-audit/1"
 _PURGE_OK = {StepStatus.DONE, StepStatus.PENDING, StepStatus.SKIPPED, StepStatus.ALREADY_ABSENT}
 _NEEDS_PROOF = {StepStatus.DONE, StepStatus.PENDING}
+R = TypeVar("R")
 
 
 class RequestsFailed(AirflowFailException):
@@ -81,11 +82,12 @@ def build_audit_record(
     def status(name: str) -> str | None:
         return results[name].status.value if name in results else None
 
-    def result(name: str) -> dict[str, Any]:
-        return results[name].result if name in results else {}
+    def result(kind: type[R], name: str) -> R:
+        return steps.result_as(kind, results.get(name))
 
-    resolved = result(steps.RESOLVE)
-    stripe, segment = result(steps.STRIPE), result(steps.SEGMENT)
+    resolved = result(steps.Resolution, steps.RESOLVE)
+    stripe, segment = result(steps.StripeRedaction, steps.STRIPE), result(steps.SegmentErasure, steps.SEGMENT)
+    history = result(steps.TwilioHistoryPurge, steps.TWILIO_HISTORY)
     return {
         "schema": AUDIT_SCHEMA,
         "request_id": request.id,
@@ -103,14 +105,12 @@ def build_audit_record(
         "twilio": {
             "memory_profile_ids": resolved.get("twilio", {}).get("memory_profile_ids", []),
             "profile_purge": status(steps.TWILIO_PROFILE),
-            "profile_proof": result(steps.VERIFY_TWILIO_PROFILE) or None,
+            "profile_proof": result(steps.TwilioProfileProof, steps.VERIFY_TWILIO_PROFILE) or None,
             "history_purge": status(steps.TWILIO_HISTORY),
-            "history_deleted": result(steps.TWILIO_HISTORY).get("deleted", {}),
-            "history_remaining_after": result(steps.TWILIO_HISTORY).get("remaining_after"),
-            "history_reason": result(steps.TWILIO_HISTORY).get("reason"),
-            "conversation_services_searched": result(steps.TWILIO_HISTORY).get(
-                "conversation_services_searched"
-            ),
+            "history_deleted": history.get("deleted", {}),
+            "history_remaining_after": history.get("remaining_after"),
+            "history_reason": history.get("reason"),
+            "conversation_services_searched": history.get("conversation_services_searched"),
         },
         "segment": {
             "user_ids_hmac": [keyed_hash(key, u) for u in resolved.get("segment", {}).get("user_ids", [])],
@@ -119,16 +119,24 @@ def build_audit_record(
             "regulation_type": segment.get("regulation_type"),
             "purge": status(steps.SEGMENT),
             "reason": segment.get("reason"),
-            "proof": result(steps.VERIFY_SEGMENT) or None,
+            "proof": result(steps.SegmentRegulationProof, steps.VERIFY_SEGMENT) or None,
         },
         "stripe": _stripe_audit(
-            resolved.get("stripe") or {}, stripe, status(steps.STRIPE), result(steps.VERIFY_STRIPE), key
+            resolved.get("stripe") or {},
+            stripe,
+            status(steps.STRIPE),
+            result(steps.StripeProof, steps.VERIFY_STRIPE),
+            key,
         ),
     }
 
 
 def _stripe_audit(
-    resolved: dict[str, Any], stripe: dict[str, Any], purge: str | None, proof: dict[str, Any], key: HashKey
+    resolved: steps.StripeIds | dict[str, Any],
+    stripe: steps.StripeRedaction,
+    purge: str | None,
+    proof: steps.StripeProof,
+    key: HashKey,
 ) -> dict[str, Any]:
     """The Stripe part of the audit record. A ``cus_`` id links to charges that keep PII under the
     ``delete`` method, so it is an identifier too: every place that would name a customer holds
@@ -346,11 +354,12 @@ class WriteAuditRecordOperator(ErasureStepOperator):
         """Segment user ids can be emails in some workspaces: once the request is closed, the
         stored resolution keeps only their keyed hashes (as the audit record does)."""
         resolved = results.get(steps.RESOLVE)
-        segment = (resolved.result if resolved else {}).get("segment") or {}
-        if not segment.get("user_ids"):
+        resolution = steps.result_as(steps.Resolution, resolved)
+        segment = resolution.get("segment")
+        if not segment or not segment.get("user_ids"):
             return
-        forgotten = {
-            **resolved.result,
+        forgotten: steps.Resolution = {
+            **resolution,
             "segment": {
                 **segment,
                 "user_ids": [],
@@ -374,7 +383,8 @@ class WriteAuditRecordOperator(ErasureStepOperator):
             return any(cid != stripe_tag(key, cid) for cid in mapping or {})
 
         resolved = results.get(steps.RESOLVE)
-        stripe = (resolved.result if resolved else {}).get("stripe") or {}
+        resolution = steps.result_as(steps.Resolution, resolved)
+        stripe = resolution.get("stripe") or {}
         if (
             stripe.get("customer_ids")
             or untagged(stripe.get("matched_by"))
@@ -384,14 +394,14 @@ class WriteAuditRecordOperator(ErasureStepOperator):
                 stripe_tag(key, c)
                 for c in [*stripe.get("customer_ids", []), *stripe.get("customer_tags", [])]
             }
-            forgotten = {
+            forgotten: steps.StripeIds = {
                 **stripe,
                 "customer_ids": [],
                 "customer_tags": sorted(tags),
                 "matched_by": tagged(stripe.get("matched_by")),
                 "absent_at_resolve": tagged(stripe.get("absent_at_resolve")),
             }
-            scope.record(steps.RESOLVE, resolved.status, {**resolved.result, "stripe": forgotten})
+            scope.record(steps.RESOLVE, resolved.status, {**resolution, "stripe": forgotten})
         for name in (steps.STRIPE, steps.VERIFY_STRIPE):
             step = results.get(name)
             if step is not None and untagged(step.result.get("customers")):

@@ -17,7 +17,7 @@ from gdpr_erasure.pii import mask_identifiers
 from gdpr_erasure.store import StepStatus
 
 
-def _summary(result: dict[str, Any]) -> dict[str, int]:
+def _summary(result: steps.Resolution) -> dict[str, int]:
     """Counts only: this is the task's XCom, which must hold no identifier."""
     return {
         "segment_profiles": len(result["segment"]["segment_ids"]),
@@ -67,7 +67,7 @@ class ResolveIdentityOperator(ErasureStepOperator):
             # Re-resolving after the purges would find less (it is being deleted) and overwrite
             # the ids the audit record needs: a rerun keeps the first resolution.
             request.log.info("already resolved at %s; keeping that result", earlier.updated_at)
-            return _summary(earlier.result)
+            return _summary(steps.result_as(steps.Resolution, earlier))
         ids = request.store.get(request.id).identifiers
         if ids is None:
             raise RuntimeError(f"request {request.id} has no identifiers left to resolve")
@@ -77,7 +77,7 @@ class ResolveIdentityOperator(ErasureStepOperator):
         segment = self._resolve_segment(ids)
         twilio = self._resolve_twilio(ids)
         stripe = self._resolve_stripe(ids)
-        result = {"segment": segment, "twilio": twilio, "stripe": stripe}
+        result = steps.Resolution(segment=segment, twilio=twilio, stripe=stripe)
         summary = _summary(result)
         request.log.info(
             "found: %d Segment profile(s) with %d user id(s); %d Twilio Memory profile(s); "
@@ -100,7 +100,7 @@ class ResolveIdentityOperator(ErasureStepOperator):
         compare exactly, and Memory only if its store lower-cases (an identity-resolution setting)."""
         return [e for e in dict.fromkeys([ids.email_as_given or ids.email, ids.email]) if e]
 
-    def _resolve_segment(self, ids) -> dict[str, Any]:
+    def _resolve_segment(self, ids) -> steps.SegmentIds:
         hook = SegmentHook(self.segment_conn_id)
         lookups = [
             *(("email", spelling) for spelling in self._email_spellings(ids)),
@@ -117,18 +117,18 @@ class ResolveIdentityOperator(ErasureStepOperator):
                 continue
             user_ids.extend(profile.ids_of_type("user_id"))
             segment_ids.append(profile.segment_id or f"unknown-{id_type}-match")
-        return {"segment_ids": sorted(set(segment_ids)), "user_ids": sorted(set(user_ids))}
+        return steps.SegmentIds(segment_ids=sorted(set(segment_ids)), user_ids=sorted(set(user_ids)))
 
-    def _resolve_twilio(self, ids) -> dict[str, Any]:
+    def _resolve_twilio(self, ids) -> steps.TwilioIds:
         hook = TwilioHook(self.twilio_conn_id)
         profiles: list[str] = []
         lookups = [*(("email", spelling) for spelling in self._email_spellings(ids)), ("phone", ids.phone)]
         for id_type, value in lookups:
             if value:
                 profiles.extend(hook.lookup_memory_profiles(id_type, value))
-        return {"memory_profile_ids": sorted(set(profiles)), "has_phone": bool(ids.phone)}
+        return steps.TwilioIds(memory_profile_ids=sorted(set(profiles)), has_phone=bool(ids.phone))
 
-    def _resolve_stripe(self, ids) -> dict[str, Any]:
+    def _resolve_stripe(self, ids) -> steps.StripeIds:
         """Stripe customers to erase, and apart from them the given id if it is already gone.
 
         ``customer_ids`` are live customers only (the given id if it is one, and every exact
@@ -140,21 +140,21 @@ class ResolveIdentityOperator(ErasureStepOperator):
         """
         hook = StripeHook(self.stripe_conn_id)
         found: dict[str, str] = {}
-        absent: dict[str, dict[str, str]] = {}
+        absent: dict[str, steps.AbsentCustomer] = {}
         if ids.stripe_customer_id:
             given = ids.stripe_customer_id
             presence = hook.customer_presence(given)
             if presence == "present":
                 found[given] = "given"
             else:
-                absent[given] = {
-                    "outcome": "never_existed" if presence == "not_found" else "deleted_before_resolve",
-                    "evidence": presence,
-                    "checked_at": datetime.now(UTC).isoformat(),
-                }
+                absent[given] = steps.AbsentCustomer(
+                    outcome="never_existed" if presence == "not_found" else "deleted_before_resolve",
+                    evidence=presence,
+                    checked_at=datetime.now(UTC).isoformat(),
+                )
         if ids.email:
             # Exact, case-sensitive match: try the spelling the requester gave, then lower case.
             for spelling in self._email_spellings(ids):
                 for customer in hook.list_customers_by_email(spelling):
                     found.setdefault(customer["id"], "email")
-        return {"customer_ids": sorted(found), "matched_by": found, "absent_at_resolve": absent}
+        return steps.StripeIds(customer_ids=sorted(found), matched_by=found, absent_at_resolve=absent)

@@ -54,26 +54,28 @@ class EraseSegmentOperator(ErasureStepOperator):
         previous = request.step(steps.SEGMENT)
         earlier = request.finished_step(steps.SEGMENT, proof=steps.VERIFY_SEGMENT)
         if earlier is not None:
+            regulation_id = steps.result_as(steps.SegmentErasure, earlier).get("regulation_id")
             request.log.info(
                 "Segment step already %s (regulation %s): not creating another",
                 earlier.status.value,
-                earlier.result.get("regulation_id"),
+                regulation_id,
             )
-            return {"regulation_id": earlier.result.get("regulation_id"), "reused": True}
+            return {"regulation_id": regulation_id, "reused": True}
 
         resolved = request.resolved()["segment"]
         user_ids = resolved["user_ids"]
         if not user_ids:
             reason = "no Segment profile" if not resolved["segment_ids"] else "Segment profile has no user_id"
-            request.record(steps.SEGMENT, StepStatus.SKIPPED, {"reason": reason})
+            request.record(steps.SEGMENT, StepStatus.SKIPPED, steps.SegmentErasure(reason=reason))
             request.log.info("%s: no regulation needed", reason)
             return {"regulation_id": None}
 
         # Reached again when Segment reported the earlier regulation failed (try a new one), or
         # when the step waited for Segment's quota (ask again now that the request is due).
-        failed_before = list(previous.result.get("failed_regulation_ids", [])) if previous else []
-        if previous is not None and previous.result.get("regulation_id"):
-            failed_before.append(previous.result["regulation_id"])
+        earlier_try = steps.result_as(steps.SegmentErasure, previous)
+        failed_before = list(earlier_try.get("failed_regulation_ids", []))
+        if earlier_try.get("regulation_id"):
+            failed_before.append(earlier_try["regulation_id"])
             request.log.warning("regulation(s) %s failed: requesting a new one", failed_before)
         try:
             regulation_id = SegmentHook(self.segment_conn_id).create_regulation(
@@ -84,12 +86,12 @@ class EraseSegmentOperator(ErasureStepOperator):
         request.record(
             steps.SEGMENT,
             StepStatus.DONE,
-            {
-                "regulation_id": regulation_id,
-                "regulation_type": self.regulation_type,
-                "subjects": len(user_ids),
-                "failed_regulation_ids": failed_before,
-            },
+            steps.SegmentErasure(
+                regulation_id=regulation_id,
+                regulation_type=self.regulation_type,
+                subjects=len(user_ids),
+                failed_regulation_ids=failed_before,
+            ),
         )
         request.log.info(
             "Segment regulation %s (%s) created for %d user id(s)",
@@ -108,13 +110,13 @@ class EraseSegmentOperator(ErasureStepOperator):
         request.record(
             steps.SEGMENT,
             StepStatus.PENDING,
-            {
-                "waiting_for": "quota",
-                "not_before": due,
-                "reason": str(exc),
-                "subjects": subjects,
-                "failed_regulation_ids": failed_before,
-            },
+            steps.SegmentErasure(
+                waiting_for="quota",
+                not_before=due,
+                reason=str(exc),
+                subjects=subjects,
+                failed_regulation_ids=failed_before,
+            ),
         )
         request.log.warning(
             "Segment's regulation quota is spent (HTTP %s, code %s): no regulation before %s; the "

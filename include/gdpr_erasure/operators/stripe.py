@@ -78,16 +78,17 @@ class RedactStripeOperator(ErasureStepOperator):
         earlier = request.finished_step(steps.STRIPE, proof=steps.VERIFY_STRIPE)
         if earlier is not None:
             request.log.info("Stripe step already %s", earlier.status.value)
-            return {"customers": len(earlier.result.get("customers", {})), "rerun": True}
+            customers = steps.result_as(steps.StripeRedaction, earlier).get("customers", {})
+            return {"customers": len(customers), "rerun": True}
         customer_ids = request.resolved()["stripe"]["customer_ids"]
         if not customer_ids:
-            request.record(steps.STRIPE, StepStatus.SKIPPED, {"reason": "no customer"})
+            request.record(steps.STRIPE, StepStatus.SKIPPED, steps.StripeRedaction(reason="no customer"))
             request.log.info("no Stripe customer: nothing to redact")
             return {"customers": 0}
 
         hook = StripeHook(self.stripe_conn_id)
         previous = request.step(steps.STRIPE)
-        state: dict[str, Any] = dict(previous.result) if previous else {}
+        state = steps.StripeRedaction(**steps.result_as(steps.StripeRedaction, previous))
         state.pop("reason", None)  # an earlier attempt's error; this attempt continues its work
         proof = request.step(steps.VERIFY_STRIPE)
         if proof is not None and proof.status is StepStatus.FAILED and state.get("redaction_job_id"):
@@ -118,9 +119,9 @@ class RedactStripeOperator(ErasureStepOperator):
         return {"customers": len(outcomes), **summary}
 
     def _tag_and_delete(
-        self, hook: StripeHook, request: RequestScope, state: dict[str, Any], customer_id: str
+        self, hook: StripeHook, request: RequestScope, state: steps.StripeRedaction, customer_id: str
     ) -> None:
-        record = state["customers"].setdefault(customer_id, {"outcome": "pending"})
+        record = state["customers"].setdefault(customer_id, steps.StripeCustomerRecord(outcome="pending"))
         if record["outcome"] in SETTLED:
             request.log.info("%s: %s earlier, skipping", self._tag(customer_id), record["outcome"])
             return
@@ -155,7 +156,7 @@ class RedactStripeOperator(ErasureStepOperator):
             request.log.info("%s: tagged (confirmed); redaction job follows", self._tag(customer_id))
         _save(request, state, StepStatus.PENDING)
 
-    def _redaction_job(self, hook: StripeHook, request: RequestScope, state: dict[str, Any]) -> None:
+    def _redaction_job(self, hook: StripeHook, request: RequestScope, state: steps.StripeRedaction) -> None:
         failed_jobs = set(state.get("failed_redaction_job_ids", []))
         targets = [
             cid
@@ -199,5 +200,5 @@ class RedactStripeOperator(ErasureStepOperator):
             time.sleep(self.job_poll_interval)
 
 
-def _save(request: RequestScope, state: dict[str, Any], status: StepStatus) -> None:
+def _save(request: RequestScope, state: steps.StripeRedaction, status: StepStatus) -> None:
     request.record(steps.STRIPE, status, state)

@@ -39,7 +39,9 @@ class PurgeTwilioProfileOperator(ErasureStepOperator):
             return {"rerun": 1}
         profile_ids = request.resolved()["twilio"]["memory_profile_ids"]
         if not profile_ids:
-            request.record(steps.TWILIO_PROFILE, StepStatus.SKIPPED, {"reason": "no profile"})
+            request.record(
+                steps.TWILIO_PROFILE, StepStatus.SKIPPED, steps.TwilioProfilePurge(reason="no profile")
+            )
             request.log.info("no Twilio Memory profile: nothing to delete")
             return {"deleted": 0, "already_absent": 0}
         hook = TwilioHook(self.twilio_conn_id)
@@ -49,7 +51,7 @@ class PurgeTwilioProfileOperator(ErasureStepOperator):
         request.record(
             steps.TWILIO_PROFILE,
             StepStatus.DONE if counts["deleted"] else StepStatus.ALREADY_ABSENT,
-            {"profile_ids": profile_ids, "outcomes": outcomes},
+            steps.TwilioProfilePurge(profile_ids=profile_ids, outcomes=outcomes),
         )
         request.log.info(
             "Twilio Memory: deletion accepted for %d profile(s), %d already absent: %s",
@@ -93,7 +95,7 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
         earlier = request.finished_step(steps.TWILIO_HISTORY)
         if earlier is not None:
             request.log.info("Twilio history already %s", earlier.status.value)
-            return earlier.result.get("deleted", {})
+            return steps.result_as(steps.TwilioHistoryPurge, earlier).get("deleted", {})
         ids = request.store.get(request.id).identifiers
         phone = ids.phone if ids else None
         # Chat participants are found by identity, which apps usually set to an email or user id.
@@ -101,7 +103,9 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
             [v for v in dict.fromkeys([ids.email, ids.email_as_given, ids.user_id]) if v] if ids else []
         )
         if not phone and not identities:
-            request.record(steps.TWILIO_HISTORY, StepStatus.SKIPPED, {"reason": "no phone"})
+            request.record(
+                steps.TWILIO_HISTORY, StepStatus.SKIPPED, steps.TwilioHistoryPurge(reason="no phone")
+            )
             request.log.info("no phone or chat identity: no Twilio history to search")
             return {}
         mask_identifiers(phone, *identities)
@@ -112,11 +116,10 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
         listing = self._inventory(hook, phone, identities, services)
         # The first attempt's inventory is kept: after a crash the rerun lists only what is left,
         # and "found then" minus "left now" is exactly what the pipeline erased.
-        previous = request.step(steps.TWILIO_HISTORY)
-        found = previous.result.get("found") if previous and previous.result.get("found") else None
-        if found is None:
+        found = steps.result_as(steps.TwilioHistoryPurge, request.step(steps.TWILIO_HISTORY)).get("found")
+        if not found:
             found = {kind: len(items) for kind, items in listing.items()}
-            request.record(steps.TWILIO_HISTORY, StepStatus.PENDING, {"found": found})
+            request.record(steps.TWILIO_HISTORY, StepStatus.PENDING, steps.TwilioHistoryPurge(found=found))
         request.log.info("found %s; to delete now %s", found, {k: len(v) for k, v in listing.items()})
 
         # Children first: once a call is gone its recordings can no longer be listed by CallSid.
@@ -142,12 +145,12 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
         request.record(
             steps.TWILIO_HISTORY,
             StepStatus.DONE if clean else StepStatus.FAILED,
-            {
-                "found": found,
-                "deleted": erased,
-                "remaining_after": left,
-                "conversation_services_searched": len(services),
-            },
+            steps.TwilioHistoryPurge(
+                found=found,
+                deleted=erased,
+                remaining_after=left,
+                conversation_services_searched=len(services),
+            ),
         )
         request.log.info("Twilio history: erased %s; left afterwards %s", erased, left)
         if not clean:
