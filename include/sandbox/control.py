@@ -44,6 +44,10 @@ def accounts(base_url: str) -> dict[str, Any]:
         "stripe": {
             "base_url": f"{base_url}/stripe",
             "api_key": "any sk_test_... or rk_test_... key (live keys are refused)",
+            "account_id": ids.STRIPE_ACCOUNT_ID,
+            # Another project's key: a valid key whose account has none of these customers.
+            "other_account_key": "any sk_test_other_... or rk_test_other_... key",
+            "other_account_id": ids.STRIPE_OTHER_ACCOUNT_ID,
         },
         "twilio": {
             "base_url": f"{base_url}/twilio",

@@ -28,6 +28,11 @@ TWILIO_CHAT_SERVICE_SID = "IS" + "5a4db0c5" * 4  # the account's default Convers
 # through the default-service paths (/v1/Conversations, /v1/ParticipantConversations).
 TWILIO_SUPPORT_CHAT_SERVICE_SID = "IS" + "c0ffee55" * 4
 TWILIO_MESSAGING_SERVICE_SID = "MG" + "5a4db0c5" * 4
+# The Stripe account of every sandbox key (GET /v1/account: connection extra account_id), and
+# another account: keys starting sk_test_other_ or rk_test_other_ belong to it and see none of the
+# sandbox's customers, like another project's key (docs/no-silent-success.md).
+STRIPE_ACCOUNT_ID = "acct_1Sandbox00000001"
+STRIPE_OTHER_ACCOUNT_ID = "acct_1OtherAcct000002"
 
 
 class IdFactory:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sandbox.faults import Faults
-from sandbox.ids import TWILIO_CHAT_SERVICE_SID, IdFactory
+from sandbox.ids import STRIPE_ACCOUNT_ID, TWILIO_CHAT_SERVICE_SID, IdFactory
 
 REDACTED = "[redacted]"
 
@@ -133,6 +133,7 @@ class RedactionJob:
     status: str = "created"
     since: float = 0.0
     validation_errors: list[dict[str, Any]] = field(default_factory=list)
+    account: str = STRIPE_ACCOUNT_ID  # the Stripe account of the key that created it
 
 
 # --- Twilio -----------------------------------------------------------------------------------
@@ -423,6 +424,8 @@ class SandboxState:
         """The validation errors of ``job``: unknown objects, or objects locked by another job."""
         errors: list[dict[str, Any]] = []
         known = {"customers": (self.customers, "customer"), "charges": (self.charges, "charge")}
+        if job.account != STRIPE_ACCOUNT_ID:
+            known = {}  # another account holds none of the sandbox's objects
         for kind, object_ids in job.objects.items():
             store, object_type = known.get(kind, ({}, kind.rstrip("s")))
             for object_id in object_ids:
@@ -452,6 +455,8 @@ class SandboxState:
             if other.id == job.id:
                 older = False
                 continue
+            if other.account != job.account:
+                continue  # each account's jobs lock only its own objects
             holds = other.status in ("ready", "redacting") or (
                 older and other.status in ("created", "validating")
             )

@@ -1,15 +1,22 @@
 """Emulation of the Stripe endpoints the pipeline calls (``api.stripe.com``, under ``/stripe``).
 
-Customers (list by email, retrieve, update, delete) and the preview Redaction Jobs API. Bodies
-are form-encoded as stripe-python sends them; responses follow ``stripe.subset.json`` and every
-one carries a ``Request-Id`` header. POST requests honour ``Idempotency-Key`` the way Stripe
-documents it: the first result is stored and replayed for the same key and parameters, and a
-reuse with other parameters or on another endpoint is an ``idempotency_error``.
+The key's own account (``GET /v1/account``), customers (list by email, retrieve, update, delete)
+and the preview Redaction Jobs API. Bodies are form-encoded as stripe-python sends them; responses
+follow ``stripe.subset.json`` and every one carries a ``Request-Id`` header. POST requests honour
+``Idempotency-Key`` the way Stripe documents it: the first result is stored and replayed for the
+same key and parameters, and a reuse with other parameters or on another endpoint is an
+``idempotency_error``.
 
 A deleted customer answers as Stripe does (``GET``: the ``deleted: true`` object; update and
 delete: a 404 ``resource_missing``) unless the answer knob ``stripe:deleted_customer_answer``
 says otherwise (``not_found``: a 404 ``resource_missing`` for ``GET`` too; ``bare_404``: a 404
 ``invalid_request_error`` without ``code`` for every call, like some Stripe-compatible servers).
+
+Every key belongs to the sandbox's account (:data:`sandbox.ids.STRIPE_ACCOUNT_ID`) except keys
+starting ``sk_test_other_`` or ``rk_test_other_``: they belong to another account
+(:data:`sandbox.ids.STRIPE_OTHER_ACCOUNT_ID`) that has no customers and sees none of the sandbox's
+redaction jobs. Such a key answers every list with nobody and every customer with a 404, exactly
+like a valid key of another Stripe account: the case only ``GET /v1/account`` tells apart.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from sandbox import ids
 from sandbox.state import Customer, RedactionJob, SandboxState
 from sandbox.web import Call, Service, json_response, parse_basic_auth
 
@@ -38,6 +46,10 @@ REDACTION_OBJECT_KINDS = (
     "setup_intents",
 )
 LIST_LIMIT_MAX = 100
+#: Key prefixes of the other account (see the module docs).
+OTHER_ACCOUNT_KEY_PREFIXES = ("sk_test_other_", "rk_test_other_")
+#: When the sandbox's accounts were created (fixed, so answers are reproducible).
+ACCOUNT_CREATED = 1735689600
 JOB_STATUSES = ("canceled", "canceling", "created", "failed", "ready", "redacting", "succeeded", "validating")
 
 
@@ -132,6 +144,72 @@ def deleted_customer_body(customer_id: str) -> dict[str, Any]:
     return {"id": customer_id, "object": "customer", "deleted": True}
 
 
+def account_body(account_id: str) -> dict[str, Any]:
+    """The ``account`` object of a Standard account retrieving itself, with the field set of the
+    spec's account fixture (``openapi/fixtures3.json``); ``external_accounts`` is left out, as
+    Stripe returns it only to a controlling platform."""
+    name = "GDPR erasure sandbox" if account_id == ids.STRIPE_ACCOUNT_ID else "Another Stripe account"
+    no_requirements = {
+        "alternatives": [],
+        "current_deadline": None,
+        "currently_due": [],
+        "disabled_reason": None,
+        "errors": [],
+        "eventually_due": [],
+        "past_due": [],
+        "pending_verification": [],
+    }
+    return {
+        "id": account_id,
+        "object": "account",
+        "business_profile": {
+            "annual_revenue": None,
+            "estimated_worker_count": None,
+            "mcc": None,
+            "minority_owned_business_designation": None,
+            "name": name,
+            "product_description": None,
+            "support_address": None,
+            "support_email": None,
+            "support_phone": None,
+            "support_url": None,
+            "url": None,
+        },
+        "business_type": "company",
+        "capabilities": {"card_payments": "active", "transfers": "active"},
+        "charges_enabled": True,
+        "controller": {"type": "account"},
+        "country": "US",
+        "created": ACCOUNT_CREATED,
+        "default_currency": "usd",
+        "details_submitted": True,
+        "email": None,
+        "future_requirements": dict(no_requirements),
+        "metadata": {},
+        "payouts_enabled": True,
+        "requirements": dict(no_requirements),
+        "settings": {
+            "branding": {"icon": None, "logo": None, "primary_color": None, "secondary_color": None},
+            "card_payments": {
+                "decline_on": {"avs_failure": True, "cvc_failure": True},
+                "statement_descriptor_prefix": None,
+                "statement_descriptor_prefix_kana": None,
+                "statement_descriptor_prefix_kanji": None,
+            },
+            "dashboard": {"display_name": name, "timezone": "Etc/UTC"},
+            "payments": {
+                "statement_descriptor": None,
+                "statement_descriptor_kana": None,
+                "statement_descriptor_kanji": None,
+                "statement_descriptor_prefix_kana": None,
+                "statement_descriptor_prefix_kanji": None,
+            },
+        },
+        "tos_acceptance": {"date": None, "ip": None, "user_agent": None},
+        "type": "standard",
+    }
+
+
 def job_body(job: RedactionJob) -> dict[str, Any]:
     """The ``privacy.redaction_job`` object."""
     return {
@@ -157,6 +235,7 @@ class StripeService(Service):
 
     def __init__(self) -> None:
         super().__init__()
+        self.route("GET", "/v1/account", retrieve_account)
         self.route("GET", "/v1/customers", list_customers)
         self.route("GET", "/v1/customers/search", search_customers)
         self.route("GET", "/v1/customers/{customer}", retrieve_customer)
@@ -277,6 +356,19 @@ class StripeService(Service):
         return response
 
 
+def account_of(call: Call) -> str:
+    """The Stripe account the call's key belongs to (the key was accepted by ``authenticate``)."""
+    key = _api_key(call.header("authorization")) or ""
+    return (
+        ids.STRIPE_OTHER_ACCOUNT_ID if key.startswith(OTHER_ACCOUNT_KEY_PREFIXES) else ids.STRIPE_ACCOUNT_ID
+    )
+
+
+def _customers(call: Call) -> dict[str, Customer]:
+    """The customers the call's account holds: the sandbox's, or none for the other account."""
+    return call.state.customers if account_of(call) == ids.STRIPE_ACCOUNT_ID else {}
+
+
 def _api_key(header: str | None) -> str | None:
     """The secret key from ``Bearer <key>`` or from Basic auth with the key as username."""
     if header and header.lower().startswith("bearer "):
@@ -329,12 +421,12 @@ def _page(items: list[Any], params: dict[str, Any], key: Any, kind: str) -> tupl
     return items[:limit], limit < len(items)
 
 
-def _live_customer(state: SandboxState, customer_id: str) -> Customer:
-    customer = state.customers.get(customer_id)
+def _live_customer(call: Call, customer_id: str) -> Customer:
+    customer = _customers(call).get(customer_id)
     if customer is None:
         raise missing("customer", customer_id)
     if customer.deleted:
-        raise _deleted(state, customer_id)
+        raise _deleted(call.state, customer_id)
     return customer
 
 
@@ -345,6 +437,15 @@ def _deleted(state: SandboxState, customer_id: str) -> StripeError:
     return missing("customer", customer_id)
 
 
+# --- account ------------------------------------------------------------------------------------
+
+
+def retrieve_account(call: Call) -> Response:
+    """``GET /v1/account``: the account of the key (Stripe's "Retrieve account" without an id)."""
+    _reject_unknown(_params(call), {"expand"})
+    return json_response(account_body(account_of(call)))
+
+
 # --- customers ----------------------------------------------------------------------------------
 
 
@@ -353,7 +454,7 @@ def list_customers(call: Call) -> Response:
     _reject_unknown(params, {"email", "limit", "starting_after", "ending_before", "created", "expand"})
     email = params.get("email")
     customers = sorted(
-        (c for c in call.state.customers.values() if not c.deleted and (email is None or c.email == email)),
+        (c for c in _customers(call).values() if not c.deleted and (email is None or c.email == email)),
         key=lambda c: (-c.created, c.id),
     )
     page, has_more = _page(customers, params, lambda c: c.id, "customer")
@@ -373,7 +474,7 @@ def search_customers(call: Call) -> Response:
         raise StripeError(400, f"Invalid search query: {query}", param="query")
     customers = [
         customer_body(c)
-        for c in sorted(call.state.customers.values(), key=lambda c: (-c.created, c.id))
+        for c in sorted(_customers(call).values(), key=lambda c: (-c.created, c.id))
         if not c.deleted and all(getattr(c, field) == value for field, value in clauses)
     ][: _limit(params)]
     body = {"object": "search_result", "data": customers, "has_more": False, "next_page": None}
@@ -382,7 +483,7 @@ def search_customers(call: Call) -> Response:
 
 def retrieve_customer(call: Call) -> Response:
     customer_id = call.params["customer"]
-    customer = call.state.customers.get(customer_id)
+    customer = _customers(call).get(customer_id)
     if customer is None:
         raise missing("customer", customer_id)
     if customer.deleted:
@@ -393,7 +494,7 @@ def retrieve_customer(call: Call) -> Response:
 
 
 def update_customer(call: Call) -> Response:
-    customer = _live_customer(call.state, call.params["customer"])
+    customer = _live_customer(call, call.params["customer"])
     params = _params(call)
     _reject_unknown(params, {*UPDATABLE_FIELDS, "metadata", "address", "expand"})
     metadata = _metadata_changes(params.get("metadata"))
@@ -439,7 +540,7 @@ def _metadata_changes(raw: Any) -> dict[str, str] | None:
 
 
 def delete_customer(call: Call) -> Response:
-    customer = _live_customer(call.state, call.params["customer"])
+    customer = _live_customer(call, call.params["customer"])
     customer.deleted = True
     return json_response(deleted_customer_body(customer.id))
 
@@ -447,9 +548,9 @@ def delete_customer(call: Call) -> Response:
 # --- redaction jobs -----------------------------------------------------------------------------
 
 
-def _job(state: SandboxState, job_id: str) -> RedactionJob:
-    job = state.redaction_jobs.get(job_id)
-    if job is None:
+def _job(call: Call, job_id: str) -> RedactionJob:
+    job = call.state.redaction_jobs.get(job_id)
+    if job is None or job.account != account_of(call):
         raise missing("redaction job", job_id, "job")
     return job
 
@@ -463,7 +564,11 @@ def list_jobs(call: Call) -> Response:
         expected = ", ".join(JOB_STATUSES)
         raise StripeError(400, f"Invalid status: must be one of {expected}", param="status")
     jobs = sorted(
-        (j for j in call.state.redaction_jobs.values() if status is None or j.status == status),
+        (
+            j
+            for j in call.state.redaction_jobs.values()
+            if j.account == account_of(call) and (status is None or j.status == status)
+        ),
         key=lambda j: (-j.created, j.id),
     )
     page, has_more = _page(jobs, params, lambda j: j.id, "redaction job")
@@ -479,10 +584,10 @@ def create_job(call: Call) -> Response:
         raise StripeError(400, "Missing required param: objects.", param="objects")
     if not isinstance(objects, dict):
         raise StripeError(400, "Invalid object", param="objects")
-    for kind, ids in objects.items():
+    for kind, object_ids in objects.items():
         if kind not in (*REDACTION_OBJECT_KINDS, "issuing_cards"):
             raise StripeError(400, f"Received unknown parameter: objects[{kind}]", param=f"objects[{kind}]")
-        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        if not isinstance(object_ids, list) or not all(isinstance(i, str) and i for i in object_ids):
             raise StripeError(400, "Invalid array", param=f"objects[{kind}]")
     behavior = params.get("validation_behavior", "error")
     if behavior not in ("error", "fix"):
@@ -492,20 +597,21 @@ def create_job(call: Call) -> Response:
     job = RedactionJob(
         id=state.ids.stripe("prj"),
         created=int(state.wall()),
-        objects={kind: list(ids) for kind, ids in objects.items()},
+        objects={kind: list(object_ids) for kind, object_ids in objects.items()},
         validation_behavior=behavior,
         since=state.clock(),
+        account=account_of(call),
     )
     state.redaction_jobs[job.id] = job
     return json_response(job_body(job))
 
 
 def retrieve_job(call: Call) -> Response:
-    return json_response(job_body(_job(call.state, call.params["job"])))
+    return json_response(job_body(_job(call, call.params["job"])))
 
 
 def _transition(call: Call, allowed: set[str], status: str, action: str) -> Response:
-    job = _job(call.state, call.params["job"])
+    job = _job(call, call.params["job"])
     if job.status not in allowed:
         expected = " or ".join(f"`{s}`" for s in sorted(allowed))
         message = (
@@ -532,7 +638,7 @@ def cancel_job(call: Call) -> Response:
 
 
 def list_validation_errors(call: Call) -> Response:
-    job = _job(call.state, call.params["job"])
+    job = _job(call, call.params["job"])
     params = _params(call)
     _reject_unknown(params, {"limit", "starting_after", "ending_before", "expand"})
     page, has_more = _page(job.validation_errors, params, lambda e: e["id"], "validation error")

@@ -214,6 +214,40 @@ def test_stripe_customer_operations_match_the_spec(sandbox, api: Api, contract: 
     assert stub == {"id": customer_id, "object": "customer", "deleted": True}
 
 
+OTHER_ACCOUNT_KEY = "sk_test_other_project_key"  # a valid key of another Stripe account
+
+
+def test_stripe_account_matches_the_spec(sandbox, api: Api, contract: Contract):
+    """``GET /v1/account`` answers the key's own account: the sandbox's, or for a key of another
+    account that account, which holds none of the sandbox's customers."""
+    stripe = sandbox.accounts()["stripe"]
+    mine = contract.spec("stripe", api.stripe("GET", "/v1/account"), 200)
+    assert mine["id"] == stripe["account_id"] and mine["object"] == "account"
+    assert mine["id"].startswith("acct_")
+    restricted = contract.spec("stripe", api.stripe("GET", "/v1/account", key="rk_test_sandbox"), 200)
+    assert restricted["id"] == stripe["account_id"]
+    expanded = api.stripe("GET", "/v1/account", params={"expand[]": "settings"})
+    assert contract.spec("stripe", expanded, 200)["id"] == stripe["account_id"]
+    other = contract.spec("stripe", api.stripe("GET", "/v1/account", key=OTHER_ACCOUNT_KEY), 200)
+    assert other["id"] == stripe["other_account_id"] != stripe["account_id"]
+    # The field set of Stripe's own account fixture, nothing invented.
+    fixture = json.loads((SPEC_DIR / "stripe.subset.json").read_text())["components"]["examples"]
+    assert set(mine) <= set(fixture["account_fixture"]["value"])
+
+    # The other account's key is valid, and its answers are the ones that read as "absent".
+    person = sandbox.person("multi_stripe")
+    nobody = api.stripe("GET", "/v1/customers", key=OTHER_ACCOUNT_KEY, params={"email": person["email"]})
+    assert contract.spec("stripe", nobody, 200)["data"] == []
+    customer_id = person["stripe_customer_ids"][0]
+    unknown = api.stripe("GET", f"/v1/customers/{customer_id}", key=OTHER_ACCOUNT_KEY)
+    assert contract.spec("stripe", unknown, 404)["error"]["code"] == "resource_missing"
+    contract.spec("stripe", api.stripe("DELETE", f"/v1/customers/{customer_id}", key=OTHER_ACCOUNT_KEY), 404)
+
+    contract.spec("stripe", api.stripe("GET", "/v1/account", params={"nickname": "x"}), 400)
+    contract.spec("stripe", api.stripe("GET", "/v1/account", key=None), 401)
+    contract.spec("stripe", api.stripe("GET", "/v1/account", key="sk_live_abcdefgh1234"), 401)
+
+
 def test_stripe_errors_match_the_spec(sandbox, api: Api, contract: Contract):
     customer_id = sandbox.person("no_segment")["stripe_customer_ids"][0]
     missing = contract.spec("stripe", api.stripe("GET", "/v1/customers/cus_doesnotexist1"), 404)["error"]

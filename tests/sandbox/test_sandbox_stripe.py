@@ -127,6 +127,52 @@ def test_second_job_on_the_same_customer_is_locked(sandbox, api: Api):
     assert [e["code"] for e in errors] == ["locked_by_other_job"]
 
 
+OTHER_ACCOUNT_KEY = "rk_test_other_sister_company"
+
+
+def test_a_key_of_another_account_sees_and_changes_nothing_of_this_one(sandbox, api: Api):
+    """Another account's valid key: its own account id, no customers, none of this account's
+    redaction jobs, and nothing it sends reaches this account's customers."""
+    sandbox.reset(redaction_step_seconds=0.1)
+    accounts = sandbox.accounts()["stripe"]
+    person = sandbox.person("multi_stripe")
+    customer_id = person["stripe_customer_ids"][0]
+    before = sandbox.state("multi_stripe")["stripe"]["customers"]
+    assert (
+        api.stripe("GET", "/v1/account", key=OTHER_ACCOUNT_KEY).json()["id"] == accounts["other_account_id"]
+    )
+    assert api.stripe("GET", "/v1/account").json()["id"] == accounts["account_id"]
+    assert api.stripe("GET", "/v1/customers", key=OTHER_ACCOUNT_KEY).json()["data"] == []
+    query = {"query": f"email:'{person['email']}'"}
+    assert api.stripe("GET", "/v1/customers/search", key=OTHER_ACCOUNT_KEY, params=query).json()["data"] == []
+    tag = api.stripe("POST", f"/v1/customers/{customer_id}", key=OTHER_ACCOUNT_KEY, data={"metadata[a]": "b"})
+    assert tag.status_code == 404 and tag.json()["error"]["code"] == "resource_missing"
+    assert api.stripe("DELETE", f"/v1/customers/{customer_id}", key=OTHER_ACCOUNT_KEY).status_code == 404
+    assert sandbox.state("multi_stripe")["stripe"]["customers"] == before
+
+    mine = api.stripe("POST", "/v1/privacy/redaction_jobs", data={"objects[customers][]": customer_id}).json()
+    assert (
+        api.stripe("GET", f"/v1/privacy/redaction_jobs/{mine['id']}", key=OTHER_ACCOUNT_KEY).status_code
+        == 404
+    )
+    theirs = api.stripe(
+        "POST",
+        "/v1/privacy/redaction_jobs",
+        key=OTHER_ACCOUNT_KEY,
+        data={"objects[customers][]": customer_id},
+    ).json()
+    listed = api.stripe("GET", "/v1/privacy/redaction_jobs", key=OTHER_ACCOUNT_KEY).json()["data"]
+    assert [j["id"] for j in listed] == [theirs["id"]]
+    # Their job cannot validate our customer (not theirs) nor lock it against our own job.
+    path = f"/v1/privacy/redaction_jobs/{theirs['id']}"
+    wait_for(lambda: api.stripe("GET", path, key=OTHER_ACCOUNT_KEY).json()["status"] == "failed")
+    errors = api.stripe("GET", f"{path}/validation_errors", key=OTHER_ACCOUNT_KEY).json()["data"]
+    assert [e["code"] for e in errors] == ["invalid_state"]
+    wait_for(
+        lambda: api.stripe("GET", f"/v1/privacy/redaction_jobs/{mine['id']}").json()["status"] == "ready"
+    )
+
+
 def test_stripe_python_sdk_talks_to_the_sandbox(sandbox):
     """stripe-python with ``base_addresses={"api": <sandbox>/stripe}`` builds the sandbox's URLs."""
     person = sandbox.person("multi_stripe")
