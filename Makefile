@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint format clean browser screenshots bench
+.PHONY: install test test-fast test-dag test-stack demo lint format clean browser screenshots bench
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,20 @@ test: $(STAMP) browser
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# One tier each (tests/conftest.py gives every test its tier; README, "Development"). `make test`
+# above runs all of them and stays what CI runs. test-fast runs the unit tier on every core
+# (pytest-xdist; each test file stays on one worker, for its module fixtures).
+TEST_FAST_WORKERS ?= auto
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m unit -n $(TEST_FAST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+test-dag: $(STAMP)
+	$(PY) -m pytest -m dag $(PYTEST_ARGS)
+
+test-stack: $(STAMP) browser
+	$(PY) -m pytest -m stack $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) -m gdpr_erasure.demo
