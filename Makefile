@@ -55,9 +55,9 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 bench: $(BENCH_STAMP)
 	$(PY) include/bench/throughput.py $(BENCH_ARGS)
 
-# Regenerate the README's screenshots with the browser test.
+# Regenerate the screenshots in README and docs/ with the browser tests (marker browser).
 screenshots: $(STAMP) browser
-	GDPR_SCREENSHOTS_DIR=docs/screenshots $(PY) -m pytest tests/stack/test_browser_ui.py -q
+	GDPR_SCREENSHOTS_DIR=docs/screenshots $(PY) -m pytest tests/stack -m browser -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
