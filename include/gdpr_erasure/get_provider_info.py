@@ -38,6 +38,12 @@ CONNECTION_TYPES: dict[str, dict[str, Any]] = {
         "hook-name": STRIPE,
         "connection-type": "stripe",
         "conn-fields": {
+            "account_id": _text(
+                "Account id",
+                "The acct_... id of the Stripe account your customers are in (Dashboard: Settings > "
+                "Business > Account details). Test and the preflight require the key to belong to it: "
+                "a key of another account finds nobody, which would read as erased.",
+            ),
             "redaction_method": _text(
                 "Redaction method",
                 "delete: tag, delete and prove deleted: true. redaction_job: Stripe Redaction Jobs "

@@ -31,12 +31,12 @@ def sandbox_command(*args: str) -> list[str]:
 
 def sandbox_connections(base_url: str, accounts: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Airflow connections (``AIRFLOW_CONN_*`` JSON form) for the sandbox at ``base_url``."""
-    twilio, segment = accounts["twilio"], accounts["segment"]
+    stripe, twilio, segment = accounts["stripe"], accounts["twilio"], accounts["segment"]
     return {
         "stripe_default": {
             "conn_type": "stripe",
             "password": "sk_test_sandbox_key",
-            "extra": {"api_base": f"{base_url}/stripe"},
+            "extra": {"api_base": f"{base_url}/stripe", "account_id": stripe["account_id"]},
         },
         "twilio_default": {
             "conn_type": "twilio",

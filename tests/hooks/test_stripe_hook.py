@@ -11,12 +11,31 @@ import time
 import pytest
 import requests
 
+from gdpr_erasure.hooks import stripe as stripe_hook
 from gdpr_erasure.hooks.errors import PermanentApiError, TransientApiError
 from gdpr_erasure.hooks.retry import RetryPolicy
-from gdpr_erasure.hooks.stripe import StripeConfigurationError, StripeHook, idempotency_key
+from gdpr_erasure.hooks.stripe import (
+    StripeAccountError,
+    StripeConfigurationError,
+    StripeHook,
+    idempotency_key,
+)
 from gdpr_erasure.triggers.stripe import StripeCustomerDeletedTrigger
+from sandbox.ids import STRIPE_ACCOUNT_ID, STRIPE_OTHER_ACCOUNT_ID
 
 FAST = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05)
+SUPPORT = "Please see https://stripe.com/docs or we can help at https://support.stripe.com/."
+OTHER_ACCOUNT_KEY = "sk_test_other_project_key"  # the sandbox: a valid key of another account
+
+
+@pytest.fixture(autouse=True)
+def fresh_process():
+    """Each test starts like a new process: no account proven, no server trusted yet."""
+    stripe_hook._verified_accounts.clear()
+    stripe_hook._trusted_bases.clear()
+    yield
+    stripe_hook._verified_accounts.clear()
+    stripe_hook._trusted_bases.clear()
 
 
 @pytest.fixture
@@ -220,8 +239,17 @@ def test_an_id_stripe_never_knew_is_not_found_with_the_code(hook, sandbox):
     assert [r["status"] for r in answer] == [404]
 
 
-def _stripe_conn(monkeypatch, base: str, key: str = "sk_test_local_key", **extra) -> None:
-    conn = {"conn_type": "stripe", "password": key, "extra": {"api_base": base, **extra}}
+def _stripe_conn(
+    monkeypatch,
+    base: str,
+    key: str = "sk_test_local_key",
+    account_id: str | None = STRIPE_ACCOUNT_ID,
+    **extra,
+) -> None:
+    extra = {"api_base": base, **extra}
+    if account_id is not None:
+        extra["account_id"] = account_id
+    conn = {"conn_type": "stripe", "password": key, "extra": extra}
     monkeypatch.setenv("AIRFLOW_CONN_STRIPE_DEFAULT", json.dumps(conn))
 
 
@@ -246,6 +274,22 @@ def test_stripes_unrecognized_url_404_is_a_configuration_error(api_connections, 
     assert {r["route"] for r in log} == {"<unmatched>"} and len(log) == len(calls)  # no retries
     _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe")
     assert StripeHook(retry_policy=FAST).customer_presence(customer_id) == "present"
+
+
+def test_an_unrecognized_url_on_the_customers_path_is_a_configuration_error(monkeypatch):
+    """The same 404 on the customer's own path, from a server whose account lookup works (with a
+    wrong api_base the sandbox already refuses the account lookup, above)."""
+    unrecognized = _error(f"Unrecognized request URL (GET: /v1/customers/cus_anybody00006). {SUPPORT}")
+    with _fake_stripe({"*": (404, unrecognized)}) as url:
+        _stripe_conn(monkeypatch, url)
+        hook = StripeHook(retry_policy=FAST)
+        for call in (
+            lambda: hook.customer_presence("cus_anybody00006"),
+            lambda: hook.delete_customer("cus_anybody00006"),
+            lambda: hook.update_customer_metadata("cus_anybody00006", {"a": "b"}, idempotency_key="k-u"),
+        ):
+            with pytest.raises(StripeConfigurationError, match="api_base"):
+                call()
 
 
 def test_a_404_that_is_not_stripes_error_shape_is_not_gone(api_connections, sandbox, monkeypatch):
@@ -287,9 +331,16 @@ def _error(message: str, **fields) -> dict:
     return {"error": {"message": message, "type": "invalid_request_error", **fields}}
 
 
+#: What the local stand-in answers to ``GET /v1/account`` unless a test says otherwise: the key
+#: belongs to the account the connections of these tests expect.
+ACCOUNT_ANSWER = (200, {"id": STRIPE_ACCOUNT_ID, "object": "account"})
+
+
 @contextlib.contextmanager
 def _fake_stripe(answers: dict[str, tuple[int, dict]]):
-    """A server answering ``"METHOD /path"`` (or ``"*"``) with a fixed status and JSON body."""
+    """A server answering ``"METHOD /path"`` (or ``"*"``) with a fixed status and JSON body;
+    ``GET /v1/account`` answers :data:`ACCOUNT_ANSWER` unless ``answers`` names it."""
+    answers = {"GET /v1/account": ACCOUNT_ANSWER, **answers}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _answer(self):
@@ -390,13 +441,17 @@ def test_a_200_without_deleted_true_is_not_a_deletion(monkeypatch):
 
 def test_checks_prove_the_key_reads_customers_and_name_the_mode(hook, sandbox):
     results = hook.checks()
-    assert [(r.system, r.name, r.ok) for r in results] == [("stripe", "secret key", True)]
+    assert [(r.system, r.name, r.ok) for r in results] == [
+        ("stripe", "secret key", True),
+        ("stripe", "account", True),
+    ]
     assert "test mode" in results[0].detail and "livemode=false" in results[0].detail
     assert "sk_test_sandbox_key" not in results[0].detail
     ok, message = hook.test_connection()
     assert ok and message.startswith("ok: secret key: ")
     reads = [(r["method"], r["route"]) for r in sandbox.requests_log()]
-    assert reads == [("GET", "/v1/customers")] * 2  # one read per run of the checks
+    # One read each per run of the checks: a check asks Stripe again, it never trusts a cache.
+    assert reads == [("GET", "/v1/customers"), ("GET", "/v1/account")] * 2
 
 
 def test_a_wrong_key_fails_the_check_with_one_line_saying_what_to_do(api_connections, sandbox, monkeypatch):
@@ -410,15 +465,22 @@ def test_a_wrong_key_fails_the_check_with_one_line_saying_what_to_do(api_connect
 
 def test_a_publishable_key_fails_the_check_without_calling_stripe(api_connections, sandbox, monkeypatch):
     _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe", key="pk_test_publishable_123")
-    [result] = StripeHook(retry_policy=FAST).checks()
-    assert not result.ok and "publishable" in result.detail and "pk_test_publishable_123" not in result.detail
+    results = StripeHook(retry_policy=FAST).checks()
+    assert [r.name for r in results] == ["secret key", "account"]
+    for result in results:
+        assert (
+            not result.ok
+            and "publishable" in result.detail
+            and "pk_test_publishable_123" not in result.detail
+        )
     assert sandbox.requests_log() == []
 
 
 def test_a_wrong_api_base_fails_the_check(api_connections, sandbox, monkeypatch):
     _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe/v9")
-    [result] = StripeHook(retry_policy=FAST).checks()
-    assert not result.ok and "api_base" in result.detail
+    results = StripeHook(retry_policy=FAST).checks()
+    assert [(r.name, r.ok) for r in results] == [("secret key", False), ("account", False)]
+    assert all("api_base" in r.detail for r in results)
 
 
 def test_a_redaction_job_connection_also_checks_the_redaction_jobs_endpoint(
@@ -426,9 +488,13 @@ def test_a_redaction_job_connection_also_checks_the_redaction_jobs_endpoint(
 ):
     _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe", redaction_method="redaction_job")
     results = StripeHook(retry_policy=FAST).checks()
-    assert [(r.name, r.ok) for r in results] == [("secret key", True), ("redaction jobs", True)]
+    assert [(r.name, r.ok) for r in results] == [
+        ("secret key", True),
+        ("account", True),
+        ("redaction jobs", True),
+    ]
     reads = [(r["method"], r["route"]) for r in sandbox.requests_log()]
-    assert reads == [("GET", "/v1/customers"), ("GET", "/v1/privacy/redaction_jobs")]
+    assert reads == [("GET", "/v1/customers"), ("GET", "/v1/account"), ("GET", "/v1/privacy/redaction_jobs")]
 
 
 def test_a_redaction_job_connection_without_the_preview_fails_its_check(monkeypatch):
@@ -440,13 +506,171 @@ def test_a_redaction_job_connection_without_the_preview_fails_its_check(monkeypa
         _stripe_conn(monkeypatch, url, redaction_method="redaction_job")
         ok, message = StripeHook(retry_policy=FAST).test_connection()
     assert not ok
-    assert message.startswith("ok: secret key: ") and "FAILED: redaction jobs: " in message
+    assert message.startswith("ok: secret key: ") and "; ok: account: " in message
+    assert "FAILED: redaction jobs: " in message
 
 
 def test_an_unknown_redaction_method_fails_the_check(api_connections, sandbox, monkeypatch):
     _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe", redaction_method="shred")
     results = StripeHook(retry_policy=FAST).checks()
-    assert [(r.name, r.ok) for r in results] == [("secret key", True), ("redaction method", False)]
+    assert [(r.name, r.ok) for r in results] == [
+        ("secret key", True),
+        ("account", True),
+        ("redaction method", False),
+    ]
+
+
+# --- which account: the key must belong to the connection's account_id ---------------------------
+
+
+def _account_result(results):
+    [account] = [r for r in results if r.name == "account"]
+    return account
+
+
+def test_the_account_check_passes_on_the_connections_account(hook, sandbox):
+    account = _account_result(hook.checks())
+    assert account.ok and account.system == "stripe"
+    assert account.detail == f"the key belongs to {STRIPE_ACCOUNT_ID}, the connection's account_id"
+
+
+def test_a_key_of_another_account_fails_the_check_with_one_line(api_connections, sandbox, monkeypatch):
+    """Another project's key is valid and reads customers: only its account tells it apart."""
+    _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe", key=OTHER_ACCOUNT_KEY)
+    results = StripeHook(retry_policy=FAST).checks()
+    assert [(r.name, r.ok) for r in results] == [("secret key", True), ("account", False)]
+    assert _account_result(results).detail == (
+        f"connection stripe_default: the key belongs to {STRIPE_OTHER_ACCOUNT_ID}, the connection expects "
+        f"{STRIPE_ACCOUNT_ID}: wrong key"
+    )
+    ok, message = StripeHook(retry_policy=FAST).test_connection()
+    assert not ok and "FAILED: account: " in message and "wrong key" in message
+    assert "\n" not in message and OTHER_ACCOUNT_KEY not in message
+
+
+@pytest.mark.parametrize("unset", [None, "", "  "])
+def test_an_unset_account_id_fails_naming_the_keys_account(api_connections, sandbox, monkeypatch, unset):
+    """Account ids are neither secrets nor personal data: the line names the key's account."""
+    if unset is None:
+        _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe", account_id=None)
+    else:
+        _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe", account_id=unset)
+    account = _account_result(StripeHook(retry_policy=FAST).checks())
+    assert not account.ok
+    assert account.detail == (
+        "connection stripe_default: set the connection's account_id to the acct_ id of the account your "
+        f"customers are in; this key's account is {STRIPE_ACCOUNT_ID}"
+    )
+
+
+def test_a_rejected_key_fails_the_account_check_naming_the_password(api_connections, sandbox, monkeypatch):
+    _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe", key="sk_live_wrong_secret_1234")
+    account = _account_result(StripeHook(retry_policy=FAST).checks())
+    assert not account.ok
+    assert account.detail == (
+        "connection stripe_default: Stripe rejected the secret key (HTTP 401): put a valid sk_/rk_ key of "
+        f"{STRIPE_ACCOUNT_ID} in the connection's password"
+    )
+    assert "wrong_secret" not in account.detail and "1234" not in account.detail
+
+
+def test_a_restricted_key_that_may_not_read_its_account_is_told_the_permission(monkeypatch):
+    """Stripe's 403 names the key (masked) and the account; the line keeps only the permission."""
+    refusal = _error(
+        "The provided key 'rk_test_*********************************4Ab9' does not have the required "
+        f"permissions for this endpoint on account '{STRIPE_ACCOUNT_ID}'. Having the "
+        "'rak_accounts_kyc_basic_read' permission would allow this request to continue."
+    )
+    answers = {
+        "GET /v1/account": (403, refusal),
+        "GET /v1/customers": (200, {"object": "list", "data": [], "has_more": False, "url": "/v1/customers"}),
+    }
+    with _fake_stripe(answers) as url:
+        _stripe_conn(monkeypatch, url, key="rk_test_restricted_4Ab9")
+        results = StripeHook(retry_policy=FAST).checks()
+    assert [(r.name, r.ok) for r in results] == [("secret key", True), ("account", False)]
+    detail = _account_result(results).detail
+    assert detail == (
+        "connection stripe_default: the key may not read its account (HTTP 403): give the restricted key "
+        "read access to the account (GET /v1/account: connected_account_read); Stripe's answer names "
+        "rak_accounts_kyc_basic_read"
+    )
+    assert "4Ab9" not in detail
+
+
+def test_an_answer_that_is_not_an_account_fails_the_check(monkeypatch):
+    with _fake_stripe({"GET /v1/account": (200, {"object": "list", "data": []})}) as url:
+        _stripe_conn(monkeypatch, url)
+        account = _account_result(StripeHook(retry_policy=FAST).checks())
+    assert not account.ok and "did not answer an account" in account.detail and "api_base" in account.detail
+
+
+def test_another_accounts_nobody_is_never_read_as_absent(api_connections, sandbox, monkeypatch):
+    """The guard at the point of use: without any preflight in this process, a key of another
+    account gets no answer about customers read, let alone an empty list or a 404 as "absent"."""
+    person = sandbox.person("multi_stripe")
+    customer_id = person["stripe_customer_ids"][0]
+    _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe", key=OTHER_ACCOUNT_KEY)
+    hook = StripeHook(retry_policy=FAST)
+    calls = {
+        "list by email": lambda: hook.list_customers_by_email(person["email"]),
+        "retrieve": lambda: hook.retrieve_customer(customer_id),
+        "presence": lambda: hook.customer_presence(customer_id),
+        "tag": lambda: hook.update_customer_metadata(customer_id, {"a": "b"}, idempotency_key="k-acct"),
+        "delete": lambda: hook.delete_customer(customer_id),
+        "redaction job": lambda: hook.create_redaction_job([customer_id], idempotency_key="k-acct-job"),
+        "proof": lambda: StripeCustomerDeletedTrigger([customer_id], poll_interval=0.01).check(),
+    }
+    for name, call in calls.items():
+        with pytest.raises(StripeAccountError) as info:
+            call()
+        message = str(info.value)
+        assert "wrong key" in message and STRIPE_OTHER_ACCOUNT_ID in message, name
+        assert "\n" not in message and customer_id not in message and person["email"] not in message
+    # Stripe was asked whose key it is, and nothing about the person.
+    assert {r["route"] for r in sandbox.requests_log()} == {"/v1/account"}
+    assert sandbox.state("multi_stripe")["stripe"]["customers"][0]["deleted"] is False
+
+
+def test_an_unset_account_id_is_refused_at_the_point_of_use_too(api_connections, sandbox, monkeypatch):
+    _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe", account_id=None)
+    with pytest.raises(StripeAccountError, match="set the connection's account_id"):
+        StripeHook(retry_policy=FAST).list_customers_by_email("nobody@example.com")
+    assert [r["route"] for r in sandbox.requests_log()] == ["/v1/account"]
+
+
+def test_the_proven_account_is_remembered_in_the_process(hook, sandbox, monkeypatch):
+    """One GET /v1/account per process and connection (a passed check counts), then trusted like
+    the connection; another key, or another account_id, is proven again."""
+    customer_id = _a_customer(sandbox)
+    assert all(r.ok for r in hook.checks())
+    for _ in range(3):
+        assert StripeHook(retry_policy=FAST).customer_presence(customer_id) == "present"
+    routes = [r["route"] for r in sandbox.requests_log()]
+    assert routes.count("/v1/account") == 1 and routes.count("/v1/customers/{customer}") == 3
+
+    sandbox.clear_requests_log()
+    _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe", key=OTHER_ACCOUNT_KEY)
+    with pytest.raises(StripeAccountError):
+        StripeHook(retry_policy=FAST).customer_presence(customer_id)
+    _stripe_conn(
+        monkeypatch, f"{sandbox.base_url}/stripe", key=OTHER_ACCOUNT_KEY, account_id=STRIPE_OTHER_ACCOUNT_ID
+    )
+    assert StripeHook(retry_policy=FAST).customer_presence(customer_id) == "not_found"  # its own account
+    assert [r["route"] for r in sandbox.requests_log()] == [
+        "/v1/account",
+        "/v1/account",
+        "/v1/customers/{customer}",
+    ]
+
+
+def test_a_proof_expires_with_the_connection_cache(hook, sandbox, monkeypatch):
+    customer_id = _a_customer(sandbox)
+    hook.customer_presence(customer_id)
+    monkeypatch.setattr(stripe_hook, "ACCOUNT_TRUST_SECONDS", 0.0)
+    hook.customer_presence(customer_id)
+    routes = [r["route"] for r in sandbox.requests_log()]
+    assert routes == ["/v1/account", "/v1/customers/{customer}"] * 2
 
 
 def test_the_sandbox_answer_knob_is_validated_and_cleared_by_reset(sandbox):

@@ -3,7 +3,8 @@
 Connection ``stripe_default``:
 
 * ``password``: the secret key (``sk_live_...``, ``sk_test_...``, or a restricted ``rk_`` key with
-  customer read/write);
+  customer read/write and read access to its account, ``GET /v1/account``);
+* extra ``account_id``: the ``acct_...`` id of the Stripe account the customers live in;
 * extra ``api_base``: another server instead of ``https://api.stripe.com`` (the sandbox);
 * extra ``redaction_method``: ``delete`` (default) or ``redaction_job`` (Stripe's Redaction Jobs,
   public preview: also strips PII from charges, invoices and PaymentIntents);
@@ -22,11 +23,20 @@ error shape, Stripe's "Unrecognized request URL" 404 (a wrong ``api_base``), its
 object exists in live/test mode" 404 (a key of the wrong mode), or a 200 without ``deleted``.
 A 404 without a code is trusted only once the same server has answered ``GET /v1/customers``
 with a list, so a server that answers every URL with a bare 404 proves nothing.
+
+Which account (docs/no-silent-success.md): a valid key of another Stripe account (another
+project's test key, a sister company's account) lists nobody and answers every customer with a
+404, exactly like a person without data. ``GET /v1/account`` ("Retrieve account" without an id)
+answers the key's own account, so the preflight check ``account`` requires its ``id`` to equal
+the connection's ``account_id``, and every customer or redaction-job call first requires that
+proof in this process (:meth:`StripeHook.verify_account`, cached like the connection): a task run
+without the preflight still cannot read another account's "nobody" as "no data".
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -61,13 +71,28 @@ KEY_MODES = {"sk_test_": "test", "rk_test_": "test", "sk_live_": "live", "rk_liv
 #: How long a server that answered ``GET /v1/customers`` with a list is trusted for bare 404s.
 TRUST_SECONDS = 300.0
 
+#: How long this process trusts an account proven by ``GET /v1/account`` (as connections, 300 s).
+ACCOUNT_TRUST_SECONDS = 300.0
+#: The restricted-key permission that Stripe's API permissions reference lists for ``GET /v1/account``.
+ACCOUNT_PERMISSION = "connected_account_read"
+#: How Stripe's 403 names the permission a restricted key lacks ("Having the 'x' permission would ...").
+_PERMISSION_NAMED = re.compile(r"Having the '([A-Za-z0-9_]+)' permission")
+
 _trusted_bases: dict[tuple[str, str | None], float] = {}
+#: (conn_id, api_base, key digest, account_id) -> when the key was proven to be of that account.
+_verified_accounts: dict[tuple[str, str | None, str, str | None], float] = {}
 _trusted_lock = threading.Lock()
 
 
 class StripeConfigurationError(PermanentApiError):
     """Stripe's answer shows the connection is wrong (an unknown URL: the ``api_base``; an
     object of the other mode: the key), so it says nothing about the customer. Never "gone"."""
+
+
+class StripeAccountError(StripeConfigurationError):
+    """The key's account is not proven to be the connection's ``account_id`` (another account,
+    ``account_id`` unset, or Stripe refused ``GET /v1/account``): every answer about customers
+    would be another account's, so none is read. The detail is one line saying what to do."""
 
 
 def idempotency_key(request_id: str, step: str, *parts: str) -> str:
@@ -142,6 +167,12 @@ class StripeHook(BaseHook):
                 f"{self.stripe_conn_id}: redaction_method must be delete or redaction_job"
             )
         return method
+
+    @property
+    def account_id(self) -> str | None:
+        """The ``acct_`` id the customers live in (extra ``account_id``); None when unset or empty."""
+        value = self.extra.get("account_id")
+        return value.strip() if isinstance(value, str) and value.strip() else None
 
     @property
     def preview_api_version(self) -> str:
@@ -244,8 +275,9 @@ class StripeHook(BaseHook):
         )
 
     def list_redaction_jobs(self, limit: int = 1) -> dict[str, Any]:
-        """``GET /v1/privacy/redaction_jobs``: a read that proves the endpoint is reachable."""
-        return self._raw("get", REDACTION_JOBS_PATH, "list redaction jobs", {"limit": limit})
+        """``GET /v1/privacy/redaction_jobs``: a read that proves the endpoint is reachable (a
+        preflight check: it reads nothing as absent, so it needs no proven account)."""
+        return self._raw("get", REDACTION_JOBS_PATH, "list redaction jobs", {"limit": limit}, bound=False)
 
     def _raw(
         self,
@@ -254,6 +286,8 @@ class StripeHook(BaseHook):
         operation: str,
         params: dict[str, Any] | None = None,
         key: str | None = None,
+        *,
+        bound: bool = True,
     ) -> dict[str, Any]:
         options: dict[str, Any] = {"stripe_version": self.preview_api_version}
         if key:
@@ -263,15 +297,109 @@ class StripeHook(BaseHook):
             response = self.client.raw_request(method, path, **options, **(params or {}))
             return self.client.deserialize(response, api_mode="V1")
 
-        return self._call(operation, call)
+        return self._call(operation, call, bound=bound)
+
+    # -- the account the key belongs to ----------------------------------------------------------
+
+    def retrieve_account_id(self) -> str:
+        """``GET /v1/account`` (stripe-python: ``accounts.retrieve_current``): the id of the account
+        the key belongs to. An answer that is not an ``account`` object raises."""
+        answer = self._call(
+            "retrieve account", lambda: self.client.v1.accounts.retrieve_current(), bound=False
+        )
+        account_id = answer.get("id") if isinstance(answer, dict) else None
+        if not (
+            isinstance(answer, dict)
+            and answer.get("object") == "account"
+            and isinstance(account_id, str)
+            and account_id.startswith("acct_")
+        ):
+            raise StripeConfigurationError(
+                "stripe",
+                "retrieve account",
+                detail=f"GET /v1/account did not answer an account: check the api_base extra of connection "
+                f"{self.stripe_conn_id}",
+            )
+        return account_id
+
+    def verify_account(self) -> str:
+        """Raise :class:`StripeAccountError` unless the key is proven, in this process within
+        :data:`ACCOUNT_TRUST_SECONDS`, to belong to ``account_id``; returns the account id.
+
+        Every customer and redaction-job call runs it first, so a task run without the preflight
+        (a manual rerun) cannot read another account's empty list or 404 as "no data".
+        """
+        cache_key = self._account_cache_key()
+        now = time.monotonic()
+        with _trusted_lock:
+            proven_at = _verified_accounts.get(cache_key)
+        if proven_at is not None and now - proven_at < ACCOUNT_TRUST_SECONDS:
+            return cache_key[3] or ""
+        return self._prove_account()
+
+    def _account_cache_key(self) -> tuple[str, str | None, str, str | None]:
+        # The key's digest, not the key: a rotated key or a changed account_id is proven again.
+        digest = hashlib.sha256((self._conn.password or "").encode()).hexdigest()[:16]
+        return (self.stripe_conn_id, self.extra.get("api_base"), digest, self.account_id)
+
+    def _prove_account(self) -> str:
+        """Ask Stripe whose key this is and compare with ``account_id``; remember a match."""
+        conn, expected = self.stripe_conn_id, self.account_id
+        if (self._conn.password or "").startswith("pk_"):
+            # A publishable key cannot call the API: say so without sending it to Stripe.
+            raise _account_error(
+                None, f"connection {conn}: the password is a publishable key (pk_): set a secret key"
+            )
+        try:
+            actual = self.retrieve_account_id()
+        except StripeConfigurationError:
+            raise
+        except PermanentApiError as exc:
+            if exc.status == 401:
+                raise _account_error(
+                    401,
+                    f"connection {conn}: Stripe rejected the secret key (HTTP 401): put a valid sk_/rk_ key "
+                    f"of {expected or 'the account your customers are in'} in the connection's password",
+                ) from None
+            if exc.status == 403:
+                named = _PERMISSION_NAMED.search(exc.detail or "")
+                asks = f"; Stripe's answer names {named.group(1)}" if named else ""
+                raise _account_error(
+                    403,
+                    f"connection {conn}: the key may not read its account (HTTP 403): give the restricted "
+                    f"key read access to the account (GET /v1/account: {ACCOUNT_PERMISSION}){asks}",
+                ) from None
+            raise
+        if expected is None:
+            raise _account_error(
+                None,
+                f"connection {conn}: set the connection's account_id to the acct_ id of the account your "
+                f"customers are in; this key's account is {actual}",
+            )
+        if actual != expected:
+            raise _account_error(
+                None,
+                f"connection {conn}: the key belongs to {actual}, the connection expects {expected}: "
+                "wrong key",
+            )
+        now = time.monotonic()
+        with _trusted_lock:
+            for stale in [k for k, at in _verified_accounts.items() if now - at >= ACCOUNT_TRUST_SECONDS]:
+                del _verified_accounts[stale]
+            _verified_accounts[self._account_cache_key()] = now
+        return actual
 
     # -- preflight checks ----------------------------------------------------------------------
 
     def checks(self) -> list[CheckResult]:
         """Read-only checks: the key is valid and can read customers (``GET /v1/customers?limit=1``),
-        its mode; with ``redaction_method=redaction_job``, the redaction-jobs endpoint answers a
-        list. Each result is one line without the key."""
-        results = [run_check("stripe", "secret key", self._check_customers)]
+        its mode; it belongs to the connection's ``account_id`` (``GET /v1/account``); with
+        ``redaction_method=redaction_job``, the redaction-jobs endpoint answers a list. Each result
+        is one line without the key."""
+        results = [
+            run_check("stripe", "secret key", self._check_customers),
+            run_check("stripe", "account", self._check_account),
+        ]
         try:
             method = self.redaction_method
         except ApiConfigurationError as exc:
@@ -295,7 +423,9 @@ class StripeHook(BaseHook):
             )
         mode = key_mode(key)
         try:
-            page = self._call("list customers", lambda: self.client.v1.customers.list({"limit": 1}))
+            page = self._call(
+                "list customers", lambda: self.client.v1.customers.list({"limit": 1}), bound=False
+            )
         except PermanentApiError as exc:
             if exc.status == 401:
                 raise CheckFailed(
@@ -323,6 +453,14 @@ class StripeHook(BaseHook):
         seen = f", livemode={str(livemode).lower()}" if livemode is not None else ""
         return f"valid key, {mode_text}{seen}, can read customers ({where})"
 
+    def _check_account(self) -> str:
+        # Always asks Stripe (a check proves, it does not trust a cache); a pass is remembered.
+        try:
+            account = self._prove_account()
+        except StripeAccountError as exc:
+            raise CheckFailed(exc.detail) from None
+        return f"the key belongs to {account}, the connection's account_id"
+
     def _check_redaction_jobs(self) -> str:
         conn = self.stripe_conn_id
         try:
@@ -341,9 +479,15 @@ class StripeHook(BaseHook):
 
     # -- error mapping -----------------------------------------------------------------------
 
-    def _call(self, operation: str, call: Callable[[], T], *, missing_ok: bool = False) -> T | None:
+    def _call(
+        self, operation: str, call: Callable[[], T], *, missing_ok: bool = False, bound: bool = True
+    ) -> T | None:
         """Run ``call`` with retries. ``missing_ok`` is only for calls on ``/v1/customers/{id}``:
-        a 404 there that means "no such customer" returns None (see the module docs)."""
+        a 404 there that means "no such customer" returns None (see the module docs). ``bound``
+        calls first need the key proven to be of ``account_id`` (:meth:`verify_account`); only the
+        account lookup itself and the preflight's reads are not bound."""
+        if bound:
+            self.verify_account()
 
         def attempt():
             try:
@@ -404,6 +548,10 @@ class StripeHook(BaseHook):
             )
         with _trusted_lock:
             _trusted_bases[trust_key] = now
+
+
+def _account_error(status: int | None, detail: str) -> StripeAccountError:
+    return StripeAccountError("stripe", "verify account", status=status, detail=detail)
 
 
 def _error_body(exc: stripe.StripeError) -> dict[str, Any] | None:
