@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import subprocess
 import sys
 
 
@@ -379,12 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
         "or SQLite under $AIRFLOW_HOME)",
     )
     db_commands = db.add_subparsers(dest="db_command", required=True)
-    db_commands.add_parser("init", help="create tables and triggers (idempotent)").set_defaults(
-        func=_cmd_db_init
-    )
-    db_commands.add_parser("status", help="requests per status and the audit chain").set_defaults(
-        func=_cmd_db_status
-    )
+    db_init = db_commands.add_parser("init", help="create tables and triggers (idempotent)")
+    db_init.set_defaults(func=_cmd_db_init)
+    db_status = db_commands.add_parser("status", help="requests per status and the audit chain")
+    db_status.set_defaults(func=_cmd_db_status)
     grant = db_commands.add_parser(
         "grant",
         help="as the store's owner: give ROLE (the pipeline's, in compliance_db) exactly what the "
@@ -392,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grant.add_argument("role", metavar="ROLE", help="the pipeline's PostgreSQL role")
     grant.set_defaults(func=_cmd_db_grant)
+    for sub in (db_init, db_status, grant):
+        _db_url_after(sub)
 
     check = commands.add_parser(
         "check", help="prove every connection works and has the permissions the pipeline needs (read-only)"
@@ -410,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", action="append", choices=[s.value for s in _statuses()])
     listing.add_argument("--limit", type=int, default=1000)
     listing.set_defaults(func=_cmd_requests_list)
+    _db_url_after(listing)
 
     requeue = commands.add_parser(
         "requeue", help="send needs_attention/failed/deferred requests back to pending"
@@ -474,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--summary", action="store_true", help="print counts, time to complete and overdue requests instead"
     )
     export.set_defaults(func=_cmd_audit_export)
+    _db_url_after(export)
 
     receipt = commands.add_parser("receipt", help="signed erasure receipts (Ed25519)")
     receipt.add_argument("--db-url", help="SQLAlchemy URL of the compliance store (see 'db --help')")
@@ -484,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--all", action="store_true", help="every completed request")
     issue.add_argument("--out-dir", help="write <request_id>.receipt.json files here instead of stdout")
     issue.set_defaults(func=_cmd_receipt_issue)
+    _db_url_after(issue)
     verify = receipt_sub.add_parser("verify", help="check a receipt offline; exit 1 if invalid")
     verify.add_argument("file")
     verify.add_argument("--public-key", required=True, help="PEM file of the signer's public key")
@@ -546,6 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z?\s+\[\s*\w+\s*\]\s*")
+DEBUG_VARIABLE = "GDPR_ERASURE_DEBUG"  # set to 1 for the traceback behind a one-line error
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -558,6 +567,47 @@ def main(argv: list[str] | None = None) -> int:
     except StoreMissing as exc:
         print(f"gdpr-erasure: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("gdpr-erasure: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        # Every error a person sees is one line with what to do next, never a traceback.
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        print(f"gdpr-erasure {_command_name(args)}: {explain(exc)}", file=sys.stderr)
+        return 1
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    words = [args.command]
+    for name, value in vars(args).items():
+        if name.endswith("_command") and isinstance(value, str):
+            words.append(value)
+    return " ".join(words)
+
+
+def explain(exc: BaseException) -> str:
+    """One line for an error no command handled itself: what went wrong and what to do next,
+    scrubbed of identifiers (an exception text may quote a provider's answer)."""
+    from gdpr_erasure.pii import scrub
+
+    name = type(exc).__name__
+    text = " ".join(str(exc).split())
+    if name == "AirflowNotFoundException" and "conn_id" in text:
+        hint = "create that Airflow connection (docs/deployment.md lists each one)"
+    elif isinstance(exc, subprocess.CalledProcessError):
+        command = " ".join(str(part) for part in exc.cmd[:4]) if isinstance(exc.cmd, list) else str(exc.cmd)
+        output = exc.stderr or exc.output or ""
+        output = output.decode(errors="replace") if isinstance(output, bytes) else output
+        last = next((line.strip() for line in reversed(output.splitlines()) if line.strip()), "")
+        last = _LOG_PREFIX.sub("", last)  # Airflow's "<timestamp> [error    ] " before the message
+        text = f"{command} ... exited with status {exc.returncode}" + (f": {last}" if last else "")
+        hint = "fix what it says, or run it by hand to see all its output"
+    elif isinstance(exc, PermissionError | FileNotFoundError | IsADirectoryError):
+        hint = "check the path and its permissions"
+    else:
+        hint = f"set {DEBUG_VARIABLE}=1 and run it again for the traceback"
+    return f"{scrub(text)[:500] or name} ({name}): {hint}"
 
 
 if __name__ == "__main__":
