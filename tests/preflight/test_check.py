@@ -78,6 +78,7 @@ def test_everything_passes_against_the_sandbox(setup, capsys):
         ("ledger", "tree-head signing key"),
         ("ledger", "witness"),
         ("stripe", "secret key"),
+        ("stripe", "account"),
         ("twilio", "credentials"),
         ("twilio", "Memory store"),
         ("twilio", "Conversation Services"),
@@ -86,6 +87,11 @@ def test_everything_passes_against_the_sandbox(setup, capsys):
         ("segment", "external id types"),
     }
     assert "test mode" in results[("stripe", "secret key")]["detail"]
+    account_id = setup.connections["stripe_default"]["extra"]["account_id"]
+    assert (
+        results[("stripe", "account")]["detail"]
+        == f"the key belongs to {account_id}, the connection's account_id"
+    )
     assert results[("segment", "external id types")]["detail"] == "email as email, phone as phone"
 
 
@@ -93,7 +99,35 @@ def test_a_wrong_stripe_key_fails(setup, capsys):
     setup.change("stripe_default", password="sk_live_not_this_account_1234")
     code, results, _ = setup.check(capsys)
     assert code == 1
-    assert list(failed(results)) == [("stripe", "secret key")]
+    problems = failed(results)
+    assert list(problems) == [("stripe", "secret key"), ("stripe", "account")]
+    assert "HTTP 401" in problems[("stripe", "account")] and "password" in problems[("stripe", "account")]
+
+
+def test_a_valid_key_of_another_stripe_account_fails(setup, sandbox, capsys):
+    """Another project's test key reads customers (it finds nobody): only the account check fails,
+    and it names both accounts and what is wrong."""
+    stripe = sandbox.accounts()["stripe"]
+    setup.change("stripe_default", password="sk_test_other_project_key")
+    code, results, _ = setup.check(capsys)
+    assert code == 1
+    assert failed(results) == {
+        ("stripe", "account"): f"connection stripe_default: the key belongs to {stripe['other_account_id']}, "
+        f"the connection expects {stripe['account_id']}: wrong key"
+    }
+    assert "sk_test_other_project_key" not in json.dumps(list(results.values()))
+
+
+def test_a_stripe_connection_without_account_id_fails(setup, sandbox, capsys):
+    setup.change("stripe_default", extra={"account_id": None})
+    code, results, _ = setup.check(capsys)
+    assert code == 1
+    problems = failed(results)
+    assert list(problems) == [("stripe", "account")]
+    assert problems[("stripe", "account")] == (
+        "connection stripe_default: set the connection's account_id to the acct_ id of the account your "
+        f"customers are in; this key's account is {sandbox.accounts()['stripe']['account_id']}"
+    )
 
 
 def test_a_wrong_segment_profile_token_fails(setup, capsys):
@@ -193,7 +227,8 @@ def test_the_command_prints_a_table_and_one_line_on_failure(setup):
     )
     assert done.returncode == 1
     assert "Traceback" not in done.stdout + done.stderr
-    assert done.stderr.strip().count("\n") == 0 and "1 of" in done.stderr
+    # A rejected key fails both Stripe checks, each saying why (the key, and whose key it is).
+    assert done.stderr.strip().count("\n") == 0 and "2 of" in done.stderr
     header, *rows = done.stdout.strip().splitlines()
     assert header.split()[:4] == ["system", "check", "result", "detail"]
     assert any(row.startswith("stripe") and "FAILED" in row for row in rows)
