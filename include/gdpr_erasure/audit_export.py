@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import statistics
-from collections.abc import Iterable
-from datetime import datetime, timedelta
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import IO, Any
 
 from gdpr_erasure.store import AuditEntry, ComplianceStore
@@ -89,18 +92,32 @@ def period_summary(
 ) -> dict[str, Any]:
     """What an auditor asks first about a period: how many requests came in and how they ended,
     how long completion took, what was or is late against the 30-day limit, and which requests
-    wait for a provider's quota (``deferred``) and until when."""
-    entries = store.audit_entries_between(since, until)
-    durations = []
-    for entry in entries:
-        received = datetime.fromisoformat(entry.record["received_at"])
-        completed = datetime.fromisoformat(entry.record["completed_at"])
-        durations.append(completed - received)
+    wait for a provider's quota (``deferred``) and until when; and whether the audit chain is
+    intact."""
+    summary = period_figures(store, since, until)
+    chain = store.verify_audit_chain()
+    summary["audit_chain"] = {"intact": chain.ok, "records": chain.checked, "head": chain.head_hash}
+    return summary
+
+
+def period_figures(
+    store: ComplianceStore,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    completions: Sequence[Completion] | None = None,
+) -> dict[str, Any]:
+    """:func:`period_summary` without the audit chain, whose check reads every record of the
+    ledger whatever the period (the auditor page runs it apart, in the background).
+
+    :param completions: the period's :func:`completions_between`, if already read.
+    """
+    if completions is None:
+        completions = completions_between(store, since, until)
+    durations = [c.duration for c in completions if c.duration is not None]
     received = store.received_between(since, until)
     now = utcnow()
     open_overdue = [r.id for r in store.open_requests_received_before(now - GDPR_DEADLINE)]
     deferred = store.deferred_requests(received_since=since, received_until=until)
-    chain = store.verify_audit_chain()
     return {
         "period": {
             "since": since.isoformat() if since else None,
@@ -108,7 +125,7 @@ def period_summary(
         },
         "received": sum(received.values()),
         "received_by_current_status": dict(sorted(received.items())),
-        "completed": len(entries),
+        "completed": len(completions),
         "failed": received.get("failed", 0),
         "needs_attention": received.get("needs_attention", 0),
         # Not failures: a provider's quota is spent (Segment's monthly regulations); the first run
@@ -123,8 +140,91 @@ def period_summary(
         "completed_late": sum(d > GDPR_DEADLINE for d in durations),
         "open_and_overdue": len(open_overdue),
         "open_and_overdue_ids": open_overdue,
-        "audit_chain": {"intact": chain.ok, "records": chain.checked, "head": chain.head_hash},
     }
+
+
+@dataclass(frozen=True)
+class Completion:
+    """When one request was received and completed, as its audit record states (``None`` when a
+    record lacks the time)."""
+
+    seq: int
+    request_id: str
+    received_at: datetime | None
+    completed_at: datetime | None
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.received_at is None or self.completed_at is None:
+            return None
+        return self.completed_at - self.received_at
+
+
+def completions_between(
+    store: ComplianceStore, since: datetime | None = None, until: datetime | None = None
+) -> list[Completion]:
+    """The received and completed times of the audit records written in ``[since, until)``, in
+    chain order, read without parsing the records (a fraction of a second for 100,000)."""
+    return [
+        Completion(seq, request_id, _moment(received), _moment(completed))
+        for seq, request_id, received, completed in store.audit_completion_times(since, until)
+    ]
+
+
+def completions_per_week(completions: Iterable[Completion]) -> list[tuple[str, int]]:
+    """Requests completed per ISO week (``2026-W45``), every week from the first to the last
+    one with a completion, weeks without any included as 0."""
+    counts: Counter[date] = Counter()
+    for completion in completions:
+        if completion.completed_at is not None:
+            day = completion.completed_at.date()
+            counts[day - timedelta(days=day.weekday())] += 1  # the week's Monday
+    if not counts:
+        return []
+    week, last, weeks = min(counts), max(counts), []
+    while week <= last:
+        year, number, _ = week.isocalendar()
+        weeks.append((f"{year}-W{number:02d}", counts[week]))
+        week += timedelta(days=7)
+    return weeks
+
+
+def export_item(entry: AuditEntry) -> dict[str, Any]:
+    """One record as the JSON export holds it: the record with its chain fields."""
+    return {
+        "seq": entry.seq,
+        "request_id": entry.request_id,
+        "recorded_at": entry.recorded_at.isoformat(),
+        "prev_hash": entry.prev_hash,
+        "record_hash": entry.record_hash,
+        "record": entry.record,
+    }
+
+
+def iter_export(entries: Iterable[AuditEntry], fmt: str) -> Iterator[str]:
+    """:func:`write_export`'s output in pieces, one per record, for a response streamed while
+    ``entries`` is read page by page (an export of 100,000 records never sits in memory)."""
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for entry in entries:
+            writer.writerow(export_row(entry))
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+        yield out.getvalue()
+        return
+    count = 0
+    yield "["
+    for entry in entries:
+        yield ("," if count else "") + "\n  " + json.dumps(export_item(entry), sort_keys=True)
+        count += 1
+    yield "\n]\n" if count else "]\n"
+
+
+def _moment(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
 def _hours(delta: timedelta) -> float:

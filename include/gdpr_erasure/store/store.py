@@ -18,7 +18,21 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, exc, func, insert, or_, select, text, update
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Engine,
+    and_,
+    case,
+    exc,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
@@ -675,6 +689,130 @@ class ComplianceStore:
         with self.engine.connect() as conn:
             row = conn.execute(select(AUDIT).where(AUDIT.c.request_id == request_id)).one_or_none()
         return _row_to_audit_entry(row) if row is not None else None
+
+    # -- the auditor's reads: pages, lookups, charts ---------------------------------------------
+
+    def audit_page(
+        self,
+        *,
+        after_seq: int | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[AuditEntry]:
+        """Up to ``limit`` audit records written in ``[since, until)``, in chain order: the first
+        ones after ``after_seq``, or the last ones before ``before_seq`` (the page before a page).
+
+        Keyset pagination on ``seq`` (the primary key): every page costs an index range read, the
+        last page of 100,000 records as little as the first, where OFFSET would skip every row
+        before it. Records appended between two pages never shift a page.
+
+        :param after_seq: records with a larger ``seq`` (the next page); the default is the start.
+        :param before_seq: records with a smaller ``seq``, the last ``limit`` of them (the previous
+            page); with ``after_seq`` as well, records strictly between the two.
+        :param limit: the page size; ask for one more to learn whether another page follows.
+        """
+        query = select(AUDIT)
+        if after_seq is not None:
+            query = query.where(AUDIT.c.seq > after_seq)
+        if before_seq is not None:
+            query = query.where(AUDIT.c.seq < before_seq)
+        if since is not None:
+            query = query.where(AUDIT.c.recorded_at >= since)
+        if until is not None:
+            query = query.where(AUDIT.c.recorded_at < until)
+        backwards = before_seq is not None and after_seq is None
+        query = query.order_by(AUDIT.c.seq.desc() if backwards else AUDIT.c.seq).limit(limit)
+        with self.engine.connect() as conn:
+            entries = [_row_to_audit_entry(row) for row in conn.execute(query)]
+        return entries[::-1] if backwards else entries
+
+    def audit_count(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        before_seq: int | None = None,
+    ) -> int:
+        """How many audit records were written in ``[since, until)`` (with ``before_seq``: how
+        many of them come before that ``seq``, a page's position)."""
+        query = select(func.count()).select_from(AUDIT)
+        if since is not None:
+            query = query.where(AUDIT.c.recorded_at >= since)
+        if until is not None:
+            query = query.where(AUDIT.c.recorded_at < until)
+        if before_seq is not None:
+            query = query.where(AUDIT.c.seq < before_seq)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def audit_tip(self) -> tuple[int, str] | None:
+        """The newest record's ``seq`` and ``record_hash`` (None for an empty ledger): what
+        changes whenever the ledger grows."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(AUDIT.c.seq, AUDIT.c.record_hash).order_by(AUDIT.c.seq.desc()).limit(1)
+            ).first()
+        return (row.seq, row.record_hash) if row is not None else None
+
+    def audit_completion_times(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[tuple[int, str, str | None, str | None]]:
+        """``(seq, request_id, received_at, completed_at)`` of the audit records written in
+        ``[since, until)``, in chain order, the times as the records state them (ISO 8601).
+
+        The database extracts the two fields from the record's JSON: charts and deadline figures
+        over 100,000 records need them and not the records, which take seconds to parse.
+        """
+        # SQLite has no JSON type to cast to (CAST AS JSON yields a number): its JSON functions
+        # read the text as it is. PostgreSQL needs the cast.
+        record = (
+            AUDIT.c.record.cast(JSON) if self.dialect == "postgresql" else type_coerce(AUDIT.c.record, JSON)
+        )
+        query = select(
+            AUDIT.c.seq,
+            AUDIT.c.request_id,
+            record["received_at"].as_string(),
+            record["completed_at"].as_string(),
+        ).order_by(AUDIT.c.seq)
+        if since is not None:
+            query = query.where(AUDIT.c.recorded_at >= since)
+        if until is not None:
+            query = query.where(AUDIT.c.recorded_at < until)
+        with self.engine.connect() as conn:
+            return [(row[0], row[1], row[2], row[3]) for row in conn.execute(query)]
+
+    def audit_entries_by_identifiers_hash(self, hashes: Iterable[str]) -> list[AuditEntry]:
+        """The audit records whose subject's ``identifiers_hash`` is one of ``hashes`` (keyed
+        hashes, 64 hex characters), in chain order.
+
+        The hash lives inside the record's canonical JSON (no whitespace, so it reads exactly
+        ``"identifiers_hash":"<hex>"``), which one scan of the ledger matches; each match is then
+        checked on the parsed record.
+        """
+        wanted = {h for h in hashes if len(h) == 64 and all(c in "0123456789abcdef" for c in h)}
+        if not wanted:
+            return []
+        # Only hex reaches the pattern: no LIKE wildcard can be smuggled in.
+        query = (
+            select(AUDIT)
+            .where(or_(*(AUDIT.c.record.like(f'%"identifiers_hash":"{h}"%') for h in sorted(wanted))))
+            .order_by(AUDIT.c.seq)
+        )
+        with self.engine.connect() as conn:
+            entries = [_row_to_audit_entry(row) for row in conn.execute(query)]
+        return [e for e in entries if (e.record.get("subject") or {}).get("identifiers_hash") in wanted]
+
+    def requests_by_identifiers_hash(self, hashes: Iterable[str]) -> list[ErasureRequest]:
+        """Requests whose identifiers were replaced by one of these keyed hashes (completed ones,
+        and unresolved ones kept past their limit), oldest first."""
+        wanted = sorted(set(hashes))
+        if not wanted:
+            return []
+        query = select(R).where(R.c.identifiers_hash.in_(wanted)).order_by(R.c.received_at, R.c.id)
+        with self.engine.connect() as conn:
+            return [_row_to_request(row) for row in conn.execute(query)]
 
     def verify_audit_chain(self, batch: int = 1000) -> ChainReport:
         """Verify the whole ledger, reading it in batches so memory stays flat."""
