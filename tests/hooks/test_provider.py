@@ -31,7 +31,7 @@ CONN_IDS = {"stripe": "stripe_default", "twilio": "twilio_default", "segment": "
 # What each hook reads from the extra: the form must offer these names and no others (api_base is
 # for the sandbox only and stays in the Extra JSON).
 EXTRAS = {
-    "stripe": {"redaction_method", "preview_api_version"},
+    "stripe": {"account_id", "redaction_method", "preview_api_version"},
     "twilio": {"account_sid", "memory_store_id"},
     "segment": set(_CONFIG_KEYS),
 }

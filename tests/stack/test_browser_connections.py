@@ -75,6 +75,7 @@ def shots(tmp_path) -> Path:
 def test_add_a_stripe_connection_in_the_form_and_test_it(celery_stack, browser_page, shots):
     stack, page = celery_stack, browser_page
     conn_id = f"stripe_ui_{uuid.uuid4().hex[:8]}"
+    account_id = stack.sandbox("GET", "/people")["accounts"]["stripe"]["account_id"]
     try:
         sign_in(page, stack.api_url, stack.username, stack.password)
         page.goto(f"{stack.api_url}/connections")
@@ -95,6 +96,7 @@ def test_add_a_stripe_connection_in_the_form_and_test_it(celery_stack, browser_p
         expect(dialog.get_by_text("Redaction method", exact=True)).to_be_visible()
         expect(dialog.locator("input[name=element_redaction_method]")).to_have_value("delete")
         expect(dialog.get_by_text("Preview API version", exact=True)).to_be_visible()
+        dialog.locator("input[name=element_account_id]").fill(account_id)
         dialog.evaluate(  # the accordions have finished opening and closing
             "d => Promise.all(d.getAnimations({subtree: true}).map(a => a.finished))"
         )
@@ -105,7 +107,11 @@ def test_add_a_stripe_connection_in_the_form_and_test_it(celery_stack, browser_p
         dialog.locator(".monaco-editor").first.click()
         page.keyboard.press("Control+A")
         page.keyboard.press("Delete")
-        extra = {"redaction_method": "delete", "api_base": f"{stack.sandbox_url}/stripe"}
+        extra = {
+            "account_id": account_id,
+            "redaction_method": "delete",
+            "api_base": f"{stack.sandbox_url}/stripe",
+        }
         page.keyboard.insert_text(json.dumps(extra))  # typing would trip the editor's auto-closing
         dialog.get_by_role("button", name="Save").click()
         expect(page.locator("[role=dialog][data-state=open]")).to_have_count(0)
@@ -134,6 +140,6 @@ def test_add_a_stripe_connection_in_the_form_and_test_it(celery_stack, browser_p
         assert result["message"].startswith("ok: secret key: valid key, test mode"), result
         assert SANDBOX_KEY not in result["message"]
         calls = [(r["method"], r["route"]) for r in stack.sandbox("GET", "/requests")]
-        assert calls == [("GET", "/v1/customers")]  # the hook ran, read-only
+        assert calls == [("GET", "/v1/customers"), ("GET", "/v1/account")]  # the hook ran, read-only
     finally:
         stack.api("DELETE", f"/connections/{conn_id}")
