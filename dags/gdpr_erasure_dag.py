@@ -54,10 +54,6 @@ from gdpr_erasure.sensors.segment import SegmentRegulationSensor
 from gdpr_erasure.sensors.stripe import StripeCustomerDeletedSensor
 from gdpr_erasure.sensors.twilio import TwilioProfileDeletedSensor
 
-# Seconds between a sensor's checks. Segment takes hours to days in production, so it is asked
-# rarely; GDPR_ERASURE_POLL_SECONDS shortens every interval for the sandbox (demo, tests).
-_FAST_POLL = float(os.environ.get("GDPR_ERASURE_POLL_SECONDS", "0")) or None
-POLL_SECONDS = {"twilio": _FAST_POLL or 10.0, "stripe": _FAST_POLL or 5.0, "segment": _FAST_POLL or 900.0}
 # How long a run waits for a Segment regulation before leaving the request in `verifying` for
 # the next run (regulations can take days; Segment's own SLA is 30).
 SEGMENT_PATIENCE_SECONDS = float(os.environ.get("GDPR_ERASURE_SEGMENT_PATIENCE_SECONDS", 6 * 3600))
@@ -128,18 +124,21 @@ with DAG(
             task_id="redact_stripe", request_ids=request_ids, pool="stripe_api"
         )
 
+        # The proofs wait in the triggerer, not on a worker (a regulation can take days): said
+        # here, as the sensors' default follows [operators] default_deferrable, which Airflow
+        # ships false. How often each asks: POLL_SECONDS in gdpr_erasure/triggers/base.py.
         verify_profile = TwilioProfileDeletedSensor(
             task_id="verify_twilio_profile",
             request_ids=request_ids,
             pool="twilio_api",
-            poll_interval=POLL_SECONDS["twilio"],
+            deferrable=True,
             timeout=timedelta(hours=1).total_seconds(),
         )
         verify_segment = SegmentRegulationSensor(
             task_id="verify_segment",
             request_ids=request_ids,
             pool="segment_api",
-            poll_interval=POLL_SECONDS["segment"],
+            deferrable=True,
             patience=SEGMENT_PATIENCE_SECONDS,
             timeout=timedelta(days=2).total_seconds(),
         )
@@ -147,7 +146,7 @@ with DAG(
             task_id="verify_stripe",
             request_ids=request_ids,
             pool="stripe_api",
-            poll_interval=POLL_SECONDS["stripe"],
+            deferrable=True,
             timeout=timedelta(hours=1).total_seconds(),
         )
 

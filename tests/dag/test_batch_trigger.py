@@ -1,61 +1,210 @@
-"""The batch trigger against the sandbox: each request of a batch settles on its own, and a
-request still waiting at the deadline is handed over as ``pending``."""
+"""The one proof trigger against the sandbox and a real compliance store: it carries request ids
+only, reads what to poll from the store, and settles each request of a batch on its own (done,
+failed, pending at the deadline, error)."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import json
 import time
 
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from devstack.localstack import person_identifiers
+from gdpr_erasure import steps
+from gdpr_erasure.hashing import load_hash_key, stripe_tag
 from gdpr_erasure.hooks.segment import SegmentHook
+from gdpr_erasure.hooks.stripe import StripeHook
+from gdpr_erasure.hooks.twilio import TwilioHook
+from gdpr_erasure.identifiers import SubjectIdentifiers
+from gdpr_erasure.sensors.stripe import StripeCustomerDeletedSensor
+from gdpr_erasure.store import ComplianceStore, StepStatus
 from gdpr_erasure.triggers.batch import BatchProofTrigger
-from gdpr_erasure.triggers.segment import SegmentRegulationTrigger
-from gdpr_erasure.triggers.stripe import StripeCustomerDeletedTrigger
 
 
-def _first_event(trigger: BatchProofTrigger) -> dict:
-    async def first():
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A fresh compliance store where the sensors and the trigger look for it."""
+    url = f"sqlite:///{tmp_path / 'compliance.db'}"
+    monkeypatch.setenv("GDPR_COMPLIANCE_DB_URL", url)
+    store = ComplianceStore.from_url(url)
+    store.init_db()
+    yield store
+    store.dispose()
+
+
+def purged(store, request_id: str, step: str, result: dict, identifiers=None) -> str:
+    """A request whose purge ``step`` stored ``result``."""
+    store.submit(request_id, identifiers or SubjectIdentifiers.parse(user_id=request_id), source="test")
+    store.record_step(request_id, step, StepStatus.DONE, result)
+    return request_id
+
+
+def stripe_purge(*customer_ids: str) -> steps.StripeRedaction:
+    return steps.StripeRedaction(
+        method="delete",
+        deletion_ts=1_800_000_000,
+        customers={c: steps.StripeCustomerRecord(outcome="deleted") for c in customer_ids},
+    )
+
+
+def first_event(*triggers: BatchProofTrigger) -> list[dict]:
+    """Run the triggers in one event loop, as the triggerer does; each one's first event."""
+
+    async def first(trigger):
         async for event in trigger.run():
             return event.payload
 
-    return asyncio.run(first())
+    async def together():
+        return await asyncio.gather(*(first(t) for t in triggers))
+
+    return asyncio.run(together())
 
 
-def test_each_request_settles_on_its_own_and_the_slow_one_is_pending_at_the_deadline(
-    sandbox, api_connections
-):
-    person = sandbox.person("person-002")
-    running = SegmentHook().create_regulation([person["segment_user_id"]])  # 2 s in the sandbox
-    trigger = BatchProofTrigger.of(
-        {
-            "req-gone": StripeCustomerDeletedTrigger(["cus_NoSuchCustomer01"]),
-            "req-bad-regulation": SegmentRegulationTrigger("no-such-regulation"),
-            "req-slow": SegmentRegulationTrigger(running),
-        },
-        poll_interval=0.2,
-        deadline=time.time() + 0.5,  # before the regulation finishes
+def tag(customer_id: str) -> str:
+    return stripe_tag(load_hash_key(), customer_id)
+
+
+# -- what it carries -------------------------------------------------------------------------
+
+
+def test_it_serializes_to_an_importable_class_and_json_and_round_trips():
+    trigger = BatchProofTrigger(
+        ["req-1", "req-2"],
+        steps.STRIPE,
+        "stripe_x",
+        poll_interval=5,
+        deadline=1_900_000_000.0,
+        max_concurrency=4,
+        compliance_conn_id="compliance_x",
+    )
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    assert not module.startswith("dags")  # the triggerer must import it from the package
+    assert json.loads(json.dumps(kwargs)) == kwargs  # plain JSON: no objects for serde to encode
+    rebuilt = getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
+    assert rebuilt.serialize() == (classpath, kwargs)
+
+
+def test_a_step_without_a_check_is_refused():
+    with pytest.raises(ValueError, match="no proof check"):
+        BatchProofTrigger(["req-1"], steps.TWILIO_HISTORY, "twilio_default", poll_interval=1)
+
+
+def test_the_deferred_trigger_holds_no_customer_id_email_or_phone(store, sandbox, api_connections):
+    """Trigger kwargs sit in Airflow's metadata DB while they wait: the sensor defers with request
+    ids only, and the trigger finds the customers in the compliance store."""
+    person = sandbox.person("multi_stripe")
+    customer_ids = person["stripe_customer_ids"]
+    assert len(customer_ids) == 2
+    rid = purged(store, "req-multi", steps.STRIPE, stripe_purge(*customer_ids), person_identifiers(person))
+    sensor = StripeCustomerDeletedSensor(
+        task_id="verify_stripe", request_ids=[rid], poll_interval=0.1, deferrable=True, timeout=10
     )
 
-    payload = _first_event(trigger)
+    with pytest.raises(TaskDeferred) as deferred:  # the customers are live: it has to wait
+        sensor.execute({"params": {}})
 
-    assert payload["status"] == "settled"
-    outcomes = payload["outcomes"]
-    assert outcomes["req-gone"]["state"] == "done"
+    trigger = deferred.value.trigger
+    classpath, kwargs = trigger.serialize()
+    text = json.dumps([classpath, kwargs])
+    assert "cus_" not in text
+    for identifier in (person["email"], person["phone"], person["phone"].lstrip("+"), *customer_ids):
+        assert identifier not in text
+    assert kwargs["request_ids"] == [rid] and kwargs["purge_step"] == steps.STRIPE
+
+    # The trigger rebuilt from those kwargs reads the customers from the store, and its event
+    # (stored in the metadata DB too) names them by tag.
+    rebuilt = BatchProofTrigger(**{**kwargs, "deadline": time.time() + 0.3})
+    (event,) = first_event(rebuilt)
+    assert event["outcomes"][rid]["state"] == "pending"
+    assert event["outcomes"][rid]["evidence"]["summary"] == f"{tag(min(customer_ids))} still exists"
+    assert "cus_" not in json.dumps(event)
+
+
+# -- how it settles ------------------------------------------------------------------------
+
+
+def test_each_request_settles_on_its_own_and_the_slow_ones_are_pending_at_the_deadline(
+    store, sandbox, api_connections
+):
+    gone, live = (
+        p["stripe_customer_ids"][0] for p in (sandbox.person("person-002"), sandbox.person("no_segment"))
+    )
+    assert StripeHook().delete_customer(gone) == "deleted"
+    running = SegmentHook().create_regulation([sandbox.person("person-002")["segment_user_id"]])
+    stripe_ids = [
+        purged(store, "req-gone", steps.STRIPE, stripe_purge(gone)),
+        purged(store, "req-live", steps.STRIPE, stripe_purge(live)),
+        purged(store, "req-unknown-customer", steps.STRIPE, stripe_purge("cus_NoSuchCustomer01")),
+        "req-nothing-stored",  # no purge result in the store: nothing to prove is no proof
+    ]
+    store.submit("req-nothing-stored", SubjectIdentifiers.parse(user_id="x"), source="test")
+    segment_ids = [
+        purged(store, "req-bad-regulation", steps.SEGMENT, {"regulation_id": "no-such-regulation"}),
+        purged(store, "req-slow", steps.SEGMENT, {"regulation_id": running}),
+    ]
+    deadline = time.time() + 0.5  # before the regulation finishes
+
+    stripe_event, segment_event = first_event(
+        BatchProofTrigger(stripe_ids, steps.STRIPE, "stripe_default", poll_interval=0.2, deadline=deadline),
+        BatchProofTrigger(
+            segment_ids, steps.SEGMENT, "segment_default", poll_interval=0.2, deadline=deadline
+        ),
+    )
+
+    assert stripe_event["status"] == segment_event["status"] == "settled"
+    stripe = stripe_event["outcomes"]
+    assert stripe["req-gone"]["state"] == "done"
+    proof = stripe["req-gone"]["evidence"]["customers"][tag(gone)]
+    assert (proof["state"], proof["evidence"]) == ("deleted", "deleted_stub")
     # The trigger proves customers this pipeline deleted: a 404 for one is proof, named as such.
-    proof = outcomes["req-gone"]["evidence"]["customers"]["cus_NoSuchCustomer01"]
+    proof = stripe["req-unknown-customer"]["evidence"]["customers"][tag("cus_NoSuchCustomer01")]
     assert (proof["state"], proof["evidence"]) == ("deleted", "not_found")
-    assert outcomes["req-bad-regulation"]["state"] == "failed"
-    assert "not found" in outcomes["req-bad-regulation"]["evidence"]["reason"]
-    assert outcomes["req-slow"]["state"] == "pending"
-    assert outcomes["req-slow"]["evidence"]["regulation_id"] == running
+    assert stripe["req-live"] == {"state": "pending", "evidence": {"summary": f"{tag(live)} still exists"}}
+    assert stripe["req-nothing-stored"]["state"] == "error"
+    assert "no redact_stripe result" in stripe["req-nothing-stored"]["evidence"]["reason"]
+    segment = segment_event["outcomes"]
+    assert segment["req-bad-regulation"]["state"] == "failed"
+    assert "not found" in segment["req-bad-regulation"]["evidence"]["reason"]
+    assert segment["req-slow"]["state"] == "pending"
+    assert segment["req-slow"]["evidence"]["regulation_id"] == running
 
 
-def test_without_a_deadline_it_waits_until_every_request_is_proven(sandbox, api_connections):
-    person = sandbox.person("person-002")
-    running = SegmentHook().create_regulation([person["segment_user_id"]])
-    trigger = BatchProofTrigger.of({"req-slow": SegmentRegulationTrigger(running)}, poll_interval=0.5)
+def test_without_a_deadline_it_waits_until_each_request_is_proven_or_failed(store, sandbox, api_connections):
+    finishing = SegmentHook().create_regulation([sandbox.person("person-002")["segment_user_id"]])
+    failing = SegmentHook().create_regulation([sandbox.person("segment_failed")["segment_user_id"]])
+    profile_id = sandbox.person("person-002")["memory_profile_id"]
+    assert TwilioHook().delete_memory_profile(profile_id) == "deleted"
+    segment_ids = [
+        purged(store, "req-slow", steps.SEGMENT, {"regulation_id": finishing}),
+        purged(store, "req-failing", steps.SEGMENT, {"regulation_id": failing}),
+    ]
+    twilio_ids = [purged(store, "req-memory", steps.TWILIO_PROFILE, {"profile_ids": [profile_id]})]
 
-    payload = _first_event(trigger)
+    segment_event, twilio_event = first_event(
+        BatchProofTrigger(segment_ids, steps.SEGMENT, "segment_default", poll_interval=0.5),
+        BatchProofTrigger(twilio_ids, steps.TWILIO_PROFILE, "twilio_default", poll_interval=0.2),
+    )
 
-    assert payload["outcomes"]["req-slow"]["state"] == "done"
-    assert payload["outcomes"]["req-slow"]["evidence"]["status"] == "FINISHED"
-    assert payload["polls"] > 1  # it did wait
+    segment = segment_event["outcomes"]
+    assert segment["req-slow"]["state"] == "done"
+    assert segment["req-slow"]["evidence"]["status"] == "FINISHED"
+    assert segment_event["polls"] > 1  # it did wait
+    assert segment["req-failing"]["state"] == "failed"
+    assert f"regulation {failing} is FAILED" in segment["req-failing"]["evidence"]["reason"]
+    memory = twilio_event["outcomes"]["req-memory"]
+    assert memory["state"] == "done" and memory["evidence"]["profiles"] == [profile_id]
+
+
+def test_an_unreadable_store_is_an_error_event_and_creates_nothing(tmp_path, monkeypatch):
+    missing = tmp_path / "nowhere.db"
+    monkeypatch.setenv("GDPR_COMPLIANCE_DB_URL", f"sqlite:///{missing}")
+
+    (event,) = first_event(BatchProofTrigger(["req-1"], steps.SEGMENT, "segment_default", poll_interval=0.1))
+
+    assert event["status"] == "error"
+    assert "cannot read the compliance store (StoreMissing)" in event["message"]
+    assert not missing.exists()

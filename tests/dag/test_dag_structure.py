@@ -1,15 +1,19 @@
-"""The DAG's shape and the triggers' serialisation, checked without running anything."""
+"""The DAG's shape, the sensors' settings and the proof checks, checked without running anything."""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import pytest
 
-from gdpr_erasure.triggers.batch import BatchProofTrigger
-from gdpr_erasure.triggers.segment import SegmentRegulationTrigger, failure_reason
-from gdpr_erasure.triggers.stripe import StripeCustomerDeletedTrigger, StripeRedactionJobTrigger
-from gdpr_erasure.triggers.twilio import TwilioProfileDeletedTrigger
+from gdpr_erasure import steps
+from gdpr_erasure.sensors.base import DeletionProofSensor
+from gdpr_erasure.triggers.base import POLL_SECONDS, POLL_SECONDS_ENV, ProofCheck
+from gdpr_erasure.triggers.batch import PROOF_CHECKS, BatchProofTrigger
+from gdpr_erasure.triggers.segment import SegmentRegulationCheck, failure_reason
+from gdpr_erasure.triggers.stripe import StripeCustomerDeletedCheck
+from gdpr_erasure.triggers.twilio import TwilioMemoryProfileDeletedCheck
 
 
 @pytest.fixture(scope="module")
@@ -66,30 +70,50 @@ def test_sensors_defer_instead_of_holding_a_worker(dag):
         assert dag.get_task(f"erase_batch.{task_id}").deferrable is True
 
 
-@pytest.mark.parametrize(
-    "trigger",
-    [
-        StripeCustomerDeletedTrigger(["cus_a", "cus_b"], "stripe_x", poll_interval=3),
-        StripeRedactionJobTrigger("prj_1", "stripe_x", poll_interval=4),
-        SegmentRegulationTrigger("reg_1", "segment_x", poll_interval=5),
-        TwilioProfileDeletedTrigger(["mem_profile_1"], "twilio_x", poll_interval=6),
-        BatchProofTrigger.of(
-            {
-                "req-1": SegmentRegulationTrigger("reg_1", "segment_x", poll_interval=5),
-                "req-2": StripeCustomerDeletedTrigger(["cus_a"], "stripe_x", poll_interval=5),
-            },
-            poll_interval=5,
-            deadline=1_900_000_000.0,
-            max_concurrency=4,
-        ),
-    ],
-)
-def test_triggers_serialize_to_an_importable_class_and_round_trip(trigger):
-    classpath, kwargs = trigger.serialize()
-    module, _, name = classpath.rpartition(".")
-    rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
-    assert rebuilt.serialize() == (classpath, kwargs)
-    assert not module.startswith("dags")  # the triggerer must import it from the package
+def test_sensors_poll_as_often_as_the_one_table_says(dag):
+    for task_id, check in (
+        ("verify_twilio_profile", TwilioMemoryProfileDeletedCheck),
+        ("verify_segment", SegmentRegulationCheck),
+        ("verify_stripe", StripeCustomerDeletedCheck),
+    ):
+        sensor = dag.get_task(f"erase_batch.{task_id}")
+        assert sensor.poll_interval == sensor.poke_interval == check.poll_seconds(), task_id
+
+
+def test_one_table_of_poll_intervals_one_entry_per_check(monkeypatch):
+    monkeypatch.delenv(POLL_SECONDS_ENV, raising=False)
+    checks = {c.__name__: c for c in ProofCheck.__subclasses__()}
+    assert set(POLL_SECONDS) == set(checks)
+    # Production: Segment takes hours to days, Stripe and Memory seconds.
+    assert {name: check.poll_seconds() for name, check in checks.items()} == {
+        "TwilioMemoryProfileDeletedCheck": 10.0,
+        "SegmentRegulationCheck": 900.0,
+        "StripeCustomerDeletedCheck": 5.0,
+        "StripeRedactionJobCheck": 5.0,
+    }
+    monkeypatch.setenv(POLL_SECONDS_ENV, "0.2")  # the sandbox's knob replaces every one
+    assert {check.poll_seconds() for check in checks.values()} == {0.2}
+    monkeypatch.setenv(POLL_SECONDS_ENV, "0")
+    assert SegmentRegulationCheck.poll_seconds() == 900.0
+
+
+def test_deferrable_defaults_from_airflows_setting_as_the_providers_do():
+    from airflow.sdk import conf
+
+    default = inspect.signature(DeletionProofSensor.__init__).parameters["deferrable"].default
+    assert default is conf.getboolean("operators", "default_deferrable", fallback=True)
+
+
+def test_there_is_one_trigger_and_the_provider_modules_hold_plain_checks():
+    from airflow.triggers.base import BaseTrigger
+
+    triggers = set()
+    for module in ("base", "batch", "segment", "stripe", "twilio"):
+        for value in vars(importlib.import_module(f"gdpr_erasure.triggers.{module}")).values():
+            if isinstance(value, type) and issubclass(value, BaseTrigger) and value is not BaseTrigger:
+                triggers.add(value)
+    assert triggers == {BatchProofTrigger}
+    assert set(PROOF_CHECKS) == {purge for purge, proof in steps.PURGE_STEPS.items() if proof}
 
 
 def test_regulation_failure_reason_names_the_destination():

@@ -1,4 +1,4 @@
-"""Sensors that prove a deletion, deferring to a trigger so no worker slot waits."""
+"""Sensors that prove a deletion, deferring to the one proof trigger so no worker slot waits."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import BaseSensorOperator, Context
+from airflow.sdk import BaseSensorOperator, Context, conf
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
+from gdpr_erasure import steps
 from gdpr_erasure.batch import (
     DEFAULT_CONCURRENCY,
     ComplianceStoreMixin,
@@ -18,10 +19,11 @@ from gdpr_erasure.batch import (
     run_batch,
     will_retry,
 )
+from gdpr_erasure.hashing import StripeTagger
 from gdpr_erasure.store import StepStatus
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID
-from gdpr_erasure.triggers.base import PollUntilDoneTrigger
-from gdpr_erasure.triggers.batch import BatchProofTrigger
+from gdpr_erasure.triggers.base import ProofCheck
+from gdpr_erasure.triggers.batch import BatchProofTrigger, proof_check
 
 
 class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
@@ -29,17 +31,22 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
     record the proof per request.
 
     Subclasses say which purge step they verify (:attr:`purge_step`), under which step name the
-    proof is stored (:attr:`verify_step`), and build a request's trigger from the purge step's
-    stored result. Each request is checked once right away (often the deletion is already
-    proven and nothing waits); the rest wait together in one :class:`BatchProofTrigger` in the
-    triggerer (deferrable, the default), or are poked on a worker otherwise.
+    proof is stored (:attr:`verify_step`), which provider connection the check uses
+    (:attr:`provider_conn_id`) and which check sets the default poll interval
+    (:attr:`check_class`). Each request is checked once right away (often the deletion is
+    already proven and nothing waits); the rest wait together in one :class:`BatchProofTrigger`
+    in the triggerer (deferrable), or are poked on a worker otherwise. The trigger is given
+    request ids only and reads the ids to poll from the compliance store.
 
     A provider that reports the deletion failed fails only that request (``write_audit`` marks
     it failed); checks that keep erroring make the task retry while retries remain.
 
     :param request_ids: the batch of erasure requests (templated).
-    :param deferrable: wait in the triggerer instead of on a worker.
-    :param poll_interval: seconds between provider checks.
+    :param deferrable: wait in the triggerer instead of on a worker. The default follows
+        ``[operators] default_deferrable``, as the providers' operators do; Airflow ships it
+        ``false``, so the DAG asks for ``True`` itself.
+    :param poll_interval: seconds between provider checks; default: the check's entry in
+        :data:`gdpr_erasure.triggers.base.POLL_SECONDS`.
     :param patience: seconds to wait in this run before handing a request over to a later run
         (status ``verifying``) instead of failing; None waits until ``timeout`` and then fails.
         For providers that are slow by design (a Segment regulation can take days).
@@ -50,19 +57,23 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
     template_fields: Sequence[str] = ("request_ids",)
     purge_step: str
     verify_step: str
+    #: The check this sensor mostly runs: its poll interval is the default.
+    check_class: type[ProofCheck]
     ui_color = "#fff8e1"
 
     def __init__(
         self,
         *,
         request_ids: list[str] | str,
-        deferrable: bool = True,
-        poll_interval: float = 10.0,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=True),
+        poll_interval: float | None = None,
         patience: float | None = None,
         max_concurrency: int = DEFAULT_CONCURRENCY,
         compliance_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
+        if poll_interval is None:
+            poll_interval = self.check_class.poll_seconds()
         kwargs.setdefault("poke_interval", poll_interval)
         super().__init__(**kwargs)
         self.request_ids = request_ids
@@ -71,11 +82,11 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
         self.patience = patience
         self.max_concurrency = max_concurrency
         self.compliance_conn_id = compliance_conn_id
+        self._tag = StripeTagger()  # names Stripe customers in proofs and logs
 
-    # -- to implement ----------------------------------------------------------------------
-
-    def build_trigger(self, purge_result: dict[str, Any]) -> PollUntilDoneTrigger | None:
-        """The trigger that proves the deletion, or None if there is nothing to prove."""
+    @property
+    def provider_conn_id(self) -> str:  # pragma: no cover - abstract
+        """The connection the provider check uses."""
         raise NotImplementedError
 
     # -- flow --------------------------------------------------------------------------------
@@ -85,7 +96,7 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
         if is_dry_run(context):
             raise AirflowSkipException(f"dry run: nothing was deleted for {len(ids)} request(s)")
         answers = run_batch(ids, self._first_check, self.max_concurrency)
-        waiting = {rid: trigger for rid, trigger in zip(ids, answers, strict=True) if trigger is not None}
+        waiting = [rid for rid, waits in zip(ids, answers, strict=True) if waits]
         if not waiting:
             return self._summary(ids)
         if self.patience is not None and self.patience <= 0:
@@ -97,11 +108,14 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
         deadline = time.time() + self.patience if self.patience is not None else None
         self.log.info("deferring: %d of %d request(s) not proven yet", len(waiting), len(ids))
         self.defer(
-            trigger=BatchProofTrigger.of(
-                waiting,
+            trigger=BatchProofTrigger(
+                request_ids=waiting,
+                purge_step=self.purge_step,
+                conn_id=self.provider_conn_id,
                 poll_interval=self.poll_interval,
                 deadline=deadline,
                 max_concurrency=self.max_concurrency,
+                compliance_conn_id=self.compliance_conn_id,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout) if self.timeout else None,
@@ -111,9 +125,9 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
     def poke(self, context: Context) -> bool:
         """Non-deferrable mode: check the requests that have no proof yet."""
         ids = [rid for rid in as_request_ids(self.request_ids) if self._open(rid)]
-        return all(trigger is None for trigger in run_batch(ids, self._first_check, self.max_concurrency))
+        return not any(run_batch(ids, self._first_check, self.max_concurrency))
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+    def execute_complete(self, context: Context, event: steps.ProofEvent) -> Any:
         ids = as_request_ids(self.request_ids)
         if event.get("status") != "settled":
             raise AirflowException(f"verification of {self.purge_step}: {event.get('message') or event}")
@@ -137,35 +151,32 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
         existing = self.store.steps(request_id).get(self.verify_step)
         return existing is None or existing.status not in (StepStatus.DONE, StepStatus.SKIPPED)
 
-    def _first_check(self, request_id: str) -> PollUntilDoneTrigger | None:
-        """Settle the request if possible; return its trigger if it has to wait."""
+    def _first_check(self, request_id: str) -> bool:
+        """Settle the request if possible; True if it has to wait."""
         steps_ = self.store.steps(request_id)
         existing = steps_.get(self.verify_step)
         if existing is not None and existing.status is StepStatus.DONE:
-            return None  # already proven (a retry, or the next run re-checking the rest)
+            return False  # already proven (a retry, or the next run re-checking the rest)
         purge = steps_.get(self.purge_step)
         if purge is None or purge.status in (StepStatus.FAILED, StepStatus.PENDING):
-            return None  # the purge did not succeed: nothing to prove, write_audit fails it
-        if purge.status in (StepStatus.SKIPPED, StepStatus.ALREADY_ABSENT):
+            return False  # the purge did not succeed: nothing to prove, write_audit fails it
+        check = None
+        if purge.status not in (StepStatus.SKIPPED, StepStatus.ALREADY_ABSENT):
+            check = proof_check(self.purge_step, purge.result, self.provider_conn_id, self._tag)
+        if check is None:
             self.store.record_step(
                 request_id, self.verify_step, StepStatus.SKIPPED, {"reason": "nothing deleted"}
             )
-            return None
-        trigger = self.build_trigger(purge.result)
-        if trigger is None:
-            self.store.record_step(
-                request_id, self.verify_step, StepStatus.SKIPPED, {"reason": "nothing deleted"}
-            )
-            return None
+            return False
         try:
-            state, evidence = trigger.check()
+            state, evidence = check.check()
         except Exception as exc:  # the trigger checks again; a lasting error surfaces there
             self.log.warning("%s: first check failed (%s); waiting", request_id, exc)
-            return trigger
+            return True
         if state == "waiting":
-            return trigger
+            return True
         self._finish(request_id, state, evidence)
-        return None
+        return False
 
     def _finish(self, request_id: str, state: str, evidence: dict[str, Any]) -> None:
         if state == "done":

@@ -7,7 +7,7 @@ from typing import Any
 from gdpr_erasure import steps
 from gdpr_erasure.hooks.segment import SegmentHook
 from gdpr_erasure.sensors.base import DeletionProofSensor
-from gdpr_erasure.triggers.segment import SegmentRegulationTrigger
+from gdpr_erasure.triggers.segment import SegmentRegulationCheck
 
 
 class SegmentRegulationSensor(DeletionProofSensor):
@@ -21,14 +21,12 @@ class SegmentRegulationSensor(DeletionProofSensor):
 
     purge_step = steps.SEGMENT
     verify_step = steps.VERIFY_SEGMENT
+    check_class = SegmentRegulationCheck
 
     def __init__(self, *, segment_conn_id: str = SegmentHook.default_conn_name, **kwargs: Any) -> None:
-        kwargs.setdefault("poll_interval", 60.0)
         super().__init__(**kwargs)
         self.segment_conn_id = segment_conn_id
 
-    def build_trigger(self, purge_result: dict[str, Any]):
-        regulation_id = purge_result.get("regulation_id")
-        if not regulation_id:
-            return None
-        return SegmentRegulationTrigger(regulation_id, self.segment_conn_id, poll_interval=self.poll_interval)
+    @property
+    def provider_conn_id(self) -> str:
+        return self.segment_conn_id

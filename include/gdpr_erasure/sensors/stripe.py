@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from gdpr_erasure import steps
-from gdpr_erasure.hashing import StripeTagger
 from gdpr_erasure.hooks.stripe import StripeHook
 from gdpr_erasure.sensors.base import DeletionProofSensor
-from gdpr_erasure.triggers.stripe import StripeCustomerDeletedTrigger, StripeRedactionJobTrigger
+from gdpr_erasure.triggers.stripe import StripeCustomerDeletedCheck
 
 
 class StripeCustomerDeletedSensor(DeletionProofSensor):
@@ -18,8 +17,9 @@ class StripeCustomerDeletedSensor(DeletionProofSensor):
     ``succeeded``. Customers that were already absent are checked too. Ids given at intake that
     Stripe never knew are not here: ``redact_stripe`` never sees them (see ``resolve``).
 
-    The trigger gets each customer's tag (``cus#`` and 12 hex characters of its keyed hash), and
-    the proof it returns, which this sensor stores and logs, is keyed by tag, not by ``cus_`` id.
+    The proof, which this sensor stores and logs, is keyed by each customer's tag (``cus#`` and
+    12 hex characters of its keyed hash), not by ``cus_`` id; the trigger it defers to carries
+    request ids only and reads the ``cus_`` ids from the compliance store in the triggerer.
 
     :param request_ids: the batch of erasure requests (templated).
     :param stripe_conn_id: Stripe connection.
@@ -27,24 +27,12 @@ class StripeCustomerDeletedSensor(DeletionProofSensor):
 
     purge_step = steps.STRIPE
     verify_step = steps.VERIFY_STRIPE
+    check_class = StripeCustomerDeletedCheck
 
     def __init__(self, *, stripe_conn_id: str = StripeHook.default_conn_name, **kwargs: Any) -> None:
-        kwargs.setdefault("poll_interval", 5.0)
         super().__init__(**kwargs)
         self.stripe_conn_id = stripe_conn_id
-        self._tag = StripeTagger()
 
-    def _tags(self, customer_ids: list[str]) -> dict[str, str]:
-        return {cid: self._tag(cid) for cid in customer_ids}
-
-    def build_trigger(self, purge_result: dict[str, Any]):
-        if purge_result.get("method") == "redaction_job" and purge_result.get("redaction_job_id"):
-            return StripeRedactionJobTrigger(
-                purge_result["redaction_job_id"], self.stripe_conn_id, poll_interval=self.poll_interval
-            )
-        customers = sorted(purge_result.get("customers") or {})
-        if not customers:
-            return None
-        return StripeCustomerDeletedTrigger(
-            customers, self.stripe_conn_id, poll_interval=self.poll_interval, tags=self._tags(customers)
-        )
+    @property
+    def provider_conn_id(self) -> str:
+        return self.stripe_conn_id

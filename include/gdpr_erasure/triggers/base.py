@@ -1,75 +1,52 @@
-"""A trigger that polls a provider until a deletion is proven.
+"""What proves a deletion: a provider check, and how often to ask it.
 
-Triggers run in the triggerer, not on a worker, so a sensor that defers to one holds no worker
-slot while Segment takes days or Stripe a few seconds. The hooks are synchronous (official
-SDKs), so each check runs in a thread; the event loop stays free for other triggers.
+A check is a plain class, not a trigger. Built from what a purge step stored, it asks the
+provider once (:meth:`ProofCheck.check`) and answers ``done``, ``waiting`` or ``failed`` with
+its evidence. The sensor calls it once on the worker, right after the purge (often the proof is
+already there); :class:`~gdpr_erasure.triggers.batch.BatchProofTrigger`, the one trigger, calls
+it in the triggerer until the request settles. The hooks are synchronous (official SDKs), so
+there a check runs in a thread and the event loop stays free for other triggers.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator
+import os
 from typing import Any
 
-# Triggers have no airflow.sdk home in Airflow 3.3; providers import them from here too.
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from gdpr_erasure.steps import ProofState
+
+#: Replaces every interval below when set and not 0 (the sandbox: demo, tests, compose's
+#: sandbox profile). Leave it unset in production.
+POLL_SECONDS_ENV = "GDPR_ERASURE_POLL_SECONDS"
+
+#: Seconds between checks in production, per check. Segment takes hours to days, so it is
+#: asked rarely; Stripe and Memory answer within seconds.
+POLL_SECONDS: dict[str, float] = {
+    "TwilioMemoryProfileDeletedCheck": 10.0,
+    "SegmentRegulationCheck": 900.0,
+    "StripeCustomerDeletedCheck": 5.0,
+    "StripeRedactionJobCheck": 5.0,
+}
 
 
-class PollUntilDoneTrigger(BaseTrigger):
-    """Call :meth:`check` every ``poll_interval`` seconds until it reports done or failed.
+class ProofCheck:
+    """Ask a provider, once, whether a deletion is proven.
 
-    :meth:`check` returns ``(state, evidence)``: ``"done"`` fires a success event, ``"failed"``
-    an error event (the sensor fails with the reason), ``"waiting"`` polls again. Errors from
-    the provider that survive the hook's retries are reported as an error event rather than
-    crashing the triggerer. At ``deadline`` (if given) a ``pending`` event hands the request
-    over to a later run instead of failing it: slow processors (Segment can take days) are not
-    failures. Airflow's defer timeout stays the hard stop.
+    :meth:`check` returns ``(state, evidence)``: ``"done"`` (proven; the evidence is stored as the
+    verify step's result), ``"failed"`` (the provider says the deletion failed; the evidence
+    holds ``reason``) or ``"waiting"`` (not yet; ``summary`` says why). Errors from the provider
+    that outlast the hook's retries are raised, never read as an answer.
 
-    :param poll_interval: seconds between checks.
-    :param deadline: epoch seconds after which to stop waiting with a ``pending`` event.
+    Checks hold provider ids (a Stripe ``cus_`` id among them), so they are never serialized:
+    the trigger rebuilds them from the compliance store where it runs.
     """
 
-    def __init__(self, poll_interval: float = 10.0, deadline: float | None = None) -> None:
-        super().__init__()
-        self.poll_interval = poll_interval
-        self.deadline = deadline
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return f"{type(self).__module__}.{type(self).__qualname__}", self.serialize_kwargs()
-
-    def serialize_kwargs(self) -> dict[str, Any]:
-        return {"poll_interval": self.poll_interval, "deadline": self.deadline}
-
-    def check(self) -> tuple[str, dict[str, Any]]:  # pragma: no cover - abstract
+    def check(self) -> tuple[ProofState, dict[str, Any]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        polls = 0
-        while True:
-            polls += 1
-            try:
-                state, evidence = await asyncio.to_thread(self.check)
-            except Exception as exc:  # hook errors are already scrubbed of identifiers
-                yield TriggerEvent(
-                    {"status": "error", "message": f"{type(exc).__name__}: {exc}", "polls": polls}
-                )
-                return
-            if state == "done":
-                yield TriggerEvent({"status": "success", "evidence": evidence, "polls": polls})
-                return
-            if state == "failed":
-                yield TriggerEvent(
-                    {
-                        "status": "failed",
-                        "evidence": evidence,
-                        "polls": polls,
-                        "message": evidence.get("reason", ""),
-                    }
-                )
-                return
-            if self.deadline is not None and time.time() + self.poll_interval > self.deadline:
-                yield TriggerEvent({"status": "pending", "evidence": evidence, "polls": polls})
-                return
-            self.log.info("not yet proven after %d check(s): %s", polls, evidence.get("summary", state))
-            await asyncio.sleep(self.poll_interval)
+    @classmethod
+    def poll_seconds(cls) -> float:
+        """Seconds between two checks of this kind: :data:`POLL_SECONDS`, or the environment's
+        :data:`POLL_SECONDS_ENV` when set (read now, not at import: tests set it late)."""
+        fast = float(os.environ.get(POLL_SECONDS_ENV) or 0)
+        return fast or POLL_SECONDS[cls.__name__]

@@ -1,102 +1,178 @@
-"""One trigger that proves the deletions of a whole batch of requests.
+"""The one trigger: it proves the deletions of a whole batch of requests.
 
 A sensor task works on a batch of requests; rather than one trigger per request, it defers to
-this trigger, which holds one provider check per request (each a :class:`PollUntilDoneTrigger`
-in its serialized form) and polls those still open, a few at a time, until every request has
-an answer or the deadline passes. One event then reports each request's outcome.
+this trigger, which polls a provider check per request (:mod:`gdpr_erasure.triggers.base`),
+those still open, a few at a time, until every request has an answer or the deadline passes.
+One event then reports each request's outcome.
+
+A trigger's kwargs are stored in Airflow's metadata DB (the ``trigger`` table) while it waits,
+and Stripe ``cus_`` ids are identifiers there. So the trigger carries only request ids, the
+purge step, connection ids and timings; it reads what the checks poll (customer, profile and
+regulation ids) from the compliance store by request id when it runs, in the triggerer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
-
-from airflow.sdk.module_loading import import_string
 
 # Triggers have no airflow.sdk home in Airflow 3.3; providers import them from here too.
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from gdpr_erasure.triggers.base import PollUntilDoneTrigger
+from gdpr_erasure import steps
+from gdpr_erasure.hashing import StripeTagger
+from gdpr_erasure.store import ComplianceStore, StoreError
+from gdpr_erasure.store.engine import DEFAULT_CONN_ID, resolve_db_url
+from gdpr_erasure.triggers.base import ProofCheck
+from gdpr_erasure.triggers.segment import SegmentRegulationCheck
+from gdpr_erasure.triggers.stripe import stripe_proof_check
+from gdpr_erasure.triggers.twilio import TwilioMemoryProfileDeletedCheck
+
+#: (purge result, provider connection, Stripe tagger) -> the check, or None: nothing to prove.
+CheckBuilder = Callable[[Any, str, Callable[[str], str]], ProofCheck | None]
+
+#: Purge step -> how to build the check that proves it from the step's stored result.
+PROOF_CHECKS: dict[str, CheckBuilder] = {
+    steps.TWILIO_PROFILE: TwilioMemoryProfileDeletedCheck.from_purge,
+    steps.SEGMENT: SegmentRegulationCheck.from_purge,
+    steps.STRIPE: stripe_proof_check,
+}
+
+
+def proof_check(
+    purge_step: str, purge: dict[str, Any], conn_id: str, tag: Callable[[str], str]
+) -> ProofCheck | None:
+    """The check that proves ``purge_step``'s deletion; None when the step deleted nothing.
+
+    :param purge_step: a purge step with a proof (``steps.PURGE_STEPS``).
+    :param purge: what the purge step stored for the request.
+    :param conn_id: the provider connection.
+    :param tag: names a Stripe customer in the proof (:class:`~gdpr_erasure.hashing.StripeTagger`).
+    """
+    return PROOF_CHECKS[purge_step](purge, conn_id, tag)
 
 
 class BatchProofTrigger(BaseTrigger):
-    """Poll a provider check per request until each is settled.
+    """Poll the provider check of each request until each is settled.
 
     Each request ends ``done``, ``failed`` (the provider reported the deletion failed),
-    ``error`` (the check itself kept failing, after the hook's retries) or, when ``deadline``
-    passes first, ``pending`` (handed over to a later run). The event is
-    ``{"status": "settled", "outcomes": {request_id: {"state", "evidence"}}, "polls": n}``.
+    ``error`` (the check kept failing after the hook's retries, or the store holds nothing to
+    prove) or, when ``deadline`` passes first, ``pending`` (handed over to a later run). The
+    event is :class:`~gdpr_erasure.steps.ProofEvent`: ``{"status": "settled", "outcomes":
+    {request_id: {"state", "evidence"}}, "polls": n}``, or ``{"status": "error", "message"}``
+    when the compliance store cannot be read.
 
-    :param checks: request id -> ``[classpath, kwargs]`` of a :class:`PollUntilDoneTrigger`.
+    :param request_ids: the requests whose deletion to prove.
+    :param purge_step: the purge step that deleted (names the check, and where its ids are stored).
+    :param conn_id: the provider connection the checks use.
     :param poll_interval: seconds between rounds of checks.
     :param deadline: epoch seconds after which open requests are reported ``pending``.
     :param max_concurrency: checks running at the same time (each in a thread).
+    :param compliance_conn_id: connection of the compliance store (``$GDPR_COMPLIANCE_DB_URL``
+        wins, as everywhere).
     """
 
     def __init__(
         self,
-        checks: dict[str, list[Any]],
-        poll_interval: float = 10.0,
+        request_ids: list[str],
+        purge_step: str,
+        conn_id: str,
+        poll_interval: float,
         deadline: float | None = None,
         max_concurrency: int = 8,
+        compliance_conn_id: str = DEFAULT_CONN_ID,
     ) -> None:
         super().__init__()
-        self.checks = {rid: [classpath, dict(kwargs)] for rid, (classpath, kwargs) in checks.items()}
+        if purge_step not in PROOF_CHECKS:
+            raise ValueError(f"no proof check for step {purge_step!r}")
+        self.request_ids = list(request_ids)
+        self.purge_step = purge_step
+        self.conn_id = conn_id
         self.poll_interval = poll_interval
         self.deadline = deadline
         self.max_concurrency = max_concurrency
-
-    @classmethod
-    def of(cls, triggers: dict[str, PollUntilDoneTrigger], **kwargs: Any) -> BatchProofTrigger:
-        return cls({rid: list(trigger.serialize()) for rid, trigger in triggers.items()}, **kwargs)
+        self.compliance_conn_id = compliance_conn_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
-                "checks": self.checks,
+                "request_ids": self.request_ids,
+                "purge_step": self.purge_step,
+                "conn_id": self.conn_id,
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
                 "max_concurrency": self.max_concurrency,
+                "compliance_conn_id": self.compliance_conn_id,
             },
         )
 
+    def load_checks(self) -> dict[str, ProofCheck | None]:
+        """Each request's check, built from its purge step in the compliance store (blocking:
+        the trigger calls it in a thread). None where the store holds nothing to prove."""
+        store = ComplianceStore.open_existing(resolve_db_url(conn_id=self.compliance_conn_id), pre_ping=False)
+        tag = StripeTagger()  # one key lookup for the batch, and only if a Stripe check names one
+        try:
+            checks: dict[str, ProofCheck | None] = {}
+            for rid in self.request_ids:
+                purge = store.steps(rid).get(self.purge_step)
+                checks[rid] = proof_check(self.purge_step, purge.result, self.conn_id, tag) if purge else None
+            return checks
+        finally:
+            store.dispose()
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        children = {rid: import_string(path)(**kwargs) for rid, (path, kwargs) in self.checks.items()}
+        try:
+            checks = await asyncio.to_thread(self.load_checks)
+        except Exception as exc:
+            # A StoreError says where it looked (no password); a driver's error may quote more.
+            detail = f": {exc}" if isinstance(exc, StoreError) else ""
+            yield TriggerEvent(
+                steps.ProofEvent(
+                    status="error", message=f"cannot read the compliance store ({type(exc).__name__}){detail}"
+                )
+            )
+            return
+        outcomes: dict[str, steps.ProofOutcome] = {
+            rid: steps.ProofOutcome(
+                state="error", evidence={"reason": f"no {self.purge_step} result to prove in the store"}
+            )
+            for rid, check in checks.items()
+            if check is None
+        }
         limit = asyncio.Semaphore(self.max_concurrency)
-        outcomes: dict[str, dict[str, Any]] = {}
         last: dict[str, dict[str, Any]] = {}
         polls = 0
         while True:
             polls += 1
-            open_ids = [rid for rid in children if rid not in outcomes]
-            answers = await asyncio.gather(*(self._check(limit, children[rid]) for rid in open_ids))
+            open_ids = [rid for rid in checks if rid not in outcomes]
+            answers = await asyncio.gather(*(self._check(limit, checks[rid]) for rid in open_ids))
             for rid, (state, evidence) in zip(open_ids, answers, strict=True):
                 if state == "waiting":
                     last[rid] = evidence
                 else:
-                    outcomes[rid] = {"state": state, "evidence": evidence}
-            still_open = [rid for rid in children if rid not in outcomes]
+                    outcomes[rid] = steps.ProofOutcome(state=state, evidence=evidence)
+            still_open = [rid for rid in checks if rid not in outcomes]
             if not still_open:
                 break
             if self.deadline is not None and time.time() + self.poll_interval > self.deadline:
                 for rid in still_open:
-                    outcomes[rid] = {"state": "pending", "evidence": last.get(rid, {})}
+                    outcomes[rid] = steps.ProofOutcome(state="pending", evidence=last.get(rid, {}))
                 break
             self.log.info(
                 "check %d: %d of %d proven or settled; %d still open",
                 polls,
                 len(outcomes),
-                len(children),
+                len(checks),
                 len(still_open),
             )
             await asyncio.sleep(self.poll_interval)
-        yield TriggerEvent({"status": "settled", "outcomes": outcomes, "polls": polls})
+        yield TriggerEvent(steps.ProofEvent(status="settled", outcomes=outcomes, polls=polls))
 
     @staticmethod
-    async def _check(limit: asyncio.Semaphore, check: PollUntilDoneTrigger) -> tuple[str, dict[str, Any]]:
+    async def _check(limit: asyncio.Semaphore, check: ProofCheck) -> tuple[steps.ProofState, dict[str, Any]]:
         async with limit:
             try:
                 return await asyncio.to_thread(check.check)

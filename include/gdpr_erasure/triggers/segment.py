@@ -1,19 +1,24 @@
-"""Wait until Segment reports a regulation finished."""
+"""Prove that Segment finished the regulation."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from gdpr_erasure import steps
 from gdpr_erasure.hooks.segment import SegmentHook
-from gdpr_erasure.triggers.base import PollUntilDoneTrigger
+from gdpr_erasure.triggers.base import ProofCheck
 
 SUCCESS = "FINISHED"
 FAILURE = frozenset({"FAILED", "INVALID", "NOT_SUPPORTED", "PARTIAL_SUCCESS"})
 
 
 def failure_reason(regulation: dict[str, Any]) -> str:
-    """What went wrong, from ``streamStatus``: the destinations that did not finish and why."""
+    """What went wrong, from ``streamStatus``: the destinations that did not finish and why.
+
+    :param regulation: Segment's answer for the regulation.
+    """
     problems = []
     for stream in regulation.get("streamStatus") or []:
         for dest in stream.get("destinationStatus") or []:
@@ -24,46 +29,45 @@ def failure_reason(regulation: dict[str, Any]) -> str:
     return f"regulation {regulation.get('id')} is {regulation.get('overallStatus')} ({detail})"
 
 
-class SegmentRegulationTrigger(PollUntilDoneTrigger):
-    """Done on ``FINISHED``; failed on FAILED, INVALID, NOT_SUPPORTED or PARTIAL_SUCCESS.
+class SegmentRegulationCheck(ProofCheck):
+    """Done on ``FINISHED``; failed on FAILED, INVALID, NOT_SUPPORTED or PARTIAL_SUCCESS, and
+    when Segment does not know the regulation (a 404 is not a proof).
 
     :param regulation_id: Segment ``regulateId``.
     :param segment_conn_id: Segment connection.
-    :param poll_interval: seconds between checks (Segment can take days; keep it long in production).
     """
 
-    def __init__(
-        self,
-        regulation_id: str,
-        segment_conn_id: str = "segment_default",
-        poll_interval: float = 60.0,
-        deadline: float | None = None,
-    ):
-        super().__init__(poll_interval, deadline)
+    def __init__(self, regulation_id: str, segment_conn_id: str = "segment_default") -> None:
         self.regulation_id = regulation_id
         self.segment_conn_id = segment_conn_id
 
-    def serialize_kwargs(self) -> dict[str, Any]:
-        return {
-            "regulation_id": self.regulation_id,
-            "segment_conn_id": self.segment_conn_id,
-            **super().serialize_kwargs(),
-        }
+    @classmethod
+    def from_purge(
+        cls, purge: steps.SegmentErasure, conn_id: str, tag: Callable[[str], str]
+    ) -> SegmentRegulationCheck | None:
+        """The check of the regulation ``erase_segment`` created; None if it created none.
 
-    def check(self) -> tuple[str, dict[str, Any]]:
+        :param purge: the purge step's stored result.
+        :param conn_id: Segment connection.
+        :param tag: unused (Stripe's checks name customers by tag).
+        """
+        regulation_id = purge.get("regulation_id")
+        return cls(regulation_id, conn_id) if regulation_id else None
+
+    def check(self) -> tuple[steps.ProofState, steps.SegmentRegulationProof]:
         regulation = SegmentHook(self.segment_conn_id).get_regulation(self.regulation_id)
         if regulation is None:
-            return "failed", {
-                "regulation_id": self.regulation_id,
-                "reason": f"regulation {self.regulation_id} not found",
-            }
+            return "failed", steps.SegmentRegulationProof(
+                regulation_id=self.regulation_id,
+                reason=f"regulation {self.regulation_id} not found",
+            )
         status = regulation.get("overallStatus")
-        evidence = {
-            "regulation_id": self.regulation_id,
-            "status": status,
-            "finished_at": regulation.get("finishedAt"),
-            "checked_at": datetime.now(UTC).isoformat(),
-        }
+        evidence = steps.SegmentRegulationProof(
+            regulation_id=self.regulation_id,
+            status=status,
+            finished_at=regulation.get("finishedAt"),
+            checked_at=datetime.now(UTC).isoformat(),
+        )
         if status == SUCCESS:
             return "done", evidence
         if status in FAILURE:

@@ -1,12 +1,13 @@
-"""Wait until Stripe shows the customers deleted, or their redaction job succeeded."""
+"""Prove that Stripe deleted the customers, or that their redaction job succeeded."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
+from gdpr_erasure import steps
 from gdpr_erasure.hooks.stripe import StripeHook
-from gdpr_erasure.triggers.base import PollUntilDoneTrigger
+from gdpr_erasure.triggers.base import ProofCheck
 
 REDACTION_FAILED = ("failed", "canceled")
 
@@ -15,86 +16,91 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-class StripeCustomerDeletedTrigger(PollUntilDoneTrigger):
+class StripeCustomerDeletedCheck(ProofCheck):
     """Done when every customer reads as gone: ``GET /v1/customers/{id}`` answers the
     deleted-customer object (``deleted: true`` and the same id) or a 404 on that path (with or
     without ``code: resource_missing``; see :meth:`StripeHook.retrieve_customer`). Anything else
     (a customer, a 200 without ``deleted``) keeps it waiting; an error (401, a wrong ``api_base``)
-    is reported, never read as gone.
+    is raised, never read as gone.
 
     The proof per customer is ``{"state": "deleted", "evidence": "deleted_stub" | "not_found",
-    "checked_at"}``: which answer proved it. It is keyed by the customer's tag from ``tags``
-    (``cus#`` and 12 hex characters of its keyed hash), as is the waiting summary, so the event
-    (stored in Airflow's metadata DB) and the task log never hold a ``cus_`` id; a customer
-    without a tag (a trigger serialized before tags existed) is keyed by its id.
+    "checked_at"}``: which answer proved it. It is keyed by the customer's tag (``cus#`` and 12
+    hex characters of its keyed hash), as is the waiting summary, so the trigger's event (stored
+    in Airflow's metadata DB) and the task log never hold a ``cus_`` id.
 
     :param customer_ids: ``cus_`` ids to watch.
-    :param tags: ``cus_`` id -> its tag (:func:`gdpr_erasure.hashing.stripe_tag`).
     :param stripe_conn_id: Stripe connection.
-    :param poll_interval: seconds between checks.
+    :param tag: names a customer: :class:`gdpr_erasure.hashing.StripeTagger`.
     """
 
     def __init__(
-        self,
-        customer_ids: list[str],
-        stripe_conn_id: str = "stripe_default",
-        poll_interval: float = 5.0,
-        deadline: float | None = None,
-        tags: dict[str, str] | None = None,
-    ):
-        super().__init__(poll_interval, deadline)
+        self, customer_ids: list[str], stripe_conn_id: str = "stripe_default", *, tag: Callable[[str], str]
+    ) -> None:
         self.customer_ids = list(customer_ids)
         self.stripe_conn_id = stripe_conn_id
-        self.tags = dict(tags or {})
+        self.tag = tag
 
-    def serialize_kwargs(self) -> dict[str, Any]:
-        return {
-            "customer_ids": self.customer_ids,
-            "stripe_conn_id": self.stripe_conn_id,
-            "tags": self.tags,
-            **super().serialize_kwargs(),
-        }
-
-    def check(self) -> tuple[str, dict[str, Any]]:
+    def check(self) -> tuple[steps.ProofState, steps.StripeProof]:
         hook = StripeHook(self.stripe_conn_id)
-        proof: dict[str, Any] = {}
+        proof: dict[str, steps.StripeCustomerProof] = {}
         for customer_id in self.customer_ids:
             presence = hook.customer_presence(customer_id)
-            name = self.tags.get(customer_id, customer_id)
+            name = self.tag(customer_id)
             if presence == "present":
-                return "waiting", {"summary": f"{name} still exists"}
-            proof[name] = {"state": "deleted", "evidence": presence, "checked_at": _now()}
-        return "done", {"customers": proof}
+                return "waiting", steps.StripeProof(summary=f"{name} still exists")
+            proof[name] = steps.StripeCustomerProof(state="deleted", evidence=presence, checked_at=_now())
+        return "done", steps.StripeProof(customers=proof)
 
 
-class StripeRedactionJobTrigger(PollUntilDoneTrigger):
+class StripeRedactionJobCheck(ProofCheck):
     """Done when the redaction job reaches ``succeeded``; failed on ``failed`` or ``canceled``.
 
     :param job_id: the redaction job.
     :param stripe_conn_id: Stripe connection.
-    :param poll_interval: seconds between checks.
     """
 
-    def __init__(
-        self,
-        job_id: str,
-        stripe_conn_id: str = "stripe_default",
-        poll_interval: float = 10.0,
-        deadline: float | None = None,
-    ):
-        super().__init__(poll_interval, deadline)
+    def __init__(self, job_id: str, stripe_conn_id: str = "stripe_default") -> None:
         self.job_id = job_id
         self.stripe_conn_id = stripe_conn_id
 
-    def serialize_kwargs(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "stripe_conn_id": self.stripe_conn_id, **super().serialize_kwargs()}
-
-    def check(self) -> tuple[str, dict[str, Any]]:
+    def check(self) -> tuple[steps.ProofState, steps.StripeProof]:
         job = StripeHook(self.stripe_conn_id).retrieve_redaction_job(self.job_id)
         status = job.get("status")
-        evidence = {"redaction_job_id": self.job_id, "status": status, "checked_at": _now()}
+        evidence = steps.StripeProof(redaction_job_id=self.job_id, status=status, checked_at=_now())
         if status == "succeeded":
             return "done", evidence
         if status in REDACTION_FAILED:
             return "failed", {**evidence, "reason": f"redaction job {self.job_id} is {status}"}
         return "waiting", {**evidence, "summary": f"redaction job {status}"}
+
+
+def stripe_proof_check(
+    purge: steps.StripeRedaction, conn_id: str, tag: Callable[[str], str]
+) -> ProofCheck | None:
+    """The check of what ``redact_stripe`` did: its redaction job, or every customer it handled
+    (those already absent too); None if it handled none.
+
+    :param purge: the purge step's stored result.
+    :param conn_id: Stripe connection.
+    :param tag: names a customer in the proof: :class:`gdpr_erasure.hashing.StripeTagger`.
+    """
+    if purge.get("method") == "redaction_job" and purge.get("redaction_job_id"):
+        return StripeRedactionJobCheck(purge["redaction_job_id"], conn_id)
+    customers = sorted(purge.get("customers") or {})
+    return StripeCustomerDeletedCheck(customers, conn_id, tag=tag) if customers else None
+
+
+class StripeCustomerDeletedTrigger(StripeCustomerDeletedCheck):
+    """The check under its name from when each check was a trigger, kept only for the callers
+    in tests/hooks/test_stripe_hook.py (another owner's file): it names customers by their
+    ``cus_`` id. Remove it once they call :class:`StripeCustomerDeletedCheck`.
+
+    :param customer_ids: ``cus_`` ids to watch.
+    :param stripe_conn_id: Stripe connection.
+    :param poll_interval: ignored (the poll interval is the trigger's).
+    """
+
+    def __init__(
+        self, customer_ids: list[str], stripe_conn_id: str = "stripe_default", poll_interval: float = 0.0
+    ) -> None:
+        super().__init__(customer_ids, stripe_conn_id, tag=str)

@@ -1,43 +1,44 @@
-"""Wait until Twilio Memory no longer returns the deleted profiles."""
+"""Prove that Twilio Memory no longer returns the deleted profiles."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
+from gdpr_erasure import steps
 from gdpr_erasure.hooks.twilio import TwilioHook
-from gdpr_erasure.triggers.base import PollUntilDoneTrigger
+from gdpr_erasure.triggers.base import ProofCheck
 
 
-class TwilioProfileDeletedTrigger(PollUntilDoneTrigger):
+class TwilioMemoryProfileDeletedCheck(ProofCheck):
     """Done when ``GET /v1/Stores/{store}/Profiles/{id}`` answers 404 for every profile.
 
     :param profile_ids: Memory profile ids (``mem_profile_...``).
     :param twilio_conn_id: Twilio connection.
-    :param poll_interval: seconds between checks.
     """
 
-    def __init__(
-        self,
-        profile_ids: list[str],
-        twilio_conn_id: str = "twilio_default",
-        poll_interval: float = 5.0,
-        deadline: float | None = None,
-    ):
-        super().__init__(poll_interval, deadline)
+    def __init__(self, profile_ids: list[str], twilio_conn_id: str = "twilio_default") -> None:
         self.profile_ids = list(profile_ids)
         self.twilio_conn_id = twilio_conn_id
 
-    def serialize_kwargs(self) -> dict[str, Any]:
-        return {
-            "profile_ids": self.profile_ids,
-            "twilio_conn_id": self.twilio_conn_id,
-            **super().serialize_kwargs(),
-        }
+    @classmethod
+    def from_purge(
+        cls, purge: steps.TwilioProfilePurge, conn_id: str, tag: Callable[[str], str]
+    ) -> TwilioMemoryProfileDeletedCheck | None:
+        """The check of what ``purge_twilio_profile`` deleted; None if it deleted nothing.
 
-    def check(self) -> tuple[str, dict[str, Any]]:
+        :param purge: the purge step's stored result.
+        :param conn_id: Twilio connection.
+        :param tag: unused (Stripe's checks name customers by tag).
+        """
+        profile_ids = purge.get("profile_ids") or []
+        return cls(profile_ids, conn_id) if profile_ids else None
+
+    def check(self) -> tuple[steps.ProofState, steps.TwilioProfileProof]:
         hook = TwilioHook(self.twilio_conn_id)
         remaining = [pid for pid in self.profile_ids if hook.memory_profile_exists(pid)]
         if remaining:
-            return "waiting", {"summary": f"{len(remaining)} profile(s) still present"}
-        return "done", {"profiles": self.profile_ids, "gone_at": datetime.now(UTC).isoformat()}
+            return "waiting", steps.TwilioProfileProof(summary=f"{len(remaining)} profile(s) still present")
+        return "done", steps.TwilioProfileProof(
+            profiles=self.profile_ids, gone_at=datetime.now(UTC).isoformat()
+        )
