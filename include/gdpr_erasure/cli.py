@@ -8,10 +8,19 @@ import re
 import subprocess
 import sys
 
+SANDBOX_MISSING = "the API sandbox is not installed here: install gdpr-erasure[sandbox]"
+
 
 def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
-    # Imported lazily: the sandbox is a development tool, not a runtime dependency of the pipeline.
-    from sandbox.server import serve
+    # The sandbox is a distribution of its own (the extra gdpr-erasure[sandbox]), not in the
+    # production image: imported only here, and its absence is one line.
+    try:
+        from sandbox.server import serve
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "sandbox":
+            raise
+        print(f"sandbox serve: {SANDBOX_MISSING}", file=sys.stderr)
+        return 2
 
     return serve(
         host=args.host,

@@ -36,6 +36,9 @@ from sandbox.twilio_memory import MemoryService
 from sandbox.web import ApiFamily, dispatch
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+#: The first line ``serve`` prints on stdout, followed by its base URL: launchers read the real
+#: port from it (see :mod:`sandbox.launcher`).
+READY_PREFIX = "sandbox listening on "
 
 
 def api_families() -> list[ApiFamily]:
@@ -106,7 +109,7 @@ async def _serve(app: Starlette, sock: socket.socket, out: TextIO) -> None:
     while not server.started and not task.done():
         await asyncio.sleep(0.01)
     if server.started:
-        print(f"sandbox listening on {_url(sock)}", file=out, flush=True)
+        print(f"{READY_PREFIX}{_url(sock)}", file=out, flush=True)
     await task
 
 
