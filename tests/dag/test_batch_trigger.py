@@ -12,7 +12,6 @@ import time
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from devstack.localstack import person_identifiers
 from gdpr_erasure import steps
 from gdpr_erasure.hashing import load_hash_key, stripe_tag
 from gdpr_erasure.hooks.segment import SegmentHook
@@ -99,7 +98,10 @@ def test_the_deferred_trigger_holds_no_customer_id_email_or_phone(store, sandbox
     person = sandbox.person("multi_stripe")
     customer_ids = person["stripe_customer_ids"]
     assert len(customer_ids) == 2
-    rid = purged(store, "req-multi", steps.STRIPE, stripe_purge(*customer_ids), person_identifiers(person))
+    given = SubjectIdentifiers.parse(
+        email=person["email"], phone=person["phone"], stripe_customer_id=customer_ids[0]
+    )
+    rid = purged(store, "req-multi", steps.STRIPE, stripe_purge(*customer_ids), given)
     sensor = StripeCustomerDeletedSensor(
         task_id="verify_stripe", request_ids=[rid], poll_interval=0.1, deferrable=True, timeout=10
     )
