@@ -1,5 +1,8 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
-# Everything installs into .venv from requirements.txt (exact pins) plus this package.
+# Everything installs into .venv from requirements.txt (exact pins) plus three distributions, all
+# editable: gdpr-erasure (the runtime package, the only one a production image holds), the API
+# sandbox (include/sandbox, the extra gdpr-erasure[sandbox]) and the development harnesses
+# (include/devstack: the demo, the local and compose stacks). README, "Layout".
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,11 +10,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test test-fast test-dag test-stack demo lint format clean browser screenshots bench
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml include/sandbox/pyproject.toml include/devstack/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet --no-deps -e . -e include/sandbox -e include/devstack
 	$(PY) -m pip check
 	touch $(STAMP)
 
@@ -41,7 +44,7 @@ test-stack: $(STAMP) browser
 	$(PY) -m pytest -m stack $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m gdpr_erasure.demo
+	$(PY) -m devstack.demo
 
 # Throughput benchmark on the LocalExecutor stack (local PostgreSQL and Redis): prints a table
 # and writes it with a plot into docs/benchmarks.md and docs/benchmarks.png (~12 min here).

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gdpr_erasure.localstack import sandbox_connections
+from sandbox.connections import sandbox_connections
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_HASH_KEY = "test-hash-key-0123456789abcdef0123456789abcdef"

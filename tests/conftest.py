@@ -5,24 +5,20 @@ Sections (add new groups of fixtures as new sections below, each with its own he
 * Tiers: every test gets one of the markers ``unit``, ``dag`` or ``stack`` from its path (and
   ``browser`` too when it drives Chromium), so ``pytest -m unit`` and the make targets select it.
 * API sandbox: ``sandbox_url`` (one real sandbox process per test session, started through the
-  real CLI) and ``sandbox`` (re-seeds it before a test and returns a small client).
+  real CLI by ``sandbox.launcher``) and ``sandbox`` (re-seeds it before a test and returns a
+  ``sandbox.client.SandboxClient``).
 """
 
 from __future__ import annotations
 
-import queue
-import subprocess
-import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 
-from gdpr_erasure.localstack import SANDBOX_READY, sandbox_command
+from devstack import SANDBOX_PROGRAM
+from sandbox.client import SandboxClient
+from sandbox.launcher import SandboxStartError, start_sandbox
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,111 +76,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # --- API sandbox --------------------------------------------------------------------------------
-
-SANDBOX_START_TIMEOUT = 20.0
-
-
-class SandboxClient:
-    """Helpers over the sandbox's control API (``/_sandbox``) for one test."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.http = requests.Session()
-
-    def _control(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        response = self.http.request(method, f"{self.base_url}/_sandbox{path}", timeout=10, **kwargs)
-        response.raise_for_status()
-        return response
-
-    def reset(self, **overrides: Any) -> dict[str, Any]:
-        """Re-seed, clear faults and the request log; ``overrides`` change seed, timings, ..."""
-        return self._control("POST", "/reset", json=overrides).json()
-
-    def catalog(self) -> dict[str, Any]:
-        """The whole ``/_sandbox/people`` answer: accounts, settings and people."""
-        return self._control("GET", "/people").json()
-
-    def accounts(self) -> dict[str, Any]:
-        return self.catalog()["accounts"]
-
-    def people(self) -> list[dict[str, Any]]:
-        return self.catalog()["people"]
-
-    def person(self, key: str) -> dict[str, Any]:
-        return next(p for p in self.people() if p["key"] == key)
-
-    def state(self, key: str) -> dict[str, Any]:
-        """What remains of a person in every emulated service."""
-        return self._control("GET", f"/state/person/{key}").json()
-
-    def set_faults(self, faults: dict[str, Any]) -> dict[str, Any]:
-        return self._control("PUT", "/faults", json=faults).json()
-
-    def clear_requests_log(self) -> None:
-        self._control("DELETE", "/requests")
-
-    def request_counts(self) -> list[dict[str, Any]]:
-        """Exact totals per route and status (the log keeps only the newest calls)."""
-        return self._control("GET", "/requests/counts").json()
-
-    def requests_log(self) -> list[dict[str, Any]]:
-        return self._control("GET", "/requests").json()
-
-
-def _read_ready_line(process: subprocess.Popen[str], timeout: float) -> str | None:
-    """The sandbox's first stdout line, or ``None`` if it does not come within ``timeout``."""
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stdout is not None
-    reader = threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True)
-    reader.start()
-    try:
-        return lines.get(timeout=timeout)
-    except queue.Empty:
-        return None
-
-
-def _wait_healthy(base_url: str, deadline: float) -> bool:
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base_url}/_sandbox/health", timeout=1).ok:
-                return True
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.05)
-    return False
+# Started by the one launcher (sandbox.launcher) through the real `gdpr-erasure sandbox serve`, and
+# driven by the one client (sandbox.client): the demo, the stack harness and the benchmarks use them too.
 
 
 @pytest.fixture(scope="session")
 def sandbox_url() -> Iterator[str]:
     """Base URL of a sandbox started as a subprocess through the real ``gdpr-erasure`` CLI."""
-    command = sandbox_command("--regulation-seconds", "2")
-    with tempfile.TemporaryFile(mode="w+") as stderr:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
-        try:
-            deadline = time.monotonic() + SANDBOX_START_TIMEOUT
-            line = _read_ready_line(process, SANDBOX_START_TIMEOUT) or ""
-            base_url = line.strip().removeprefix(SANDBOX_READY)
-            if not line.startswith(SANDBOX_READY) or not _wait_healthy(base_url, deadline):
-                process.kill()
-                process.wait()
-                stderr.seek(0)
-                pytest.fail(
-                    f"the sandbox did not start within {SANDBOX_START_TIMEOUT:.0f} s "
-                    f"(exit code {process.returncode}, stdout {line!r}); stderr:\n{stderr.read()}"
-                )
-            yield base_url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    try:
+        sandbox = start_sandbox("--regulation-seconds", "2", program=SANDBOX_PROGRAM, cwd=REPO_ROOT)
+    except SandboxStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield sandbox.url
+    finally:
+        sandbox.stop()
 
 
 @pytest.fixture
 def sandbox(sandbox_url: str) -> SandboxClient:
     """A freshly re-seeded sandbox (default seed, no faults, empty request log)."""
-    client = SandboxClient(sandbox_url)
+    client = SandboxClient(sandbox_url, timeout=10)
     client.reset()
     return client

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from gdpr_erasure.localstack import LocalStack, local_stack
+from devstack.localstack import LocalStack, local_stack
 
 ROOT = Path.cwd() / ".bench" / "reliability"
 MESSAGE_DELETE = ("DELETE", "/2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json")
@@ -34,7 +34,7 @@ EFFECTS = {
 def served(stack: LocalStack) -> collections.Counter:
     """Writes the sandbox actually performed (2xx, not an idempotent replay), by route."""
     served: collections.Counter = collections.Counter()
-    for row in stack.control("GET", "/requests/counts"):
+    for row in stack.sandbox.request_counts():
         if (
             row["method"] in ("POST", "DELETE")
             and 200 <= row["status"] < 300
@@ -45,7 +45,7 @@ def served(stack: LocalStack) -> collections.Counter:
 
 
 def expected(stack: LocalStack, keys: list[str]) -> dict[str, int]:
-    states = [stack.control("GET", f"/state/person/{key}") for key in keys]
+    states = [stack.sandbox.state(key) for key in keys]
     return {
         "stripe customer tagged": sum(len(s["stripe"]["customers"]) for s in states),
         "stripe customer deleted": sum(len(s["stripe"]["customers"]) for s in states),
@@ -62,7 +62,7 @@ def report(title: str, stack: LocalStack, keys: list[str], want: dict[str, int],
     audit = store.audit_entries()
     chain = store.verify_audit_chain()
     got = served(stack)
-    log = stack.control("GET", "/requests/counts")
+    log = stack.sandbox.request_counts()
     print(f"\n== {title} ==")
     print(f"requests {len(keys)}, wall time {seconds:.1f}s, statuses {dict(sorted(counts.items()))}")
     print(f"audit rows {len(audit)} (one per completed request), chain {'intact' if chain.ok else 'BROKEN'}")
@@ -95,7 +95,7 @@ def scenario_faults(requests: int, batch: int) -> bool:
             "latency_ms": 2,
             "latency_jitter_ms": 100,
         }
-        stack.control("PUT", "/faults", json=dict.fromkeys(("stripe", "twilio", "segment"), knobs))
+        stack.sandbox.set_faults(dict.fromkeys(("stripe", "twilio", "segment"), knobs))
         started = time.monotonic()
         codes: list[int] = []
         while stack.store().counts_by_status().get("pending") and len(codes) < 2 * requests // batch + 2:
@@ -141,14 +141,14 @@ def scenario_slow() -> bool:
         after_first = stack.store().counts_by_status()
         print(f"\nfirst run exit {first}: {after_first} (regulations still RUNNING)")
         time.sleep(12)
-        stack.control("DELETE", "/requests")
+        stack.sandbox.clear_requests_log()
         second = stack.run_dag("run-2.log")
         writes_in_second = sum(served(stack).values())
         print(
             f"second run exit {second}: {stack.store().counts_by_status()}; writes in the second run: "
             f"{writes_in_second}"
         )
-        stack.control("DELETE", "/requests")  # expected counts cover both runs: compare the store instead
+        stack.sandbox.clear_requests_log()  # expected counts cover both runs: compare the store instead
         store = stack.store()
         done = store.counts_by_status() == {"completed": len(keys)} and len(store.audit_entries()) == len(
             keys

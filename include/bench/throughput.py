@@ -3,7 +3,7 @@ sequential script.
 
     .venv/bin/python include/bench/throughput.py [--sizes 200,500,1000] [--latency-ms 100]
 
-Starts the docker-compose stack as local processes (gdpr_erasure.composestack) with the
+Starts the docker-compose stack as local processes (devstack.composestack) with the
 LocalExecutor: PostgreSQL for Airflow and the compliance store, the API server, scheduler,
 DAG processor and triggerer, and the sandbox answering every call after ``--latency-ms``.
 Then, for each size: the real DAG drains that many requests (fresh sandbox people, one run),
@@ -30,8 +30,10 @@ from typing import Any
 
 import psutil
 
-from gdpr_erasure.composestack import REPO_ROOT, ComposeStack, compose_stack
-from gdpr_erasure.localstack import connection_env, person_identifiers, sandbox_connections
+from devstack import REPO_ROOT
+from devstack.composestack import ComposeStack, compose_stack
+from devstack.localstack import connection_env, person_identifiers
+from sandbox.connections import sandbox_connections
 
 ROOT = Path.cwd() / ".bench" / "throughput"
 FLOOR_DAG = Path(__file__).resolve().parent / "dags" / "gdpr_erasure_floor.py"
@@ -116,9 +118,9 @@ class Result:
 
 def _seed(stack: ComposeStack, people: int, latency_ms: int) -> list[dict[str, Any]]:
     """A fresh sandbox population, every API answering after ``latency_ms``."""
-    stack.sandbox("POST", "/reset", json={"people": people})
-    stack.sandbox("PUT", "/faults", json={api: {"latency_ms": latency_ms} for api in APIS})
-    catalog = stack.sandbox("GET", "/people")
+    stack.sandbox.reset(people=people)
+    stack.sandbox.set_faults({api: {"latency_ms": latency_ms} for api in APIS})
+    catalog = stack.sandbox.catalog()
     stack.people = {p["key"]: p for p in catalog["people"]}
     return [p for p in catalog["people"] if p["key"].startswith("person-")][:people]
 
@@ -172,7 +174,7 @@ def run_sequential(stack, requests: int, sample: int, latency_ms: int) -> Result
     import sequential  # include/bench/sequential.py, next to this script
 
     people = _seed(stack, max(sample, 20), latency_ms)[:sample]
-    accounts = stack.sandbox("GET", "/people")["accounts"]
+    accounts = stack.sandbox.accounts()
     os.environ.update(connection_env(sandbox_connections(stack.sandbox_url, accounts)))
     work = [(f"seq-{p['key']}", person_identifiers(p)) for p in people]
     seconds = sequential.erase_sequentially(work)

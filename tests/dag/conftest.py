@@ -8,7 +8,7 @@ import runpy
 
 import pytest
 
-from gdpr_erasure.localstack import person_identifiers
+from devstack.localstack import person_identifiers
 from gdpr_erasure.receipts import generate_signing_key
 from gdpr_erasure.store import ComplianceStore
 

@@ -8,7 +8,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from gdpr_erasure.localstack import LocalStack, local_stack
+from devstack.localstack import LocalStack, local_stack
 from gdpr_erasure.receipts import generate_signing_key
 
 PEOPLE = ("person-002", "multi_stripe", "many_messages", "no_segment")

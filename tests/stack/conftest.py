@@ -1,5 +1,5 @@
 """Fixtures of the compose-stack tests: ``celery_stack``, the docker-compose stack run as local
-processes (see gdpr_erasure/composestack.py), started once per session and stopped at its end."""
+processes (see devstack/composestack.py), started once per session and stopped at its end."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from gdpr_erasure.composestack import ComposeStack, StackError
-from gdpr_erasure.composestack import celery_stack as start_celery_stack
+from devstack.composestack import ComposeStack, StackError
+from devstack.composestack import celery_stack as start_celery_stack
 
 
 @pytest.fixture(scope="session")

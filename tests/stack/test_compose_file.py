@@ -14,7 +14,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from gdpr_erasure.composestack import (
+from devstack.composestack import (
     AIRFLOW_SERVICES,
     COMPOSE_FILE,
     ENV_EXAMPLE,

@@ -1,4 +1,4 @@
-"""The docker-compose stack on Celery, run as local processes (gdpr_erasure/composestack.py): a run triggered
+"""The docker-compose stack on Celery, run as local processes (devstack/composestack.py): a run triggered
 over the REST API erases every request, each task on the Celery worker, each slow proof awaited
 in the triggerer, with the compliance store on PostgreSQL."""
 

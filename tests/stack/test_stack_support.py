@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from gdpr_erasure.composestack import StackError, _stop_groups, check_services, free_port
+from devstack.composestack import StackError, _stop_groups, check_services, free_port
 
 
 def test_a_missing_postgresql_is_an_error_not_a_skip():

@@ -2,7 +2,9 @@
 store, Airflow pools, and the API sandbox with connections pointing at it.
 
 Everything lives under one directory, starts clean, and the sandbox stops when the ``with``
-block ends. Tests use the same connection definitions (:func:`sandbox_connections`).
+block ends. The sandbox is started by :mod:`sandbox.launcher` and driven with
+:class:`sandbox.client.SandboxClient`; its connections come from :mod:`sandbox.connections`,
+which the tests use too.
 """
 
 from __future__ import annotations
@@ -19,43 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-#: The sandbox's first line on stdout, followed by its base URL.
-SANDBOX_READY = "sandbox listening on "
-
-
-def sandbox_command(*args: str) -> list[str]:
-    """``gdpr-erasure sandbox serve`` on a free loopback port, with more arguments."""
-    return [sys.executable, "-m", "gdpr_erasure.cli", "sandbox", "serve", "--port", "0", *args]
-
-
-def sandbox_connections(base_url: str, accounts: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Airflow connections (``AIRFLOW_CONN_*`` JSON form) for the sandbox at ``base_url``."""
-    stripe, twilio, segment = accounts["stripe"], accounts["twilio"], accounts["segment"]
-    return {
-        "stripe_default": {
-            "conn_type": "stripe",
-            "password": "sk_test_sandbox_key",
-            "extra": {"api_base": f"{base_url}/stripe", "account_id": stripe["account_id"]},
-        },
-        "twilio_default": {
-            "conn_type": "twilio",
-            "login": twilio["account_sid"],
-            "password": "sandbox-auth-token",
-            "extra": {"api_base": f"{base_url}/twilio", "memory_store_id": twilio["memory_store_id"]},
-        },
-        "segment_default": {
-            "conn_type": "segment",
-            "host": f"{base_url}/segment/api",
-            "password": "sandbox-public-api-token",
-            "extra": {
-                "space_id": segment["space_id"],
-                "profile_api_token": "sandbox-profile-token",
-                "profile_api_url": f"{base_url}/segment/profiles",
-                "check_user_id": segment["check_user_id"],
-            },
-        },
-    }
+from devstack import REPO_ROOT, SANDBOX_PROGRAM
+from sandbox.client import SandboxClient
+from sandbox.connections import sandbox_connections
+from sandbox.launcher import running_sandbox
 
 
 def person_identifiers(person: dict[str, Any]):
@@ -89,11 +58,18 @@ def connection_env(connections: dict[str, dict[str, Any]]) -> dict[str, str]:
 
 @dataclass
 class LocalStack:
+    """A running local stack. ``sandbox`` is the control client of its sandbox."""
+
     root: Path
     env: dict[str, str]
-    base_url: str
+    sandbox: SandboxClient
     store_url: str
     people: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        """The sandbox's base URL."""
+        return self.sandbox.base_url
 
     def store(self):
         from gdpr_erasure.store import ComplianceStore
@@ -114,13 +90,6 @@ class LocalStack:
 
     def run_dag(self, log_name: str, conf: dict[str, Any] | None = None) -> int:
         return self.dag_test(log_name, conf).wait()
-
-    def control(self, method: str, path: str, **kwargs: Any) -> Any:
-        import requests
-
-        response = requests.request(method, f"{self.base_url}/_sandbox{path}", timeout=30, **kwargs)
-        response.raise_for_status()
-        return response.json() if response.content else None
 
 
 @contextmanager
@@ -156,27 +125,14 @@ def local_stack(
     _check([sys.executable, "-m", "gdpr_erasure.cli", "db", "init"], env, root / "db-init.log")
     _check([sys.executable, "-m", "gdpr_erasure.cli", "pools", "create"], env, root / "pools.log")
 
-    with open(root / "sandbox.log", "w") as sandbox_log:
-        sandbox = subprocess.Popen(
-            sandbox_command(*(sandbox_args or [])),
-            stdout=subprocess.PIPE,
-            stderr=sandbox_log,
-            text=True,
-            env=env,
-        )
-        try:
-            line = sandbox.stdout.readline().strip()
-            if not line.startswith(SANDBOX_READY):
-                raise RuntimeError(f"the sandbox did not start; see {root / 'sandbox.log'}")
-            base_url = line.removeprefix(SANDBOX_READY)
-            stack = LocalStack(root=root, env=env, base_url=base_url, store_url=store_url)
-            catalog = stack.control("GET", "/people")
-            env.update(connection_env(sandbox_connections(base_url, catalog["accounts"])))
-            stack.people = {p["key"]: p for p in catalog["people"]}
-            yield stack
-        finally:
-            sandbox.terminate()
-            sandbox.wait(timeout=10)
+    with running_sandbox(
+        *(sandbox_args or []), program=SANDBOX_PROGRAM, env=env, log_path=root / "sandbox.log"
+    ) as sandbox:
+        stack = LocalStack(root=root, env=env, sandbox=sandbox.client, store_url=store_url)
+        catalog = stack.sandbox.catalog()
+        env.update(connection_env(sandbox_connections(sandbox.url, catalog["accounts"])))
+        stack.people = {p["key"]: p for p in catalog["people"]}
+        yield stack
 
 
 def _ledger_env(root: Path) -> dict[str, str]:

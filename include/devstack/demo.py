@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from gdpr_erasure.localstack import LocalStack, local_stack
+from devstack.localstack import LocalStack, local_stack
 
 DEMO = Path.cwd() / ".demo"
 PEOPLE = (
@@ -127,7 +127,7 @@ def _print_summary(store) -> None:
 def _confirm_in_sandbox(stack: LocalStack) -> bool:
     problems = []
     for key in PEOPLE:
-        state = stack.control("GET", f"/state/person/{key}")
+        state = stack.sandbox.state(key)
         if not all(c["deleted"] for c in state["stripe"]["customers"]):
             problems.append(f"{key}: a Stripe customer still exists")
         if state["twilio"]["messages"] or state["twilio"]["calls"]:

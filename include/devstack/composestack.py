@@ -9,9 +9,10 @@ benchmark (``make bench``) run on it.
    secrets, ``127.0.0.1`` instead of the service host names ``postgres`` and ``redis``, and the
    API server's real port instead of ``airflow-apiserver:8080``;
 2. creates Airflow's database (the ``postgres`` service's job) and starts the API sandbox (the
-   ``sandbox`` profile's service, on loopback here);
+   ``sandbox`` profile's service, on loopback here, with :mod:`sandbox.launcher`);
 3. runs the ``airflow-init`` service's script with ``bash`` and that service's environment
-   (migration, compliance database and its owner and pipeline roles, connections, pools);
+   (migration, roles, pools, then ``gdpr-erasure deploy init``: compliance database and its owner
+   and pipeline roles, connections, users);
 4. starts the API server, scheduler, DAG processor, triggerer and Celery worker with their
    services' ``command`` and ``environment``, each in its own process group, and waits until
    each one is up. With ``executor="LocalExecutor"`` the scheduler runs the tasks itself and
@@ -51,9 +52,11 @@ import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
-from gdpr_erasure.localstack import SANDBOX_READY, sandbox_command
+from devstack import REPO_ROOT, SANDBOX_PROGRAM
+from sandbox.client import SandboxClient
+from sandbox.launcher import SandboxStartError, start_sandbox
 
-REPO_ROOT = Path(__file__).resolve().parents[2]  # a source checkout: the compose file is there
+# A source checkout: the compose file is there.
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 
@@ -276,7 +279,8 @@ def host_environment() -> dict[str, str]:
 
 @dataclass
 class ComposeStack:
-    """A running stack. ``api_url`` is the API server (UI, ``/api/v2``, ``/gdpr`` intake)."""
+    """A running stack. ``api_url`` is the API server (UI, ``/api/v2``, ``/gdpr`` intake);
+    ``sandbox`` is the control client of its API sandbox."""
 
     root: Path
     uid: str
@@ -289,11 +293,16 @@ class ComposeStack:
     worker_name: str | None
     store_url: str
     airflow_db_url: str
-    sandbox_url: str
+    sandbox: SandboxClient
     people: dict[str, dict[str, Any]] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     _token: str | None = None
+
+    @property
+    def sandbox_url(self) -> str:
+        """The API sandbox's base URL."""
+        return self.sandbox.base_url
 
     # -- REST API ------------------------------------------------------------------------------
 
@@ -387,14 +396,9 @@ class ComposeStack:
 
     def submit(self, keys: list[str], prefix: str = "req") -> list[str]:
         """Put requests for these sandbox people into the intake table (store API)."""
-        from gdpr_erasure.localstack import submit_people
+        from devstack.localstack import submit_people
 
         return submit_people(self.store_url, [self.people[key] for key in keys], prefix, source="stack")
-
-    def sandbox(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = requests.request(method, f"{self.sandbox_url}/_sandbox{path}", timeout=30, **kwargs)
-        response.raise_for_status()
-        return response.json() if response.content else None
 
     # -- processes and their logs ----------------------------------------------------------------
 
@@ -498,23 +502,6 @@ def _clean_redis(redis_url: str, queue: str) -> None:
     client.close()
 
 
-def _start_sandbox(
-    root: Path, env: dict[str, str], regulation_seconds: float, extra_args: list[str]
-) -> tuple[subprocess.Popen, str]:
-    log = open(root / "logs" / "sandbox.log", "w")  # noqa: SIM115 - owned by the child
-    command = sandbox_command("--regulation-seconds", str(regulation_seconds), *extra_args)
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True
-    )
-    log.close()
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()  # the sandbox prints its URL first, or exits
-    if not line.startswith(SANDBOX_READY):
-        _stop_group(process)
-        raise StackError(f"the sandbox did not start: {line!r}; see {root / 'logs' / 'sandbox.log'}")
-    return process, line.removeprefix(SANDBOX_READY)
-
-
 def _stop_group(process: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:
     _stop_groups([process], timeout)
 
@@ -581,8 +568,19 @@ def compose_stack(
     base_env = host_environment()
 
     with ExitStack() as cleanup:
-        sandbox, sandbox_url = _start_sandbox(root, base_env, regulation_seconds, sandbox_args or [])
-        cleanup.callback(_stop_group, sandbox)
+        try:
+            sandbox = start_sandbox(
+                "--regulation-seconds",
+                str(regulation_seconds),
+                *(sandbox_args or []),
+                program=SANDBOX_PROGRAM,
+                env=base_env,
+                log_path=root / "logs" / "sandbox.log",
+            )
+        except SandboxStartError as exc:
+            raise StackError(str(exc)) from exc
+        cleanup.callback(sandbox.stop)
+        sandbox_url = sandbox.url
 
         variables = stack_variables(
             uid=uid, pg=pg, redis_url=redis_url, api_url=api_url, sandbox_url=sandbox_url, root=root
@@ -621,7 +619,7 @@ def compose_stack(
             worker_name=f"{queue}@{socket.gethostname()}" if "airflow-worker" in services else None,
             store_url=compliance.render_as_string(hide_password=False),
             airflow_db_url=pg_airflow.render_as_string(hide_password=False),
-            sandbox_url=sandbox_url,
+            sandbox=sandbox.client,
         )
         stack.logs["sandbox"] = root / "logs" / "sandbox.log"
 
@@ -631,7 +629,7 @@ def compose_stack(
             _start_service(stack, compose, service, variables)
 
         _wait_until_up(stack)
-        stack.people = {p["key"]: p for p in stack.sandbox("GET", "/people")["people"]}
+        stack.people = stack.sandbox.people_by_key()
         yield stack
 
 
