@@ -20,7 +20,7 @@ from gdpr_erasure.hooks.stripe import (
     StripeHook,
     idempotency_key,
 )
-from gdpr_erasure.triggers.stripe import StripeCustomerDeletedTrigger
+from gdpr_erasure.triggers.stripe import StripeCustomerDeletedCheck
 from sandbox.ids import STRIPE_ACCOUNT_ID, STRIPE_OTHER_ACCOUNT_ID
 
 FAST = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05)
@@ -220,7 +220,7 @@ def test_repeated_delete_and_tag_of_a_deleted_customer_are_idempotent(hook, sand
 def test_the_proof_names_the_answer_that_proved_it(api_connections, sandbox, form):
     hook = StripeHook(retry_policy=FAST)
     customer_id = _deleted_customer(hook, sandbox, form)
-    state, evidence = StripeCustomerDeletedTrigger([customer_id], poll_interval=0.01).check()
+    state, evidence = StripeCustomerDeletedCheck([customer_id], tag=str).check()
     assert state == "done"
     proof = evidence["customers"][customer_id]
     assert proof["state"] == "deleted"
@@ -229,7 +229,7 @@ def test_the_proof_names_the_answer_that_proved_it(api_connections, sandbox, for
 
 def test_a_live_customer_is_not_proof(api_connections, sandbox):
     customer_id = _a_customer(sandbox)
-    state, evidence = StripeCustomerDeletedTrigger([customer_id], poll_interval=0.01).check()
+    state, evidence = StripeCustomerDeletedCheck([customer_id], tag=str).check()
     assert state == "waiting" and "customers" not in evidence
 
 
@@ -432,7 +432,7 @@ def test_a_200_without_deleted_true_is_not_a_deletion(monkeypatch):
             hook.delete_customer("cus_anybody00004")
         assert hook.customer_presence("cus_anybody00004") == "present"  # "true" is not true
         assert hook.customer_presence("cus_anybody00005") == "present"  # another id's stub
-        state, _ = StripeCustomerDeletedTrigger(["cus_anybody00004"], poll_interval=0.01).check()
+        state, _ = StripeCustomerDeletedCheck(["cus_anybody00004"], tag=str).check()
         assert state == "waiting"
 
 
@@ -619,7 +619,7 @@ def test_another_accounts_nobody_is_never_read_as_absent(api_connections, sandbo
         "tag": lambda: hook.update_customer_metadata(customer_id, {"a": "b"}, idempotency_key="k-acct"),
         "delete": lambda: hook.delete_customer(customer_id),
         "redaction job": lambda: hook.create_redaction_job([customer_id], idempotency_key="k-acct-job"),
-        "proof": lambda: StripeCustomerDeletedTrigger([customer_id], poll_interval=0.01).check(),
+        "proof": lambda: StripeCustomerDeletedCheck([customer_id], tag=str).check(),
     }
     for name, call in calls.items():
         with pytest.raises(StripeAccountError) as info:

@@ -131,14 +131,19 @@ def test_a_rest_triggered_run_erases_every_request_on_the_celery_stack(stack):
     for ti in tis:
         if ti["task_id"] != f"{MAPPED_GROUP}verify_segment" or ti["map_index"] not in slow_batches:
             continue
-        log = stack.api(
-            "GET",
-            f"/dags/gdpr_erasure/dagRuns/{quote(run_id, safe='')}/taskInstances/{ti['task_id']}/logs/1",
-            params={"map_index": ti["map_index"]},
-            headers={"Accept": "application/json"},
-            expect=200,
-        ).json()["content"]
-        messages = [str(line.get("event", "")) for line in log]
+
+        def log_messages(ti=ti) -> list[str] | None:
+            log = stack.api(
+                "GET",
+                f"/dags/gdpr_erasure/dagRuns/{quote(run_id, safe='')}/taskInstances/{ti['task_id']}/logs/1",
+                params={"map_index": ti["map_index"]},
+                headers={"Accept": "application/json"},
+                expect=200,
+            ).json()["content"]
+            messages = [str(line.get("event", "")) for line in log]
+            # The triggerer's lines reach the task's log file a moment after the run ends.
+            return messages if "Trigger fired event" in messages else None
+
+        messages = stack.wait_for(f"the trigger's lines in {ti['rendered_map_index']}", log_messages, 30)
         assert any(m.startswith("Pausing task as DEFERRED") for m in messages), ti["rendered_map_index"]
-        assert "Trigger fired event" in messages, ti["rendered_map_index"]
         assert any(m.endswith(suffix) for m in messages for suffix in trigger_logs), "no triggerer log"

@@ -88,19 +88,3 @@ def stripe_proof_check(
         return StripeRedactionJobCheck(purge["redaction_job_id"], conn_id)
     customers = sorted(purge.get("customers") or {})
     return StripeCustomerDeletedCheck(customers, conn_id, tag=tag) if customers else None
-
-
-class StripeCustomerDeletedTrigger(StripeCustomerDeletedCheck):
-    """The check under its name from when each check was a trigger, kept only for the callers
-    in tests/hooks/test_stripe_hook.py (another owner's file): it names customers by their
-    ``cus_`` id. Remove it once they call :class:`StripeCustomerDeletedCheck`.
-
-    :param customer_ids: ``cus_`` ids to watch.
-    :param stripe_conn_id: Stripe connection.
-    :param poll_interval: ignored (the poll interval is the trigger's).
-    """
-
-    def __init__(
-        self, customer_ids: list[str], stripe_conn_id: str = "stripe_default", poll_interval: float = 0.0
-    ) -> None:
-        super().__init__(customer_ids, stripe_conn_id, tag=str)
