@@ -33,6 +33,20 @@ def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_deploy_init(args: argparse.Namespace) -> int:
+    """airflow-init's steps after the migration (gdpr_erasure.deploy), from the environment."""
+    from gdpr_erasure.deploy import STEPS, DeployError, run
+
+    steps = STEPS if not args.only else [step for part in args.only for step in part.split(",") if step]
+    try:
+        run(steps=steps)
+    except DeployError as exc:
+        print(f"deploy init: {exc}", file=sys.stderr)
+        return 1
+    print(f"deploy init: done ({', '.join(s for s in STEPS if s in steps)})")
+    return 0
+
+
 def _statuses():
     from gdpr_erasure.store import RequestStatus
 
@@ -442,6 +456,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="the custom view the auditor page checks (default: $GDPR_AUDITOR_RESOURCE or 'GDPR Audit')",
     )
     roles_sync.set_defaults(func=_cmd_roles_sync)
+
+    deploy = commands.add_parser(
+        "deploy", help="set up a deployment (what the compose file's airflow-init runs)"
+    )
+    deploy_init = deploy.add_subparsers(dest="deploy_command", required=True).add_parser(
+        "init",
+        help="after `airflow db migrate` and `roles sync`: the compliance database and its owner and "
+        "pipeline roles, the connections, the users, db init and the grant; reads the airflow-init "
+        "service's environment (docs/deployment.md); idempotent",
+    )
+    deploy_init.add_argument(
+        "--only",
+        action="append",
+        metavar="STEP[,STEP]",
+        help="run only these steps of database, connections, users, store (default: all, in that order)",
+    )
+    deploy_init.set_defaults(func=_cmd_deploy_init)
 
     pools = commands.add_parser("pools", help="Airflow pools sized to the providers' rate limits")
     pools.add_subparsers(dest="pools_command", required=True).add_parser(

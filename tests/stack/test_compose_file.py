@@ -29,6 +29,8 @@ from devstack.composestack import (
     service_environment,
     variables_used,
 )
+from gdpr_erasure import deploy
+from gdpr_erasure.deploy import Settings, build_connections, compliance_database
 
 SCHEMA_FILE = Path(__file__).with_name("compose-spec.json")
 # Names of secret settings: .env.example must leave them empty, the compose file must require them.
@@ -154,17 +156,33 @@ def test_the_pipeline_runs_as_a_role_that_does_not_own_the_compliance_store(comp
     """airflow-init runs db init as the owner and grants the pipeline's role exactly what it needs;
     the owner's password reaches airflow-init only, and only the pipeline's role is a connection."""
     env = filled_env()
+    # An operator's ids next to the secrets filled_env made up (deploy init requires them then).
+    env.update(
+        STRIPE_ACCOUNT_ID="acct_1Test",
+        TWILIO_API_KEY_SID="SK" + "0" * 32,
+        TWILIO_ACCOUNT_SID="AC" + "0" * 32,
+        TWILIO_MEMORY_STORE_ID="mem_store_test",
+        SEGMENT_SPACE_ID="spa_test",
+        SEGMENT_CHECK_USER_ID="gdpr-erasure-check",
+    )
     assert env["COMPLIANCE_DB_OWNER"] != env["COMPLIANCE_DB_USER"]
     for name in (*AIRFLOW_SERVICES, "flower", "airflow-cli"):
         own = service_environment(compose, name, env)
         assert not any(key.startswith("COMPLIANCE_DB_") for key in own), name
     init_env = service_environment(compose, INIT_SERVICE, env)
     assert init_env["COMPLIANCE_DB_OWNER_PASSWORD"] == env["COMPLIANCE_DB_OWNER_PASSWORD"]
-    script = service_command(compose, INIT_SERVICE, env)[-1]
-    assert "login=db_user" in script  # the compliance_db connection
-    assert "username=db_owner" in script and "store.init_db()" in script
-    assert "grant_pipeline_privileges(store.engine, db_user)" in script
-    assert 'CREATE DATABASE "{db_name}" OWNER "{db_owner}"' in script
+    assert "gdpr-erasure deploy init\n" in service_command(compose, INIT_SERVICE, env)[-1]
+    # What deploy init makes of this environment (tests/test_deploy_init.py runs it on PostgreSQL:
+    # the owner owns the store, the pipeline's role owns nothing): the pipeline's role is the only
+    # database role in a connection, and the owner's password is in none.
+    settings = Settings(init_env)
+    db = compliance_database(settings)
+    assert (db.owner, db.user) == (env["COMPLIANCE_DB_OWNER"], env["COMPLIANCE_DB_USER"])
+    connections = build_connections(db, settings, say=lambda line: None)
+    assert connections["compliance_db"]["login"] == env["COMPLIANCE_DB_USER"]
+    assert connections["compliance_db"]["password"] == env["COMPLIANCE_DB_PASSWORD"]
+    assert env["COMPLIANCE_DB_OWNER_PASSWORD"] not in json.dumps(connections)
+    assert not any(conn.get("login") == db.owner for conn in connections.values())
 
 
 def test_the_stack_runs_a_production_auth_manager_with_an_auditor_role(compose):
@@ -177,21 +195,37 @@ def test_the_stack_runs_a_production_auth_manager_with_an_auditor_role(compose):
     assert not any(key.startswith("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER") for key in common)
     script = service_command(compose, INIT_SERVICE, env)[-1]
     assert script.index("airflow db migrate") < script.index("gdpr-erasure roles sync")
-    assert "ensure_user(" in script and '"Auditor"' in script
-    assert "users create" not in script  # no password in a process list
+    assert script.index("gdpr-erasure roles sync") < script.index("gdpr-erasure deploy init")
+    # deploy init creates the users through FAB's security manager, with passwords it reads from
+    # its environment: no password in a process list.
+    deploy_source = Path(deploy.__file__).read_text()
+    assert "ensure_user(" in deploy_source and '"Auditor"' in deploy_source
+    for text in (script, deploy_source):
+        assert "users create" not in text
     for name in (*AIRFLOW_SERVICES, "flower", "airflow-cli"):
         own = service_environment(compose, name, env)
         assert "AIRFLOW_ADMIN_PASSWORD" not in own and "AIRFLOW_AUDITOR_PASSWORD" not in own, name
 
 
-def test_the_init_script_parses():
+def test_the_init_script_parses_and_runs_its_steps_in_order():
+    """Migrate, sync the Auditor role, pools in the background, deploy init (gdpr_erasure/deploy.py:
+    the compliance database, connections, users, db init and the grant), then wait for the pools.
+    The script holds no inline Python: deploy init is a tested command."""
     compose = load_compose()
     script = service_command(compose, INIT_SERVICE, filled_env())[-1]
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
-    python = script.split("python - <<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
-    compile(python, "airflow-init", "exec")
-    for step in ("airflow db migrate", '["airflow", "connections", "import"', "gdpr-erasure pools create"):
-        assert step in script
+    steps = [
+        "airflow db migrate",
+        "gdpr-erasure roles sync",
+        "gdpr-erasure pools create &",
+        "gdpr-erasure deploy init",
+    ]
+    assert [script.index(step) for step in steps] == sorted(script.index(step) for step in steps)
+    assert script.index("gdpr-erasure deploy init") < script.index('wait "$pools"')
+    assert "python" not in script and "<<" not in script
+    from gdpr_erasure.cli import build_parser
+
+    assert build_parser().parse_args(["deploy", "init"]).only is None  # every step
 
 
 def test_the_sandbox_service_is_optional_and_private(compose):
@@ -260,6 +294,16 @@ def test_the_sandbox_clis_pass_the_non_loopback_flag(monkeypatch):
     assert main(["sandbox", "serve", "--host", "0.0.0.0", "--allow-non-loopback"]) == 0
     assert sandbox_main.main(["serve", "--host", "0.0.0.0", "--allow-non-loopback"]) == 0
     assert [call["allow_non_loopback"] for call in calls] == [False, True, True]
+
+
+def test_sandbox_serve_says_in_one_line_to_install_the_extra_where_it_is_missing(monkeypatch, capsys):
+    from gdpr_erasure.cli import main
+
+    for name in ("sandbox", "sandbox.server"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails as if it were not installed
+    assert main(["sandbox", "serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "install gdpr-erasure[sandbox]" in err
 
 
 def test_the_sandbox_still_refuses_other_hosts_by_default(capsys):
