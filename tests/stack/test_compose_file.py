@@ -254,7 +254,28 @@ def test_the_image_is_the_airflow_the_tests_ran():
     assert "pip install --no-cache-dir -r /opt/gdpr-erasure/requirements.txt" in dockerfile
     assert "pip install --no-cache-dir --no-deps /opt/gdpr-erasure" in dockerfile
     compose = load_compose()
-    assert compose["x-airflow-common"]["build"] == "."
+    assert compose["x-airflow-common"]["build"]["context"] == "."
+    assert interpolate_tree(compose["x-airflow-common"]["build"], filled_env())["target"] == "airflow"
+
+
+def test_only_the_sandbox_target_holds_the_sandbox():
+    """The production image (target ``airflow``, also the default one) copies only the runtime
+    package; the sandbox service's target adds gdpr-erasure[sandbox] on top."""
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    stages = re.split(r"^FROM ", dockerfile, flags=re.M)[1:]
+    by_name = {
+        stage.split()[2] if " AS " in stage.splitlines()[0] else "(default)": stage for stage in stages
+    }
+    assert set(by_name) == {"airflow", "sandbox", "(default)"}
+    assert by_name["(default)"].splitlines()[0] == "airflow"  # the last stage: docker build . gives it
+    copied = re.findall(r"^COPY .*? (\S+) /opt/gdpr-erasure/\S*$", by_name["airflow"], re.M)
+    assert [path for path in copied if path.startswith("include")] == ["include/gdpr_erasure/"]
+    assert (
+        "include/sandbox/" in by_name["sandbox"]
+        and by_name["sandbox"].splitlines()[0] == "airflow AS sandbox"
+    )
+    compose = load_compose()
+    assert compose["services"]["sandbox"]["build"] == {"context": ".", "target": "sandbox"}
 
 
 @pytest.mark.parametrize(
