@@ -10,37 +10,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import socket
-import threading
-import time
 
 import pytest
 import requests
-import uvicorn
-from fastapi import FastAPI
+from auditor import auditor_support
+from auditor.auditor_support import serve
 from sqlalchemy import text
 
 from gdpr_erasure.auditor.app import create_app
 from gdpr_erasure.store import ComplianceStore
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(app) -> tuple[str, uvicorn.Server, threading.Thread]:
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server, thread
 
 
 def _seeded_store(tmp_path) -> ComplianceStore:
@@ -65,58 +43,16 @@ def _seeded_store(tmp_path) -> ComplianceStore:
 @pytest.fixture
 def auditor(tmp_path):
     store = _seeded_store(tmp_path)
-    url, server, thread = _serve(create_app(store_factory=lambda: store, user_dependency=lambda: "auditor"))
-    yield url, store
-    server.should_exit = True
-    thread.join(5)
-
-
-# One user per simple auth manager role, and an auditor who is only a viewer in Airflow.
-USERS = {"ada": "admin", "otto": "op", "uma": "user", "vera": "viewer", "audrey": "viewer"}
+    with serve(create_app(store_factory=lambda: store, user_dependency=lambda: "auditor")) as url:
+        yield url, store
 
 
 @pytest.fixture
 def airflow_site(tmp_path, monkeypatch, airflow_db):
-    """Airflow's simple auth manager (``/auth``, its login) and the auditor app (``/gdpr-audit``)
-    in one server, as the API server mounts them; yields the base URL and a login function."""
-    from airflow.api_fastapi.app import init_auth_manager, purge_cached_app
-    from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
-
-    passwords = {name: f"pw-{name}-{n}" for n, name in enumerate(USERS)}
-    (tmp_path / "passwords.json").write_text(json.dumps(passwords))
-    monkeypatch.setenv(
-        "AIRFLOW__CORE__AUTH_MANAGER",
-        "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-    )
-    monkeypatch.setenv(
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", ",".join(f"{u}:{r}" for u, r in USERS.items())
-    )
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(tmp_path / "passwords.json"))
-    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "auditor-test-jwt-secret-" + "0123456789abcdef" * 4)
-    monkeypatch.setenv("GDPR_AUDITOR_USERS", "audrey")
-    monkeypatch.delenv("GDPR_AUDITOR_ROLES", raising=False)
-    BaseAuthManager._get_token_signer.cache_clear()
-    BaseAuthManager._get_token_validator.cache_clear()
-    purge_cached_app()
-    site = FastAPI()
-    auth_manager = init_auth_manager(site)  # mounts the auth manager's login app at /auth
+    """The auditor app next to Airflow's simple auth manager (auditor_support.airflow_site)."""
     store = _seeded_store(tmp_path)
-    site.mount("/gdpr-audit", create_app(store_factory=lambda: store))
-    url, server, thread = _serve(site)
-
-    def login(username: str) -> str:
-        response = requests.post(
-            f"{url}/auth/token", json={"username": username, "password": passwords[username]}, timeout=10
-        )
-        assert response.status_code == 201, response.text
-        return response.json()["access_token"]
-
-    yield url, login, auth_manager
-    server.should_exit = True
-    thread.join(5)
-    purge_cached_app()
-    BaseAuthManager._get_token_signer.cache_clear()
-    BaseAuthManager._get_token_validator.cache_clear()
+    with auditor_support.airflow_site(tmp_path, monkeypatch, create_app(store_factory=lambda: store)) as site:
+        yield site
 
 
 def test_page_lists_records_and_the_chain_status(auditor):

@@ -1,0 +1,238 @@
+"""Shared by the auditor page's tests: serving the app over real HTTP (alone, or next to Airflow's
+simple auth manager), and requests put through the store the way a run does (submitted, claimed,
+each step recorded, audited, completed, the identifiers replaced by their keyed hash)."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urljoin
+
+import requests
+import uvicorn
+from fastapi import FastAPI
+
+from gdpr_erasure.hashing import HashKey, identifiers_hash, keyed_hash, stripe_tag
+from gdpr_erasure.identifiers import SubjectIdentifiers
+from gdpr_erasure.store import ComplianceStore, RequestStatus, StepStatus
+
+RUN_ID = "manual__2026-11-02T09:00:00+00:00"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(app, *, log_level: str = "warning", access_log: bool = False) -> Iterator[str]:
+    """``app`` served by uvicorn on loopback in a thread; yields its base URL."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=free_port(), log_level=log_level, access_log=access_log
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(5)
+
+
+def link(page_url: str, page_html: str, element_id: str) -> str | None:
+    """The absolute URL of the link with this id on the page, or None if it is not a link."""
+    tag = re.search(rf'<a [^>]*\bid="{re.escape(element_id)}"[^>]*>', page_html)
+    href = re.search(r'\bhref="([^"]*)"', tag.group(0)) if tag else None
+    return urljoin(page_url, html.unescape(href.group(1))) if href else None
+
+
+def seqs(page_html: str) -> list[int]:
+    """The ``seq`` of every record row on the page, in order."""
+    return [int(s) for s in re.findall(r'<tr data-seq="(\d+)">', page_html)]
+
+
+def seed_request(
+    store: ComplianceStore,
+    key: HashKey,
+    request_id: str,
+    identifiers: SubjectIdentifiers,
+    *,
+    received_at: datetime,
+    complete: bool = True,
+    takes: timedelta = timedelta(days=3),
+) -> str:
+    """A request taken through the store as a run does; returns its identifiers hash.
+
+    Its steps keep what a run stores while the request is open, raw Stripe ``cus_`` id and
+    Segment user id (the email) included, so the pages are shown to hide them; an incomplete
+    request (``complete=False``) keeps its identifiers and waits for the Segment proof. A completed
+    one took ``takes`` from received to completed, as its record states.
+    """
+    digest = identifiers_hash(key, identifiers)
+    customer = (
+        identifiers.stripe_customer_id or "cus_Seed" + hashlib.sha256(request_id.encode()).hexdigest()[:12]
+    )
+    tag = stripe_tag(key, customer)
+    store.submit(request_id, identifiers, received_at=received_at)
+    store.claim(1, f"gdpr_erasure/{RUN_ID}", request_ids=[request_id])
+    done, checked = received_at + timedelta(hours=2), received_at + takes
+    steps = [
+        (
+            "resolve",
+            StepStatus.DONE,
+            {
+                "segment": {"segment_ids": ["seg_1"], "user_ids": [identifiers.email or "user-1"]},
+                "twilio": {"memory_profile_ids": ["mem_profile_01abc"], "has_phone": bool(identifiers.phone)},
+                "stripe": {
+                    "customer_ids": [customer],
+                    "matched_by": {customer: "given"},
+                    "absent_at_resolve": {},
+                },
+            },
+        ),
+        ("purge_twilio_profile", StepStatus.DONE, {"profile_ids": ["mem_profile_01abc"], "outcomes": {}}),
+        (
+            "purge_twilio_history",
+            StepStatus.DONE,
+            {"deleted": {"messages": 3, "calls": 1}, "remaining_after": {"messages": 0, "calls": 0}},
+        ),
+        (
+            "erase_segment",
+            StepStatus.DONE,
+            {"regulation_id": "regSeed01", "regulation_type": "SUPPRESS_WITH_DELETE"},
+        ),
+        (
+            "redact_stripe",
+            StepStatus.DONE,
+            {"method": "delete", "customers": {customer: {"outcome": "deleted"}}},
+        ),
+        ("verify_segment", StepStatus.PENDING, {"status": "RUNNING", "summary": "regulation RUNNING"}),
+    ]
+    if complete:
+        steps += [
+            ("verify_segment", StepStatus.DONE, {"status": "FINISHED", "finished_at": checked.isoformat()}),
+            (
+                "verify_stripe",
+                StepStatus.DONE,
+                {"customers": {tag: {"state": "deleted", "evidence": "deleted_stub"}}},
+            ),
+            ("verify_twilio_profile", StepStatus.DONE, {"gone_at": done.isoformat()}),
+        ]
+    for name, status, result in steps:
+        store.record_step(request_id, name, status, result)
+    if not complete:
+        return digest
+    record = {
+        "schema": "gdpr-erasure-audit/1",
+        "request_id": request_id,
+        "received_at": received_at.isoformat(),
+        "completed_at": checked.isoformat(),
+        "outcome": "completed",
+        "attempts": 1,
+        "run_id": RUN_ID,
+        "subject": {
+            "identifier_types": identifiers.present(),
+            "identifiers_hash": digest,
+            "hash_algorithm": "HMAC-SHA256",
+            "hash_key_id": key.key_id,
+        },
+        "twilio": {
+            "memory_profile_ids": ["mem_profile_01abc"],
+            "profile_purge": "done",
+            "profile_proof": {"gone_at": done.isoformat()},
+            "history_purge": "done",
+            "history_deleted": {"messages": 3, "calls": 1},
+            "history_remaining_after": {"messages": 0, "calls": 0},
+        },
+        "segment": {
+            "user_ids_hmac": [keyed_hash(key, identifiers.email or "user-1")],
+            "segment_ids": ["seg_1"],
+            "regulation_id": "regSeed01",
+            "regulation_type": "SUPPRESS_WITH_DELETE",
+            "purge": "done",
+            "proof": {"status": "FINISHED", "finished_at": checked.isoformat()},
+        },
+        "stripe": {
+            "customer_ids": [tag],
+            "customer_hmacs": {tag: keyed_hash(key, customer)},
+            "method": "delete",
+            "customers": {tag: {"outcome": "deleted", "proven_by": "deleted_stub"}},
+            "erased_customer_ids": [tag],
+            "purge": "done",
+            "proof": {"customers": {tag: {"state": "deleted", "evidence": "deleted_stub"}}},
+        },
+    }
+    store.append_audit(request_id, record)
+    store.transition(request_id, RequestStatus.COMPLETED)
+    store.erase_identifiers(request_id, digest)
+    return digest
+
+
+def november(day: int, hour: int = 10) -> datetime:
+    return datetime(2026, 11, day, hour, tzinfo=UTC)
+
+
+#: One user per simple auth manager role, and an auditor who is only a viewer in Airflow.
+USERS = {"ada": "admin", "otto": "op", "uma": "user", "vera": "viewer", "audrey": "viewer"}
+
+
+@contextmanager
+def airflow_site(tmp_path, monkeypatch, app) -> Iterator[tuple[str, Callable[[str], str], Any]]:
+    """Airflow's simple auth manager (``/auth``, its login) and ``app`` (at ``/gdpr-audit``) in
+    one server, as the API server mounts them; yields the base URL, a login function (user name
+    to JWT) and the auth manager. ``audrey`` is named an auditor in ``$GDPR_AUDITOR_USERS``.
+    Needs Airflow's metadata DB (the ``airflow_db`` fixture): revocations are checked there."""
+    from airflow.api_fastapi.app import init_auth_manager, purge_cached_app
+    from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
+
+    passwords = {name: f"pw-{name}-{n}" for n, name in enumerate(USERS)}
+    (tmp_path / "passwords.json").write_text(json.dumps(passwords))
+    monkeypatch.setenv(
+        "AIRFLOW__CORE__AUTH_MANAGER",
+        "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+    )
+    monkeypatch.setenv(
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", ",".join(f"{u}:{r}" for u, r in USERS.items())
+    )
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(tmp_path / "passwords.json"))
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "auditor-test-jwt-secret-" + "0123456789abcdef" * 4)
+    monkeypatch.setenv("GDPR_AUDITOR_USERS", "audrey")
+    monkeypatch.delenv("GDPR_AUDITOR_ROLES", raising=False)
+    BaseAuthManager._get_token_signer.cache_clear()
+    BaseAuthManager._get_token_validator.cache_clear()
+    purge_cached_app()
+    site = FastAPI()
+    auth_manager = init_auth_manager(site)  # mounts the auth manager's login app at /auth
+    site.mount("/gdpr-audit", app)
+    try:
+        with serve(site) as url:
+
+            def login(username: str) -> str:
+                response = requests.post(
+                    f"{url}/auth/token",
+                    json={"username": username, "password": passwords[username]},
+                    timeout=10,
+                )
+                assert response.status_code == 201, response.text
+                return response.json()["access_token"]
+
+            yield url, login, auth_manager
+    finally:
+        purge_cached_app()
+        BaseAuthManager._get_token_signer.cache_clear()
+        BaseAuthManager._get_token_validator.cache_clear()
