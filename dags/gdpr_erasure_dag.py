@@ -126,7 +126,7 @@ with DAG(
 
         # The proofs wait in the triggerer, not on a worker (a regulation can take days): said
         # here, as the sensors' default follows [operators] default_deferrable, which Airflow
-        # ships false. How often each asks: POLL_SECONDS in gdpr_erasure/triggers/base.py.
+        # ships false. How often each asks: POLL_SECONDS in gdpr_erasure/proofs/base.py.
         verify_profile = TwilioProfileDeletedSensor(
             task_id="verify_twilio_profile",
             request_ids=request_ids,

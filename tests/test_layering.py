@@ -1,8 +1,8 @@
 """The package's layers import downwards only: sensors and triggers never import operators.
 
-The batch runtime (``gdpr_erasure.batch``) sits below operators and sensors; the proof checks
-and the trigger (``triggers/``) below the sensors. Read from the source with ``ast``, so an
-import inside a function counts too.
+The batch runtime (``gdpr_erasure.batch``) sits below operators and sensors; the trigger
+(``triggers/``) below the sensors, and the proof checks (``proofs/``) below the trigger. Read
+from the source with ``ast``, so an import inside a function counts too.
 """
 
 from __future__ import annotations
@@ -20,6 +20,12 @@ PACKAGE_DIR = Path(gdpr_erasure.__file__).resolve().parent
 FORBIDDEN = {
     "gdpr_erasure.sensors": ("gdpr_erasure.operators",),
     "gdpr_erasure.triggers": ("gdpr_erasure.operators", "gdpr_erasure.sensors"),
+    "gdpr_erasure.proofs": (
+        "gdpr_erasure.operators",
+        "gdpr_erasure.sensors",
+        "gdpr_erasure.triggers",
+        "gdpr_erasure.batch",
+    ),
     "gdpr_erasure.batch": ("gdpr_erasure.operators", "gdpr_erasure.sensors", "gdpr_erasure.triggers"),
     "gdpr_erasure.steps": (
         "gdpr_erasure.operators",
@@ -101,5 +107,5 @@ def test_the_check_catches_a_sensor_importing_an_operator(source):
 
 
 def test_the_check_leaves_allowed_imports_alone():
-    source = "from gdpr_erasure.batch import run_batch\nfrom gdpr_erasure.triggers.batch import X\n"
+    source = "from gdpr_erasure.batch import run_batch\nfrom gdpr_erasure.triggers.proof import X\n"
     assert offending("gdpr_erasure.sensors.base", imported_modules(source, "gdpr_erasure.sensors.base")) == []

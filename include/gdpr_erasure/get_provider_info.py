@@ -152,11 +152,10 @@ _MODULES: dict[str, dict[str, list[str]]] = {
         SEGMENT: ["gdpr_erasure.sensors.segment"],
         PIPELINE: ["gdpr_erasure.sensors.base"],
     },
+    # Trigger modules only: the provider checks the trigger polls (gdpr_erasure.proofs) are
+    # plain classes, which Airflow's "triggers" list is not for.
     "triggers": {
-        STRIPE: ["gdpr_erasure.triggers.stripe"],
-        TWILIO: ["gdpr_erasure.triggers.twilio"],
-        SEGMENT: ["gdpr_erasure.triggers.segment"],
-        PIPELINE: ["gdpr_erasure.triggers.base", "gdpr_erasure.triggers.batch"],
+        PIPELINE: ["gdpr_erasure.triggers.proof"],
     },
 }
 

@@ -30,7 +30,7 @@ MODULES = (
     "gdpr_erasure.sensors.segment",
     "gdpr_erasure.sensors.stripe",
     "gdpr_erasure.sensors.twilio",
-    "gdpr_erasure.triggers.batch",
+    "gdpr_erasure.triggers.proof",
     "gdpr_erasure.notifiers",
     "stripe",
     "twilio.rest",

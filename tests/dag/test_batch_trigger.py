@@ -20,7 +20,7 @@ from gdpr_erasure.hooks.twilio import TwilioHook
 from gdpr_erasure.identifiers import SubjectIdentifiers
 from gdpr_erasure.sensors.stripe import StripeCustomerDeletedSensor
 from gdpr_erasure.store import ComplianceStore, StepStatus
-from gdpr_erasure.triggers.batch import BatchProofTrigger
+from gdpr_erasure.triggers.proof import DeletionProofTrigger
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def stripe_purge(*customer_ids: str) -> steps.StripeRedaction:
     )
 
 
-def first_event(*triggers: BatchProofTrigger) -> list[dict]:
+def first_event(*triggers: DeletionProofTrigger) -> list[dict]:
     """Run the triggers in one event loop, as the triggerer does; each one's first event."""
 
     async def first(trigger):
@@ -70,7 +70,7 @@ def tag(customer_id: str) -> str:
 
 
 def test_it_serializes_to_an_importable_class_and_json_and_round_trips():
-    trigger = BatchProofTrigger(
+    trigger = DeletionProofTrigger(
         ["req-1", "req-2"],
         steps.STRIPE,
         "stripe_x",
@@ -89,7 +89,7 @@ def test_it_serializes_to_an_importable_class_and_json_and_round_trips():
 
 def test_a_step_without_a_check_is_refused():
     with pytest.raises(ValueError, match="no proof check"):
-        BatchProofTrigger(["req-1"], steps.TWILIO_HISTORY, "twilio_default", poll_interval=1)
+        DeletionProofTrigger(["req-1"], steps.TWILIO_HISTORY, "twilio_default", poll_interval=1)
 
 
 def test_the_deferred_trigger_holds_no_customer_id_email_or_phone(store, sandbox, api_connections):
@@ -115,11 +115,11 @@ def test_the_deferred_trigger_holds_no_customer_id_email_or_phone(store, sandbox
     assert "cus_" not in text
     for identifier in (person["email"], person["phone"], person["phone"].lstrip("+"), *customer_ids):
         assert identifier not in text
-    assert kwargs["request_ids"] == [rid] and kwargs["purge_step"] == steps.STRIPE
+    assert kwargs["request_ids"] == [rid] and kwargs["erasure_step"] == steps.STRIPE
 
     # The trigger rebuilt from those kwargs reads the customers from the store, and its event
     # (stored in the metadata DB too) names them by tag.
-    rebuilt = BatchProofTrigger(**{**kwargs, "deadline": time.time() + 0.3})
+    rebuilt = DeletionProofTrigger(**{**kwargs, "deadline": time.time() + 0.3})
     (event,) = first_event(rebuilt)
     assert event["outcomes"][rid]["state"] == "pending"
     assert event["outcomes"][rid]["evidence"]["summary"] == f"{tag(min(customer_ids))} still exists"
@@ -151,8 +151,10 @@ def test_each_request_settles_on_its_own_and_the_slow_ones_are_pending_at_the_de
     deadline = time.time() + 0.5  # before the regulation finishes
 
     stripe_event, segment_event = first_event(
-        BatchProofTrigger(stripe_ids, steps.STRIPE, "stripe_default", poll_interval=0.2, deadline=deadline),
-        BatchProofTrigger(
+        DeletionProofTrigger(
+            stripe_ids, steps.STRIPE, "stripe_default", poll_interval=0.2, deadline=deadline
+        ),
+        DeletionProofTrigger(
             segment_ids, steps.SEGMENT, "segment_default", poll_interval=0.2, deadline=deadline
         ),
     )
@@ -187,8 +189,8 @@ def test_without_a_deadline_it_waits_until_each_request_is_proven_or_failed(stor
     twilio_ids = [purged(store, "req-memory", steps.TWILIO_PROFILE, {"profile_ids": [profile_id]})]
 
     segment_event, twilio_event = first_event(
-        BatchProofTrigger(segment_ids, steps.SEGMENT, "segment_default", poll_interval=0.5),
-        BatchProofTrigger(twilio_ids, steps.TWILIO_PROFILE, "twilio_default", poll_interval=0.2),
+        DeletionProofTrigger(segment_ids, steps.SEGMENT, "segment_default", poll_interval=0.5),
+        DeletionProofTrigger(twilio_ids, steps.TWILIO_PROFILE, "twilio_default", poll_interval=0.2),
     )
 
     segment = segment_event["outcomes"]
@@ -205,7 +207,9 @@ def test_an_unreadable_store_is_an_error_event_and_creates_nothing(tmp_path, mon
     missing = tmp_path / "nowhere.db"
     monkeypatch.setenv("GDPR_COMPLIANCE_DB_URL", f"sqlite:///{missing}")
 
-    (event,) = first_event(BatchProofTrigger(["req-1"], steps.SEGMENT, "segment_default", poll_interval=0.1))
+    (event,) = first_event(
+        DeletionProofTrigger(["req-1"], steps.SEGMENT, "segment_default", poll_interval=0.1)
+    )
 
     assert event["status"] == "error"
     assert "cannot read the compliance store (StoreMissing)" in event["message"]

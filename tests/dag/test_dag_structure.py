@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
 
 import pytest
 
 from gdpr_erasure import steps
+from gdpr_erasure.proofs import PROOF_CHECKS
+from gdpr_erasure.proofs.base import POLL_SECONDS, POLL_SECONDS_ENV, ProofCheck
+from gdpr_erasure.proofs.segment import SegmentRegulationCheck, failure_reason
+from gdpr_erasure.proofs.stripe import StripeCustomerDeletedCheck
+from gdpr_erasure.proofs.twilio import TwilioMemoryProfileDeletedCheck
 from gdpr_erasure.sensors.base import DeletionProofSensor
-from gdpr_erasure.triggers.base import POLL_SECONDS, POLL_SECONDS_ENV, ProofCheck
-from gdpr_erasure.triggers.batch import PROOF_CHECKS, BatchProofTrigger
-from gdpr_erasure.triggers.segment import SegmentRegulationCheck, failure_reason
-from gdpr_erasure.triggers.stripe import StripeCustomerDeletedCheck
-from gdpr_erasure.triggers.twilio import TwilioMemoryProfileDeletedCheck
+from gdpr_erasure.triggers.proof import DeletionProofTrigger
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +109,16 @@ def test_deferrable_defaults_from_airflows_setting_as_the_providers_do():
 def test_there_is_one_trigger_and_the_provider_modules_hold_plain_checks():
     from airflow.triggers.base import BaseTrigger
 
-    triggers = set()
-    for module in ("base", "batch", "segment", "stripe", "twilio"):
-        for value in vars(importlib.import_module(f"gdpr_erasure.triggers.{module}")).values():
-            if isinstance(value, type) and issubclass(value, BaseTrigger) and value is not BaseTrigger:
-                triggers.add(value)
-    assert triggers == {BatchProofTrigger}
+    def triggers_in(package: str) -> set[type]:
+        found = set()
+        for module in pkgutil.iter_modules(importlib.import_module(package).__path__, f"{package}."):
+            for value in vars(importlib.import_module(module.name)).values():
+                if isinstance(value, type) and issubclass(value, BaseTrigger) and value is not BaseTrigger:
+                    found.add(value)
+        return found
+
+    assert triggers_in("gdpr_erasure.triggers") == {DeletionProofTrigger}
+    assert triggers_in("gdpr_erasure.proofs") == set()
     assert set(PROOF_CHECKS) == {purge for purge, proof in steps.PURGE_STEPS.items() if proof}
 
 

@@ -20,7 +20,7 @@ from gdpr_erasure.hooks.stripe import (
     StripeHook,
     idempotency_key,
 )
-from gdpr_erasure.triggers.stripe import StripeCustomerDeletedCheck
+from gdpr_erasure.proofs.stripe import StripeCustomerDeletedCheck
 from sandbox.ids import STRIPE_ACCOUNT_ID, STRIPE_OTHER_ACCOUNT_ID
 
 FAST = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05)

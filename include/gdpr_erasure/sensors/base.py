@@ -20,21 +20,22 @@ from gdpr_erasure.batch import (
     will_retry,
 )
 from gdpr_erasure.hashing import StripeTagger
+from gdpr_erasure.proofs import proof_check
+from gdpr_erasure.proofs.base import ProofCheck
 from gdpr_erasure.store import StepStatus
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID
-from gdpr_erasure.triggers.base import ProofCheck
-from gdpr_erasure.triggers.batch import BatchProofTrigger, proof_check
+from gdpr_erasure.triggers.proof import DeletionProofTrigger
 
 
 class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
-    """Wait until a provider proves a purge step's deletion for each request of a batch, then
+    """Wait until a provider proves an erasure step's deletion for each request of a batch, then
     record the proof per request.
 
-    Subclasses say which purge step they verify (:attr:`purge_step`), under which step name the
+    Subclasses say which erasure step they verify (:attr:`erasure_step`), under which step name the
     proof is stored (:attr:`verify_step`), which provider connection the check uses
     (:attr:`provider_conn_id`) and which check sets the default poll interval
     (:attr:`check_class`). Each request is checked once right away (often the deletion is
-    already proven and nothing waits); the rest wait together in one :class:`BatchProofTrigger`
+    already proven and nothing waits); the rest wait together in one :class:`DeletionProofTrigger`
     in the triggerer (deferrable), or are poked on a worker otherwise. The trigger is given
     request ids only and reads the ids to poll from the compliance store.
 
@@ -46,7 +47,7 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
         ``[operators] default_deferrable``, as the providers' operators do; Airflow ships it
         ``false``, so the DAG asks for ``True`` itself.
     :param poll_interval: seconds between provider checks; default: the check's entry in
-        :data:`gdpr_erasure.triggers.base.POLL_SECONDS`.
+        :data:`gdpr_erasure.proofs.base.POLL_SECONDS`.
     :param patience: seconds to wait in this run before handing a request over to a later run
         (status ``verifying``) instead of failing; None waits until ``timeout`` and then fails.
         For providers that are slow by design (a Segment regulation can take days).
@@ -55,7 +56,7 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("request_ids",)
-    purge_step: str
+    erasure_step: str
     verify_step: str
     #: The check this sensor mostly runs: its poll interval is the default.
     check_class: type[ProofCheck]
@@ -108,9 +109,9 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
         deadline = time.time() + self.patience if self.patience is not None else None
         self.log.info("deferring: %d of %d request(s) not proven yet", len(waiting), len(ids))
         self.defer(
-            trigger=BatchProofTrigger(
+            trigger=DeletionProofTrigger(
                 request_ids=waiting,
-                purge_step=self.purge_step,
+                erasure_step=self.erasure_step,
                 conn_id=self.provider_conn_id,
                 poll_interval=self.poll_interval,
                 deadline=deadline,
@@ -130,7 +131,7 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
     def execute_complete(self, context: Context, event: steps.ProofEvent) -> Any:
         ids = as_request_ids(self.request_ids)
         if event.get("status") != "settled":
-            raise AirflowException(f"verification of {self.purge_step}: {event.get('message') or event}")
+            raise AirflowException(f"verification of {self.erasure_step}: {event.get('message') or event}")
         errors = {}
         for rid, outcome in (event.get("outcomes") or {}).items():
             state, evidence = outcome.get("state"), outcome.get("evidence") or {}
@@ -157,12 +158,12 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
         existing = steps_.get(self.verify_step)
         if existing is not None and existing.status is StepStatus.DONE:
             return False  # already proven (a retry, or the next run re-checking the rest)
-        purge = steps_.get(self.purge_step)
-        if purge is None or purge.status in (StepStatus.FAILED, StepStatus.PENDING):
-            return False  # the purge did not succeed: nothing to prove, write_audit fails it
+        erasure = steps_.get(self.erasure_step)
+        if erasure is None or erasure.status in (StepStatus.FAILED, StepStatus.PENDING):
+            return False  # the erasure did not succeed: nothing to prove, write_audit fails it
         check = None
-        if purge.status not in (StepStatus.SKIPPED, StepStatus.ALREADY_ABSENT):
-            check = proof_check(self.purge_step, purge.result, self.provider_conn_id, self._tag)
+        if erasure.status not in (StepStatus.SKIPPED, StepStatus.ALREADY_ABSENT):
+            check = proof_check(self.erasure_step, erasure.result, self.provider_conn_id, self._tag)
         if check is None:
             self.store.record_step(
                 request_id, self.verify_step, StepStatus.SKIPPED, {"reason": "nothing deleted"}

@@ -6,8 +6,8 @@ from typing import Any
 
 from gdpr_erasure import steps
 from gdpr_erasure.hooks.segment import SegmentHook
+from gdpr_erasure.proofs.segment import SegmentRegulationCheck
 from gdpr_erasure.sensors.base import DeletionProofSensor
-from gdpr_erasure.triggers.segment import SegmentRegulationCheck
 
 
 class SegmentRegulationSensor(DeletionProofSensor):
@@ -19,7 +19,7 @@ class SegmentRegulationSensor(DeletionProofSensor):
     :param segment_conn_id: Segment connection.
     """
 
-    purge_step = steps.SEGMENT
+    erasure_step = steps.SEGMENT
     verify_step = steps.VERIFY_SEGMENT
     check_class = SegmentRegulationCheck
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from gdpr_erasure import steps
 from gdpr_erasure.hooks.stripe import StripeHook
+from gdpr_erasure.proofs.stripe import StripeCustomerDeletedCheck
 from gdpr_erasure.sensors.base import DeletionProofSensor
-from gdpr_erasure.triggers.stripe import StripeCustomerDeletedCheck
 
 
 class StripeCustomerDeletedSensor(DeletionProofSensor):
@@ -25,7 +25,7 @@ class StripeCustomerDeletedSensor(DeletionProofSensor):
     :param stripe_conn_id: Stripe connection.
     """
 
-    purge_step = steps.STRIPE
+    erasure_step = steps.STRIPE
     verify_step = steps.VERIFY_STRIPE
     check_class = StripeCustomerDeletedCheck
 

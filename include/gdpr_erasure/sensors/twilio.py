@@ -6,8 +6,8 @@ from typing import Any
 
 from gdpr_erasure import steps
 from gdpr_erasure.hooks.twilio import TwilioHook
+from gdpr_erasure.proofs.twilio import TwilioMemoryProfileDeletedCheck
 from gdpr_erasure.sensors.base import DeletionProofSensor
-from gdpr_erasure.triggers.twilio import TwilioMemoryProfileDeletedCheck
 
 
 class TwilioProfileDeletedSensor(DeletionProofSensor):
@@ -17,7 +17,7 @@ class TwilioProfileDeletedSensor(DeletionProofSensor):
     :param twilio_conn_id: Twilio connection.
     """
 
-    purge_step = steps.TWILIO_PROFILE
+    erasure_step = steps.TWILIO_PROFILE
     verify_step = steps.VERIFY_TWILIO_PROFILE
     check_class = TwilioMemoryProfileDeletedCheck
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from gdpr_erasure import steps
 from gdpr_erasure.hooks.segment import SegmentHook
-from gdpr_erasure.triggers.base import ProofCheck
+from gdpr_erasure.proofs.base import ProofCheck
 
 SUCCESS = "FINISHED"
 FAILURE = frozenset({"FAILED", "INVALID", "NOT_SUPPORTED", "PARTIAL_SUCCESS"})
@@ -42,16 +42,16 @@ class SegmentRegulationCheck(ProofCheck):
         self.segment_conn_id = segment_conn_id
 
     @classmethod
-    def from_purge(
-        cls, purge: steps.SegmentErasure, conn_id: str, tag: Callable[[str], str]
+    def from_erasure(
+        cls, erasure: steps.SegmentErasure, conn_id: str, tag: Callable[[str], str]
     ) -> SegmentRegulationCheck | None:
         """The check of the regulation ``erase_segment`` created; None if it created none.
 
-        :param purge: the purge step's stored result.
+        :param erasure: the erasure step's stored result.
         :param conn_id: Segment connection.
         :param tag: unused (Stripe's checks name customers by tag).
         """
-        regulation_id = purge.get("regulation_id")
+        regulation_id = erasure.get("regulation_id")
         return cls(regulation_id, conn_id) if regulation_id else None
 
     def check(self) -> tuple[steps.ProofState, steps.SegmentRegulationProof]:

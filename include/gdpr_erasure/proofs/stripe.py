@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from gdpr_erasure import steps
 from gdpr_erasure.hooks.stripe import StripeHook
-from gdpr_erasure.triggers.base import ProofCheck
+from gdpr_erasure.proofs.base import ProofCheck
 
 REDACTION_FAILED = ("failed", "canceled")
 
@@ -75,16 +75,16 @@ class StripeRedactionJobCheck(ProofCheck):
 
 
 def stripe_proof_check(
-    purge: steps.StripeRedaction, conn_id: str, tag: Callable[[str], str]
+    erasure: steps.StripeRedaction, conn_id: str, tag: Callable[[str], str]
 ) -> ProofCheck | None:
     """The check of what ``redact_stripe`` did: its redaction job, or every customer it handled
     (those already absent too); None if it handled none.
 
-    :param purge: the purge step's stored result.
+    :param erasure: the erasure step's stored result.
     :param conn_id: Stripe connection.
     :param tag: names a customer in the proof: :class:`gdpr_erasure.hashing.StripeTagger`.
     """
-    if purge.get("method") == "redaction_job" and purge.get("redaction_job_id"):
-        return StripeRedactionJobCheck(purge["redaction_job_id"], conn_id)
-    customers = sorted(purge.get("customers") or {})
+    if erasure.get("method") == "redaction_job" and erasure.get("redaction_job_id"):
+        return StripeRedactionJobCheck(erasure["redaction_job_id"], conn_id)
+    customers = sorted(erasure.get("customers") or {})
     return StripeCustomerDeletedCheck(customers, conn_id, tag=tag) if customers else None

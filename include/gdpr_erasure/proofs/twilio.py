@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from gdpr_erasure import steps
 from gdpr_erasure.hooks.twilio import TwilioHook
-from gdpr_erasure.triggers.base import ProofCheck
+from gdpr_erasure.proofs.base import ProofCheck
 
 
 class TwilioMemoryProfileDeletedCheck(ProofCheck):
@@ -22,16 +22,16 @@ class TwilioMemoryProfileDeletedCheck(ProofCheck):
         self.twilio_conn_id = twilio_conn_id
 
     @classmethod
-    def from_purge(
-        cls, purge: steps.TwilioProfilePurge, conn_id: str, tag: Callable[[str], str]
+    def from_erasure(
+        cls, erasure: steps.TwilioProfilePurge, conn_id: str, tag: Callable[[str], str]
     ) -> TwilioMemoryProfileDeletedCheck | None:
         """The check of what ``purge_twilio_profile`` deleted; None if it deleted nothing.
 
-        :param purge: the purge step's stored result.
+        :param erasure: the erasure step's stored result.
         :param conn_id: Twilio connection.
         :param tag: unused (Stripe's checks name customers by tag).
         """
-        profile_ids = purge.get("profile_ids") or []
+        profile_ids = erasure.get("profile_ids") or []
         return cls(profile_ids, conn_id) if profile_ids else None
 
     def check(self) -> tuple[steps.ProofState, steps.TwilioProfileProof]:

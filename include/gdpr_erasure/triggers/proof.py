@@ -1,13 +1,13 @@
-"""The one trigger: it proves the deletions of a whole batch of requests.
+"""The one trigger: :class:`DeletionProofTrigger` proves the deletions of a whole batch of requests.
 
 A sensor task works on a batch of requests; rather than one trigger per request, it defers to
-this trigger, which polls a provider check per request (:mod:`gdpr_erasure.triggers.base`),
-those still open, a few at a time, until every request has an answer or the deadline passes.
-One event then reports each request's outcome.
+this trigger, which polls a provider check per request (:mod:`gdpr_erasure.proofs`), those
+still open, a few at a time, until every request has an answer or the deadline passes. One
+event then reports each request's outcome.
 
 A trigger's kwargs are stored in Airflow's metadata DB (the ``trigger`` table) while it waits,
 and Stripe ``cus_`` ids are identifiers there. So the trigger carries only request ids, the
-purge step, connection ids and timings; it reads what the checks poll (customer, profile and
+erasure step, connection ids and timings; it reads what the checks poll (customer, profile and
 regulation ids) from the compliance store by request id when it runs, in the triggerer.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 # Triggers have no airflow.sdk home in Airflow 3.3; providers import them from here too.
@@ -23,38 +23,13 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from gdpr_erasure import steps
 from gdpr_erasure.hashing import StripeTagger
+from gdpr_erasure.proofs import PROOF_CHECKS, proof_check
+from gdpr_erasure.proofs.base import ProofCheck
 from gdpr_erasure.store import ComplianceStore, StoreError
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID, resolve_db_url
-from gdpr_erasure.triggers.base import ProofCheck
-from gdpr_erasure.triggers.segment import SegmentRegulationCheck
-from gdpr_erasure.triggers.stripe import stripe_proof_check
-from gdpr_erasure.triggers.twilio import TwilioMemoryProfileDeletedCheck
-
-#: (purge result, provider connection, Stripe tagger) -> the check, or None: nothing to prove.
-CheckBuilder = Callable[[Any, str, Callable[[str], str]], ProofCheck | None]
-
-#: Purge step -> how to build the check that proves it from the step's stored result.
-PROOF_CHECKS: dict[str, CheckBuilder] = {
-    steps.TWILIO_PROFILE: TwilioMemoryProfileDeletedCheck.from_purge,
-    steps.SEGMENT: SegmentRegulationCheck.from_purge,
-    steps.STRIPE: stripe_proof_check,
-}
 
 
-def proof_check(
-    purge_step: str, purge: dict[str, Any], conn_id: str, tag: Callable[[str], str]
-) -> ProofCheck | None:
-    """The check that proves ``purge_step``'s deletion; None when the step deleted nothing.
-
-    :param purge_step: a purge step with a proof (``steps.PURGE_STEPS``).
-    :param purge: what the purge step stored for the request.
-    :param conn_id: the provider connection.
-    :param tag: names a Stripe customer in the proof (:class:`~gdpr_erasure.hashing.StripeTagger`).
-    """
-    return PROOF_CHECKS[purge_step](purge, conn_id, tag)
-
-
-class BatchProofTrigger(BaseTrigger):
+class DeletionProofTrigger(BaseTrigger):
     """Poll the provider check of each request until each is settled.
 
     Each request ends ``done``, ``failed`` (the provider reported the deletion failed),
@@ -65,7 +40,8 @@ class BatchProofTrigger(BaseTrigger):
     when the compliance store cannot be read.
 
     :param request_ids: the requests whose deletion to prove.
-    :param purge_step: the purge step that deleted (names the check, and where its ids are stored).
+    :param erasure_step: the erasure step that deleted (names the check, and where its ids are
+        stored).
     :param conn_id: the provider connection the checks use.
     :param poll_interval: seconds between rounds of checks.
     :param deadline: epoch seconds after which open requests are reported ``pending``.
@@ -77,7 +53,7 @@ class BatchProofTrigger(BaseTrigger):
     def __init__(
         self,
         request_ids: list[str],
-        purge_step: str,
+        erasure_step: str,
         conn_id: str,
         poll_interval: float,
         deadline: float | None = None,
@@ -85,10 +61,10 @@ class BatchProofTrigger(BaseTrigger):
         compliance_conn_id: str = DEFAULT_CONN_ID,
     ) -> None:
         super().__init__()
-        if purge_step not in PROOF_CHECKS:
-            raise ValueError(f"no proof check for step {purge_step!r}")
+        if erasure_step not in PROOF_CHECKS:
+            raise ValueError(f"no proof check for step {erasure_step!r}")
         self.request_ids = list(request_ids)
-        self.purge_step = purge_step
+        self.erasure_step = erasure_step
         self.conn_id = conn_id
         self.poll_interval = poll_interval
         self.deadline = deadline
@@ -100,7 +76,7 @@ class BatchProofTrigger(BaseTrigger):
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
                 "request_ids": self.request_ids,
-                "purge_step": self.purge_step,
+                "erasure_step": self.erasure_step,
                 "conn_id": self.conn_id,
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
@@ -110,15 +86,17 @@ class BatchProofTrigger(BaseTrigger):
         )
 
     def load_checks(self) -> dict[str, ProofCheck | None]:
-        """Each request's check, built from its purge step in the compliance store (blocking:
+        """Each request's check, built from its erasure step in the compliance store (blocking:
         the trigger calls it in a thread). None where the store holds nothing to prove."""
         store = ComplianceStore.open_existing(resolve_db_url(conn_id=self.compliance_conn_id), pre_ping=False)
         tag = StripeTagger()  # one key lookup for the batch, and only if a Stripe check names one
         try:
             checks: dict[str, ProofCheck | None] = {}
             for rid in self.request_ids:
-                purge = store.steps(rid).get(self.purge_step)
-                checks[rid] = proof_check(self.purge_step, purge.result, self.conn_id, tag) if purge else None
+                erasure = store.steps(rid).get(self.erasure_step)
+                checks[rid] = (
+                    proof_check(self.erasure_step, erasure.result, self.conn_id, tag) if erasure else None
+                )
             return checks
         finally:
             store.dispose()
@@ -137,7 +115,7 @@ class BatchProofTrigger(BaseTrigger):
             return
         outcomes: dict[str, steps.ProofOutcome] = {
             rid: steps.ProofOutcome(
-                state="error", evidence={"reason": f"no {self.purge_step} result to prove in the store"}
+                state="error", evidence={"reason": f"no {self.erasure_step} result to prove in the store"}
             )
             for rid, check in checks.items()
             if check is None

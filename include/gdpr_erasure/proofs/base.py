@@ -1,10 +1,10 @@
 """What proves a deletion: a provider check, and how often to ask it.
 
-A check is a plain class, not a trigger. Built from what a purge step stored, it asks the
+A check is a plain class, not a trigger. Built from what an erasure step stored, it asks the
 provider once (:meth:`ProofCheck.check`) and answers ``done``, ``waiting`` or ``failed`` with
-its evidence. The sensor calls it once on the worker, right after the purge (often the proof is
-already there); :class:`~gdpr_erasure.triggers.batch.BatchProofTrigger`, the one trigger, calls
-it in the triggerer until the request settles. The hooks are synchronous (official SDKs), so
+its evidence. The sensor calls it once on the worker, right after the erasure (often the proof
+is already there); :class:`~gdpr_erasure.triggers.proof.DeletionProofTrigger`, the one trigger,
+calls it in the triggerer until the request settles. The hooks are synchronous (official SDKs), so
 there a check runs in a thread and the event loop stays free for other triggers.
 """
 
