@@ -41,8 +41,8 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, task_group
 
 from gdpr_erasure.notifiers import ComplianceAlertNotifier
-from gdpr_erasure.operators.audit import WriteAuditRecordOperator
 from gdpr_erasure.operators.claim import ClaimRequestsOperator
+from gdpr_erasure.operators.ledger_record import WriteAuditRecordOperator
 from gdpr_erasure.operators.preflight import ErasurePreflightOperator
 from gdpr_erasure.operators.resolve import ResolveIdentityOperator
 from gdpr_erasure.operators.retention import ForgetIdentifiersOperator

@@ -97,7 +97,7 @@ def test_every_layer_named_exists():
         "import gdpr_erasure.operators.base",
         "from gdpr_erasure import operators",
         "from ..operators import base",
-        "def later():\n    from gdpr_erasure.operators.audit import open_steps\n",
+        "def later():\n    from gdpr_erasure.operators.ledger_record import open_steps\n",
     ],
 )
 def test_the_check_catches_a_sensor_importing_an_operator(source):

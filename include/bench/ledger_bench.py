@@ -22,7 +22,7 @@ from gdpr_erasure.ledger.log import Ledger
 from gdpr_erasure.ledger.witness import Witness
 from gdpr_erasure.receipts import generate_signing_key
 from gdpr_erasure.store import ComplianceStore, RequestStatus
-from gdpr_erasure.store.audit import GENESIS_HASH, canonical_json, chain_hash
+from gdpr_erasure.store.chain import GENESIS_HASH, canonical_json, chain_hash
 from gdpr_erasure.store.schema import audit_log, erasure_requests
 from gdpr_erasure.store.types import utcnow
 

@@ -184,7 +184,7 @@ def _cmd_audit_head(args: argparse.Namespace) -> int:
 def _cmd_audit_export(args: argparse.Namespace) -> int:
     import json
 
-    from gdpr_erasure.audit_export import period_summary, write_export
+    from gdpr_erasure.ledger.export import period_summary, write_export
 
     store = _open_store(args)
     if args.summary:

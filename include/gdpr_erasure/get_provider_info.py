@@ -141,7 +141,7 @@ _MODULES: dict[str, dict[str, list[str]]] = {
             "gdpr_erasure.operators.preflight",
             "gdpr_erasure.operators.claim",
             "gdpr_erasure.operators.resolve",
-            "gdpr_erasure.operators.audit",
+            "gdpr_erasure.operators.ledger_record",
             "gdpr_erasure.operators.retention",
             "gdpr_erasure.operators.summary",
         ],

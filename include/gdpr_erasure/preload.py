@@ -18,8 +18,8 @@ import logging
 log = logging.getLogger(__name__)
 
 MODULES = (
-    "gdpr_erasure.operators.audit",
     "gdpr_erasure.operators.claim",
+    "gdpr_erasure.operators.ledger_record",
     "gdpr_erasure.operators.preflight",
     "gdpr_erasure.operators.resolve",
     "gdpr_erasure.operators.retention",

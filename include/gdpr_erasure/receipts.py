@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gdpr_erasure.store import AuditEntry
-from gdpr_erasure.store.audit import canonical_json
+from gdpr_erasure.store.chain import canonical_json
 
 RECEIPT_SCHEMA = "gdpr-erasure-receipt/1"
 RECEIPT_KEY_CONN_ID = "gdpr_receipt_key"

@@ -16,12 +16,12 @@ import requests
 from auditor.auditor_support import link, november, seed_request, seqs, serve
 from store_backends import backends, throwaway_database
 
-from gdpr_erasure.audit_export import GDPR_DEADLINE, write_export
 from gdpr_erasure.auditor import app as auditor_app
 from gdpr_erasure.auditor.app import create_app
 from gdpr_erasure.auditor.bench import START, fill, record_of
 from gdpr_erasure.hashing import load_hash_key
 from gdpr_erasure.identifiers import SubjectIdentifiers
+from gdpr_erasure.ledger.export import GDPR_DEADLINE, write_export
 from gdpr_erasure.store import ComplianceStore
 
 RECORDS = 237  # four full pages of 50 and a short one

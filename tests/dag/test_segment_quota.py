@@ -17,10 +17,10 @@ import pytest
 import requests
 
 from gdpr_erasure import steps
-from gdpr_erasure.audit_export import period_summary
 from gdpr_erasure.hooks.errors import ProviderQuotaExhausted, TransientApiError
 from gdpr_erasure.hooks.retry import RetryPolicy, call_with_retries
 from gdpr_erasure.hooks.segment import SegmentHook
+from gdpr_erasure.ledger.export import period_summary
 from gdpr_erasure.store import RequestStatus, StepStatus
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05)

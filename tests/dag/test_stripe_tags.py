@@ -10,10 +10,10 @@ import subprocess
 import sys
 
 from gdpr_erasure import steps
-from gdpr_erasure.audit_export import export_row
 from gdpr_erasure.batch import RequestScope
 from gdpr_erasure.hashing import keyed_hash, load_hash_key, stripe_tag
-from gdpr_erasure.operators.audit import WriteAuditRecordOperator
+from gdpr_erasure.ledger.export import export_row
+from gdpr_erasure.operators.ledger_record import WriteAuditRecordOperator
 from gdpr_erasure.receipts import build_receipt
 
 

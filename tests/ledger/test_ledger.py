@@ -12,7 +12,7 @@ from gdpr_erasure.ledger.heads import LedgerError, TreeHead
 from gdpr_erasure.ledger.log import Ledger
 from gdpr_erasure.ledger.merkle import verify_consistency, verify_inclusion
 from gdpr_erasure.store import RequestStatus
-from gdpr_erasure.store.audit import GENESIS_HASH, canonical_json, chain_hash
+from gdpr_erasure.store.chain import GENESIS_HASH, canonical_json, chain_hash
 from gdpr_erasure.store.schema import audit_log
 
 

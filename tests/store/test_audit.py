@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from gdpr_erasure.store import AuditRecordExists
-from gdpr_erasure.store.audit import GENESIS_HASH, verify_chain
+from gdpr_erasure.store.chain import GENESIS_HASH, verify_chain
 
 
 def _fill(store, n=3):

@@ -7,8 +7,8 @@ import io
 import json
 from datetime import UTC, datetime, timedelta
 
-from gdpr_erasure.audit_export import period_summary, write_export
 from gdpr_erasure.identifiers import SubjectIdentifiers
+from gdpr_erasure.ledger.export import period_summary, write_export
 from gdpr_erasure.store import RequestStatus
 
 NOW = datetime.now(UTC)

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import update
 
-from gdpr_erasure.audit_export import period_summary
 from gdpr_erasure.cli import main as cli
 from gdpr_erasure.identifiers import SubjectIdentifiers
+from gdpr_erasure.ledger.export import period_summary
 from gdpr_erasure.store import ComplianceStore, InvalidTransition, RequestStatus
 from gdpr_erasure.store.engine import create_store_engine
 from gdpr_erasure.store.schema import erasure_requests

@@ -17,7 +17,7 @@ from gdpr_erasure.cli import main as cli
 from gdpr_erasure.identifiers import SubjectIdentifiers
 from gdpr_erasure.store import ComplianceStore, RequestStatus, SchemaTooNew, StepStatus
 from gdpr_erasure.store import schema as current
-from gdpr_erasure.store.audit import GENESIS_HASH, canonical_json, chain_hash
+from gdpr_erasure.store.chain import GENESIS_HASH, canonical_json, chain_hash
 from gdpr_erasure.store.engine import create_store_engine
 
 S = RequestStatus

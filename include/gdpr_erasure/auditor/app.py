@@ -40,7 +40,6 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 
-from gdpr_erasure.audit_export import export_row, iter_export, period_summary
 from gdpr_erasure.auditor import pages
 from gdpr_erasure.auditor.checks import ChainCheck, PeriodCache
 from gdpr_erasure.auditor.drilldown import request_view
@@ -55,6 +54,7 @@ from gdpr_erasure.auditor.lookup import (
     look_up,
     read_form,
 )
+from gdpr_erasure.ledger.export import export_row, iter_export, period_summary
 from gdpr_erasure.store import AuditEntry, ComplianceStore
 
 log = logging.getLogger(__name__)

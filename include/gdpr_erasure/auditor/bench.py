@@ -35,7 +35,7 @@ from gdpr_erasure.identifiers import SubjectIdentifiers
 from gdpr_erasure.ledger.log import Ledger
 from gdpr_erasure.receipts import generate_signing_key
 from gdpr_erasure.store import ComplianceStore, RequestStatus
-from gdpr_erasure.store.audit import GENESIS_HASH, canonical_json, chain_hash
+from gdpr_erasure.store.chain import GENESIS_HASH, canonical_json, chain_hash
 from gdpr_erasure.store.schema import audit_log, erasure_requests
 
 START = datetime(2025, 1, 6, tzinfo=UTC)

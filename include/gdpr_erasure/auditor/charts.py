@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 
-from gdpr_erasure.audit_export import GDPR_DEADLINE, Completion
+from gdpr_erasure.ledger.export import GDPR_DEADLINE, Completion
 
 WIDTH, HEIGHT = 720, 240
 LEFT, RIGHT, TOP, BOTTOM = 48, 12, 14, 36
@@ -61,7 +61,7 @@ def _y_axis(maximum: float, unit: str) -> str:
 
 def weekly_chart(weeks: Sequence[tuple[str, int]]) -> str:
     """Bars: requests completed per ISO week (``weeks`` from
-    :func:`~gdpr_erasure.audit_export.completions_per_week`)."""
+    :func:`~gdpr_erasure.ledger.export.completions_per_week`)."""
     if not weeks:
         return '<p class="empty" id="chart-weekly-empty">No request was completed in this period.</p>'
     e = html.escape

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gdpr_erasure.audit_export import completions_between, completions_per_week, period_figures
 from gdpr_erasure.auditor import charts
+from gdpr_erasure.ledger.export import completions_between, completions_per_week, period_figures
 from gdpr_erasure.store import ChainReport, ComplianceStore
 
 Tip = tuple[int, str] | None
@@ -117,7 +117,7 @@ class ChainCheck:
 @dataclass(frozen=True)
 class PeriodView:
     """What the page shows of a period besides its records: the figures
-    (:func:`~gdpr_erasure.audit_export.period_figures`) and the two charts, drawn."""
+    (:func:`~gdpr_erasure.ledger.export.period_figures`) and the two charts, drawn."""
 
     summary: dict[str, Any]
     weekly_svg: str

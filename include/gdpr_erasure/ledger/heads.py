@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gdpr_erasure.receipts import SigningKey, _private_key_from_pem
-from gdpr_erasure.store.audit import canonical_json
+from gdpr_erasure.store.chain import canonical_json
 
 HEAD_SCHEMA = "gdpr-erasure-tree-head/1"
 LOG_NAME = "gdpr-erasure"

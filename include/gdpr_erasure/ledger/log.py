@@ -25,7 +25,7 @@ from gdpr_erasure.ledger.merkle import CompactRange, consistency_proof, inclusio
 from gdpr_erasure.ledger.witness import Witness
 from gdpr_erasure.receipts import SigningKey
 from gdpr_erasure.store import AuditEntry, ComplianceStore, RequestStatus
-from gdpr_erasure.store.audit import verify_chain
+from gdpr_erasure.store.chain import verify_chain
 from gdpr_erasure.store.schema import audit_log, erasure_requests, ledger_heads
 
 LEAF_DOMAIN = "gdpr-erasure-ledger-leaf/1"

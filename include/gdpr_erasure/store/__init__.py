@@ -1,6 +1,6 @@
 """The compliance store (intake table, step results, append-only audit ledger)."""
 
-from gdpr_erasure.store.audit import AuditEntry, ChainReport
+from gdpr_erasure.store.chain import AuditEntry, ChainReport
 from gdpr_erasure.store.status import RequestStatus, StepStatus
 from gdpr_erasure.store.store import (
     AuditRecordExists,

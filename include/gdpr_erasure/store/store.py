@@ -38,7 +38,7 @@ from sqlalchemy.engine import make_url
 
 from gdpr_erasure.identifiers import SubjectIdentifiers
 from gdpr_erasure.store import migrations, schema
-from gdpr_erasure.store.audit import (
+from gdpr_erasure.store.chain import (
     GENESIS_HASH,
     AuditEntry,
     ChainReport,

@@ -1,4 +1,5 @@
-"""Audit records in the forms auditors ask for: JSON (complete) and CSV (one row per request)."""
+"""The ledger's export: its audit records in the forms auditors ask for, JSON (complete) and CSV
+(one row per request), and the figures of a period (``gdpr-erasure audit export``, the auditor page)."""
 
 from __future__ import annotations
 

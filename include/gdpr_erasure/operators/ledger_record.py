@@ -1,4 +1,5 @@
-"""Close a request: decide its outcome from the recorded steps, write the audit record, forget."""
+"""The task that writes the ledger record: it closes a request, deciding its outcome from the
+recorded steps, appends its audit record to the ledger and forgets its identifiers."""
 
 from __future__ import annotations
 
