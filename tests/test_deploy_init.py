@@ -161,6 +161,21 @@ def test_a_store_the_pipeline_role_owned_is_handed_to_the_owner(compliance_db, m
     assert {owner for *_, owner in snapshot(name)["owners"]} == {f"{name}_owner"}
 
 
+@needs_postgres
+def test_a_missing_role_password_creates_neither_role(compliance_db, monkeypatch, capsys):
+    name, admin_url = compliance_db
+    env = {**init_env(name, admin_url), "COMPLIANCE_DB_PASSWORD": "short"}
+    code, out, err = deploy_init(monkeypatch, capsys, env, "--only", "database")
+    assert code == 1 and err == "deploy init: set COMPLIANCE_DB_PASSWORD in .env (at least 16 characters)\n"
+    admin = create_engine(PG_URL)
+    with admin.connect() as conn:
+        roles = conn.execute(
+            text("SELECT rolname FROM pg_roles WHERE rolname LIKE :p"), {"p": f"{name}\\_%"}
+        ).all()
+    admin.dispose()
+    assert out == "" and roles == []
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [

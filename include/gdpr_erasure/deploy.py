@@ -172,15 +172,17 @@ def ensure_database(db: ComplianceDatabase, settings: Settings, say: Say = print
     admin = create_engine(db.admin_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            for role, secret in (
-                (db.owner, "COMPLIANCE_DB_OWNER_PASSWORD"),
-                (db.user, "COMPLIANCE_DB_PASSWORD"),
-            ):
-                exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :n"), {"n": role}).first()
-                if exists is None:
-                    password = settings.required(secret, 16)
-                    conn.execute(text(f'CREATE ROLE "{role}" LOGIN PASSWORD :p'), {"p": password})
-                    changes.append(f"created role {role}")
+            # A role's password is needed only to create it; both are checked before either is.
+            secrets = ((db.owner, "COMPLIANCE_DB_OWNER_PASSWORD"), (db.user, "COMPLIANCE_DB_PASSWORD"))
+            to_create = {
+                role: settings.required(secret, 16)
+                for role, secret in secrets
+                if conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :n"), {"n": role}).first()
+                is None
+            }
+            for role, password in to_create.items():
+                conn.execute(text(f'CREATE ROLE "{role}" LOGIN PASSWORD :p'), {"p": password})
+                changes.append(f"created role {role}")
             owner = conn.execute(
                 text("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :n"), {"n": db.name}
             ).scalar()
@@ -499,9 +501,8 @@ def init_store(db: ComplianceDatabase, settings: Settings, say: Say = print) -> 
 
 
 def run(env: Mapping[str, str] | None = None, steps: Iterable[str] = STEPS, say: Say = print) -> None:
-    """Every step asked for, in the order airflow-init needs them. The settings of the database,
-    the connections and the users are checked before the first change (a role's password only
-    when the role is created).
+    """Every step asked for, in the order airflow-init needs them. Every setting they read is
+    checked before the first change (the roles' passwords only when a role is to be created).
 
     :param env: the environment (default ``os.environ``).
     :param steps: a subset of :data:`STEPS`.
