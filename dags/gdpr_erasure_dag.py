@@ -41,18 +41,18 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, task_group
 
 from gdpr_erasure.notifiers import ComplianceAlertNotifier
-from gdpr_erasure.operators.claim import ClaimRequestsOperator
-from gdpr_erasure.operators.ledger_record import WriteAuditRecordOperator
-from gdpr_erasure.operators.preflight import ErasurePreflightOperator
-from gdpr_erasure.operators.resolve import ResolveIdentityOperator
-from gdpr_erasure.operators.retention import ForgetIdentifiersOperator
-from gdpr_erasure.operators.segment import EraseSegmentOperator
-from gdpr_erasure.operators.stripe import RedactStripeOperator
-from gdpr_erasure.operators.summary import SummarizeRunOperator
-from gdpr_erasure.operators.twilio import PurgeTwilioHistoryOperator, PurgeTwilioProfileOperator
+from gdpr_erasure.operators.claim import RequestClaimOperator
+from gdpr_erasure.operators.ledger_record import LedgerRecordOperator
+from gdpr_erasure.operators.preflight import PreflightCheckOperator
+from gdpr_erasure.operators.resolve import IdentityResolutionOperator
+from gdpr_erasure.operators.retention import IdentifierRetentionOperator
+from gdpr_erasure.operators.segment import SegmentRegulationOperator
+from gdpr_erasure.operators.stripe import StripeCustomerErasureOperator
+from gdpr_erasure.operators.summary import RunSummaryOperator
+from gdpr_erasure.operators.twilio import TwilioHistoryErasureOperator, TwilioMemoryProfileErasureOperator
 from gdpr_erasure.sensors.segment import SegmentRegulationSensor
 from gdpr_erasure.sensors.stripe import StripeCustomerDeletedSensor
-from gdpr_erasure.sensors.twilio import TwilioProfileDeletedSensor
+from gdpr_erasure.sensors.twilio import TwilioMemoryProfileDeletedSensor
 
 # How long a run waits for a Segment regulation before leaving the request in `verifying` for
 # the next run (regulations can take days; Segment's own SLA is 30).
@@ -95,9 +95,9 @@ with DAG(
     },
 ) as dag:
     # A misconfigured system answers "not found" like a person without data: check first.
-    preflight = ErasurePreflightOperator(task_id="preflight")
+    preflight = PreflightCheckOperator(task_id="preflight")
 
-    claimed = ClaimRequestsOperator(
+    claimed = RequestClaimOperator(
         task_id="claim_requests",
         max_requests="{{ params.max_requests }}",
         batch_size="{{ params.batch_size }}",
@@ -107,27 +107,27 @@ with DAG(
 
     @task_group(group_id="erase_batch", default_args={"map_index_template": BATCH_LABEL})
     def erase_batch(request_ids: list[str]):
-        resolve = ResolveIdentityOperator(
+        resolve = IdentityResolutionOperator(
             task_id="resolve_identity", request_ids=request_ids, pool="segment_api"
         )
 
-        purge_profile = PurgeTwilioProfileOperator(
+        purge_profile = TwilioMemoryProfileErasureOperator(
             task_id="purge_twilio_profile", request_ids=request_ids, pool="twilio_api"
         )
-        purge_history = PurgeTwilioHistoryOperator(
+        purge_history = TwilioHistoryErasureOperator(
             task_id="purge_twilio_history", request_ids=request_ids, pool="twilio_api"
         )
-        erase_segment = EraseSegmentOperator(
+        erase_segment = SegmentRegulationOperator(
             task_id="erase_segment", request_ids=request_ids, pool="segment_api"
         )
-        redact_stripe = RedactStripeOperator(
+        redact_stripe = StripeCustomerErasureOperator(
             task_id="redact_stripe", request_ids=request_ids, pool="stripe_api"
         )
 
         # The proofs wait in the triggerer, not on a worker (a regulation can take days): said
         # here, as the sensors' default follows [operators] default_deferrable, which Airflow
         # ships false. How often each asks: POLL_SECONDS in gdpr_erasure/proofs/base.py.
-        verify_profile = TwilioProfileDeletedSensor(
+        verify_profile = TwilioMemoryProfileDeletedSensor(
             task_id="verify_twilio_profile",
             request_ids=request_ids,
             pool="twilio_api",
@@ -150,7 +150,7 @@ with DAG(
             timeout=timedelta(hours=1).total_seconds(),
         )
 
-        write_audit = WriteAuditRecordOperator(
+        write_audit = LedgerRecordOperator(
             task_id="write_audit", request_ids=request_ids, max_failures=3, retention_days=RETENTION_DAYS
         )
 
@@ -163,10 +163,10 @@ with DAG(
     preflight >> claimed
     erased = erase_batch.expand(request_ids=claimed.output)
 
-    forget = ForgetIdentifiersOperator(
+    forget = IdentifierRetentionOperator(
         task_id="forget_identifiers",
         retention_days=RETENTION_DAYS,
         unresolved_retention_days="{{ var.value.get('gdpr_unresolved_retention_days', 60) }}",
     )
 
-    erased >> forget >> SummarizeRunOperator(task_id="summarize_run", request_ids=claimed.output)
+    erased >> forget >> RunSummaryOperator(task_id="summarize_run", request_ids=claimed.output)

@@ -89,11 +89,11 @@ def test_operators_holding_a_stripe_tagger_can_be_copied():
     import pickle
 
     from gdpr_erasure.hashing import StripeTagger
-    from gdpr_erasure.operators.stripe import RedactStripeOperator
+    from gdpr_erasure.operators.stripe import StripeCustomerErasureOperator
     from gdpr_erasure.sensors.stripe import StripeCustomerDeletedSensor
 
     for operator in (
-        RedactStripeOperator(task_id="redact", request_ids=["r1"]),
+        StripeCustomerErasureOperator(task_id="redact", request_ids=["r1"]),
         StripeCustomerDeletedSensor(task_id="verify", request_ids=["r1"]),
     ):
         copied = copy.deepcopy(operator)

@@ -1,8 +1,9 @@
 """The per-request steps: their names, as stored in ``erasure_steps`` and shown in the audit
 record, and the results each one stores, which later steps read.
 
-Each purge step writes its outcome under its own name; each verification writes under
-``verify_<system>``. The audit operator reads them all back to decide the request's outcome.
+Each erasure step writes its outcome under its own name; each verification writes its proof
+under ``verify_<system>``. The ledger record task reads them all back to decide the request's
+outcome.
 
 The results are ``TypedDict``s: what is stored is the dict itself, as JSON, so a result written
 by an earlier release reads unchanged and the audit record, which embeds some of them
@@ -27,9 +28,9 @@ VERIFY_TWILIO_PROFILE = "verify_twilio_profile"
 VERIFY_SEGMENT = "verify_segment"
 VERIFY_STRIPE = "verify_stripe"
 
-#: Purge steps and the verification that proves each (None: the purge itself is the proof,
+#: Erasure steps and the verification that proves each (None: the erasure itself is the proof,
 #: because the 2010 API deletes synchronously and a re-list shows nothing left).
-PURGE_STEPS: dict[str, str | None] = {
+ERASURE_STEPS: dict[str, str | None] = {
     TWILIO_PROFILE: VERIFY_TWILIO_PROFILE,
     TWILIO_HISTORY: None,
     SEGMENT: VERIFY_SEGMENT,
@@ -94,12 +95,12 @@ class Resolution(TypedDict, total=False):
     reason: str
 
 
-# -- purges ----------------------------------------------------------------------------------
+# -- erasures --------------------------------------------------------------------------------
 
 DeleteOutcome = Literal["deleted", "already_absent"]
 
 
-class TwilioProfilePurge(TypedDict, total=False):
+class TwilioProfileErasure(TypedDict, total=False):
     """Step ``purge_twilio_profile``; skipped with ``reason`` when there is no profile."""
 
     profile_ids: list[str]
@@ -111,7 +112,7 @@ class TwilioProfilePurge(TypedDict, total=False):
 HistoryCounts = dict[str, int]
 
 
-class TwilioHistoryPurge(TypedDict, total=False):
+class TwilioHistoryErasure(TypedDict, total=False):
     """Step ``purge_twilio_history``. ``found`` is the first attempt's inventory, kept across
     reruns; ``deleted`` is ``found`` minus ``remaining_after`` (which must be all zero)."""
 
@@ -154,7 +155,7 @@ class StripeCustomerRecord(_StripeCustomerRecord, total=False):
     redaction_job_id: str
 
 
-class StripeRedaction(TypedDict, total=False):
+class StripeErasure(TypedDict, total=False):
     """Step ``redact_stripe``. ``deletion_ts`` is fixed before Stripe sees it, so a rerun sends
     the same tag with the same idempotency key. ``customers`` is keyed by ``cus_`` id until
     the request is closed, by tag after."""
@@ -216,10 +217,10 @@ class StripeProof(TypedDict, total=False):
 #: The result each step stores.
 RESULT_TYPES: dict[str, type] = {
     RESOLVE: Resolution,
-    TWILIO_PROFILE: TwilioProfilePurge,
-    TWILIO_HISTORY: TwilioHistoryPurge,
+    TWILIO_PROFILE: TwilioProfileErasure,
+    TWILIO_HISTORY: TwilioHistoryErasure,
     SEGMENT: SegmentErasure,
-    STRIPE: StripeRedaction,
+    STRIPE: StripeErasure,
     VERIFY_TWILIO_PROFILE: TwilioProfileProof,
     VERIFY_SEGMENT: SegmentRegulationProof,
     VERIFY_STRIPE: StripeProof,
@@ -260,7 +261,7 @@ def result_as(kind: type[R], step: StepResult | None) -> R:
     """The stored result of ``step`` as ``kind`` (one of the types above), or empty if the step
     has not run. Nothing is converted: the stored JSON is the typed dict.
 
-    :param kind: the result's type, e.g. :class:`StripeRedaction`.
+    :param kind: the result's type, e.g. :class:`StripeErasure`.
     :param step: the step as read from the store.
     """
     return cast(R, step.result if step is not None else {})

@@ -34,15 +34,15 @@ def store(tmp_path, monkeypatch):
     store.dispose()
 
 
-def purged(store, request_id: str, step: str, result: dict, identifiers=None) -> str:
-    """A request whose purge ``step`` stored ``result``."""
+def erased(store, request_id: str, step: str, result: dict, identifiers=None) -> str:
+    """A request whose erasure ``step`` stored ``result``."""
     store.submit(request_id, identifiers or SubjectIdentifiers.parse(user_id=request_id), source="test")
     store.record_step(request_id, step, StepStatus.DONE, result)
     return request_id
 
 
-def stripe_purge(*customer_ids: str) -> steps.StripeRedaction:
-    return steps.StripeRedaction(
+def stripe_erasure(*customer_ids: str) -> steps.StripeErasure:
+    return steps.StripeErasure(
         method="delete",
         deletion_ts=1_800_000_000,
         customers={c: steps.StripeCustomerRecord(outcome="deleted") for c in customer_ids},
@@ -101,7 +101,7 @@ def test_the_deferred_trigger_holds_no_customer_id_email_or_phone(store, sandbox
     given = SubjectIdentifiers.parse(
         email=person["email"], phone=person["phone"], stripe_customer_id=customer_ids[0]
     )
-    rid = purged(store, "req-multi", steps.STRIPE, stripe_purge(*customer_ids), given)
+    rid = erased(store, "req-multi", steps.STRIPE, stripe_erasure(*customer_ids), given)
     sensor = StripeCustomerDeletedSensor(
         task_id="verify_stripe", request_ids=[rid], poll_interval=0.1, deferrable=True, timeout=10
     )
@@ -138,15 +138,15 @@ def test_each_request_settles_on_its_own_and_the_slow_ones_are_pending_at_the_de
     assert StripeHook().delete_customer(gone) == "deleted"
     running = SegmentHook().create_regulation([sandbox.person("person-002")["segment_user_id"]])
     stripe_ids = [
-        purged(store, "req-gone", steps.STRIPE, stripe_purge(gone)),
-        purged(store, "req-live", steps.STRIPE, stripe_purge(live)),
-        purged(store, "req-unknown-customer", steps.STRIPE, stripe_purge("cus_NoSuchCustomer01")),
-        "req-nothing-stored",  # no purge result in the store: nothing to prove is no proof
+        erased(store, "req-gone", steps.STRIPE, stripe_erasure(gone)),
+        erased(store, "req-live", steps.STRIPE, stripe_erasure(live)),
+        erased(store, "req-unknown-customer", steps.STRIPE, stripe_erasure("cus_NoSuchCustomer01")),
+        "req-nothing-stored",  # no erasure result in the store: nothing to prove is no proof
     ]
     store.submit("req-nothing-stored", SubjectIdentifiers.parse(user_id="x"), source="test")
     segment_ids = [
-        purged(store, "req-bad-regulation", steps.SEGMENT, {"regulation_id": "no-such-regulation"}),
-        purged(store, "req-slow", steps.SEGMENT, {"regulation_id": running}),
+        erased(store, "req-bad-regulation", steps.SEGMENT, {"regulation_id": "no-such-regulation"}),
+        erased(store, "req-slow", steps.SEGMENT, {"regulation_id": running}),
     ]
     deadline = time.time() + 0.5  # before the regulation finishes
 
@@ -183,10 +183,10 @@ def test_without_a_deadline_it_waits_until_each_request_is_proven_or_failed(stor
     profile_id = sandbox.person("person-002")["memory_profile_id"]
     assert TwilioHook().delete_memory_profile(profile_id) == "deleted"
     segment_ids = [
-        purged(store, "req-slow", steps.SEGMENT, {"regulation_id": finishing}),
-        purged(store, "req-failing", steps.SEGMENT, {"regulation_id": failing}),
+        erased(store, "req-slow", steps.SEGMENT, {"regulation_id": finishing}),
+        erased(store, "req-failing", steps.SEGMENT, {"regulation_id": failing}),
     ]
-    twilio_ids = [purged(store, "req-memory", steps.TWILIO_PROFILE, {"profile_ids": [profile_id]})]
+    twilio_ids = [erased(store, "req-memory", steps.TWILIO_PROFILE, {"profile_ids": [profile_id]})]
 
     segment_event, twilio_event = first_event(
         DeletionProofTrigger(segment_ids, steps.SEGMENT, "segment_default", poll_interval=0.5),

@@ -34,7 +34,7 @@ def test_conversations_in_another_service_are_deleted_and_proven(pipeline):
 
 @pytest.mark.parametrize("pipeline", [{"GDPR_ERASURE_RETRY_DELAY_SECONDS": "0.1"}], indirect=True)
 def test_the_proof_fails_when_a_conversation_is_left(pipeline, monkeypatch):
-    """The purge's proof is a second inventory over every service. If a conversation survives
+    """The erasure's proof is a second inventory over every service. If a conversation survives
     (here: deletes sent to the default-service path, the old behaviour), the request fails with
     the reason instead of completing."""
 

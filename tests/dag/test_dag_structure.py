@@ -119,7 +119,7 @@ def test_there_is_one_trigger_and_the_provider_modules_hold_plain_checks():
 
     assert triggers_in("gdpr_erasure.triggers") == {DeletionProofTrigger}
     assert triggers_in("gdpr_erasure.proofs") == set()
-    assert set(PROOF_CHECKS) == {purge for purge, proof in steps.PURGE_STEPS.items() if proof}
+    assert set(PROOF_CHECKS) == {erasure for erasure, proof in steps.ERASURE_STEPS.items() if proof}
 
 
 def test_regulation_failure_reason_names_the_destination():

@@ -66,7 +66,7 @@ def test_under_rate_limits_server_errors_and_latency_everything_completes_once(p
 
 
 @pytest.mark.parametrize("pipeline", [{"GDPR_ERASURE_LEASE_SECONDS": "3"}], indirect=True)
-def test_a_run_killed_mid_purge_is_finished_by_the_next_run_without_repeats(pipeline):
+def test_a_run_killed_mid_erasure_is_finished_by_the_next_run_without_repeats(pipeline):
     keys = ["many_messages", "person-002"]
     expected = _expected_effects(pipeline, keys)
     ids = pipeline.submit(*keys)

@@ -57,13 +57,15 @@ def mismatches(value: Any, hint: Any, where: str) -> list[str]:
 def test_every_step_has_a_result_type():
     names = {v for k, v in vars(steps).items() if k.isupper() and isinstance(v, str)}
     assert set(steps.RESULT_TYPES) == names
-    assert set(steps.PURGE_STEPS) | {v for v in steps.PURGE_STEPS.values() if v} | {steps.RESOLVE} == names
+    assert (
+        set(steps.ERASURE_STEPS) | {v for v in steps.ERASURE_STEPS.values() if v} | {steps.RESOLVE} == names
+    )
     for kind in steps.RESULT_TYPES.values():
         assert is_typeddict(kind), kind
 
 
 def test_result_as_reads_the_stored_dict_as_is():
-    assert steps.result_as(steps.StripeRedaction, None) == {}
+    assert steps.result_as(steps.StripeErasure, None) == {}
 
 
 def test_the_checker_sees_an_undeclared_key_a_missing_one_and_a_wrong_type():
@@ -73,7 +75,7 @@ def test_the_checker_sees_an_undeclared_key_a_missing_one_and_a_wrong_type():
     assert mismatches({"memory_profile_ids": []}, steps.TwilioIds, "t") == ["t.has_phone: missing"]
     assert mismatches({"subjects": "2"}, steps.SegmentErasure, "s") == ["s.subjects: '2'"]
     customers = {"customers": {"cus#1": {"outcome": "gone"}}}
-    assert mismatches(customers, steps.StripeRedaction, "x")
+    assert mismatches(customers, steps.StripeErasure, "x")
 
 
 def test_every_result_a_run_stores_matches_its_type(pipeline):

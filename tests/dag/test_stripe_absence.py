@@ -15,7 +15,7 @@ from gdpr_erasure.batch import RequestScope
 from gdpr_erasure.hashing import keyed_hash, load_hash_key, stripe_tag
 from gdpr_erasure.hooks.stripe import StripeHook
 from gdpr_erasure.identifiers import SubjectIdentifiers
-from gdpr_erasure.operators.resolve import ResolveIdentityOperator
+from gdpr_erasure.operators.resolve import IdentityResolutionOperator
 from gdpr_erasure.store import RequestStatus
 
 NEVER_EXISTED = "cus_NeverExisted0001"
@@ -136,7 +136,7 @@ def test_a_customer_gone_between_resolve_and_our_tag_is_already_absent_not_erase
     person = _generated_with_one_customer(pipeline, skip=1)
     customer_id = person["stripe_customer_ids"][0]
     [request_id] = pipeline.submit(person["key"])
-    resolve = ResolveIdentityOperator(task_id="resolve_by_hand", request_ids=[request_id])
+    resolve = IdentityResolutionOperator(task_id="resolve_by_hand", request_ids=[request_id])
     resolve.process(RequestScope(pipeline.store, request_id, logging.getLogger("test")), {"params": {}})
     assert pipeline.store.steps(request_id)[steps.RESOLVE].result["stripe"]["customer_ids"] == [customer_id]
     assert StripeHook().delete_customer(customer_id) == "deleted"

@@ -13,7 +13,7 @@ from gdpr_erasure import steps
 from gdpr_erasure.batch import RequestScope
 from gdpr_erasure.hashing import keyed_hash, load_hash_key, stripe_tag
 from gdpr_erasure.ledger.export import export_row
-from gdpr_erasure.operators.ledger_record import WriteAuditRecordOperator
+from gdpr_erasure.operators.ledger_record import LedgerRecordOperator
 from gdpr_erasure.receipts import build_receipt
 
 
@@ -60,7 +60,7 @@ def test_a_closed_request_names_stripe_customers_by_tag_only(pipeline):
 
     # Forgetting again (a rerun after a crash) changes nothing.
     scope = RequestScope(pipeline.store, request_id, logging.getLogger("test"))
-    WriteAuditRecordOperator._forget_stripe_customer_ids(scope, results, key)
+    LedgerRecordOperator._forget_stripe_customer_ids(scope, results, key)
     again = pipeline.store.steps(request_id)
     assert {n: r.result for n, r in again.items()} == {n: r.result for n, r in results.items()}
 

@@ -176,13 +176,13 @@ def test_transition_with_expected_source_is_compare_and_set(store):
 def test_step_results_are_upserted_per_step(store):
     store.submit("req-1", ident())
     store.record_step("req-1", "resolve", StepStatus.DONE, {"stripe_customer_ids": ["cus_1"]})
-    store.record_step("req-1", "purge_stripe", StepStatus.SKIPPED, {"reason": "no customer"})
+    store.record_step("req-1", "erase_stripe", StepStatus.SKIPPED, {"reason": "no customer"})
     store.record_step("req-1", "resolve", StepStatus.DONE, {"stripe_customer_ids": ["cus_1", "cus_2"]})
     steps = store.steps("req-1")
-    assert set(steps) == {"resolve", "purge_stripe"}
+    assert set(steps) == {"resolve", "erase_stripe"}
     assert steps["resolve"].result == {"stripe_customer_ids": ["cus_1", "cus_2"]}
     assert steps["resolve"].attempts == 2
-    assert steps["purge_stripe"].status is StepStatus.SKIPPED
+    assert steps["erase_stripe"].status is StepStatus.SKIPPED
 
 
 def test_invalid_status_is_rejected_by_the_database(store):

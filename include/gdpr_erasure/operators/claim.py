@@ -14,7 +14,7 @@ from gdpr_erasure.store import RequestStatus
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID
 
 
-class ClaimRequestsOperator(ComplianceStoreMixin, BaseOperator):
+class RequestClaimOperator(ComplianceStoreMixin, BaseOperator):
     """Atomically claim up to ``max_requests`` requests and return their ids in batches of
     ``batch_size`` (only ids: this list is XCom, which is stored in clear in Airflow's metadata
     DB). Claimed are pending requests, failed ones (retry), verifying ones (re-check), deferred

@@ -29,7 +29,7 @@ from gdpr_erasure.operators.base import ErasureStepOperator
 from gdpr_erasure.store import AuditRecordExists, ErasureRequest, RequestStatus, StepResult, StepStatus
 
 AUDIT_SCHEMA = "gdpr-erasure-audit/1"
-_PURGE_OK = {StepStatus.DONE, StepStatus.PENDING, StepStatus.SKIPPED, StepStatus.ALREADY_ABSENT}
+_ERASURE_OK = {StepStatus.DONE, StepStatus.PENDING, StepStatus.SKIPPED, StepStatus.ALREADY_ABSENT}
 _NEEDS_PROOF = {StepStatus.DONE, StepStatus.PENDING}
 R = TypeVar("R")
 
@@ -43,9 +43,9 @@ class RequestsFailed(AirflowFailException):
 def open_steps(results: dict[str, StepResult]) -> tuple[list[str], list[str], dict[str, datetime]]:
     """Why a request cannot be closed yet, as ``(failures, still_pending, waiting)``.
 
-    A failure is a purge that did not succeed or a deletion the provider reported failed; still
+    A failure is an erasure that did not succeed or a deletion the provider reported failed; still
     pending is a deletion the provider has accepted but not finished (a Segment regulation that
-    is RUNNING when the sensor's patience ran out); waiting maps a purge that a provider's quota
+    is RUNNING when the sensor's patience ran out); waiting maps an erasure that a provider's quota
     held back (Segment's monthly regulations: ``pending`` with ``not_before``) to the time it
     may run again.
     """
@@ -56,14 +56,14 @@ def open_steps(results: dict[str, StepResult]) -> tuple[list[str], list[str], di
     if resolve is None or resolve.status is not StepStatus.DONE:
         reason = resolve.result.get("reason") if resolve else None
         return [f"{steps.RESOLVE}: {reason or 'did not run'}"], [], {}
-    for purge, verify in steps.PURGE_STEPS.items():
-        result = results.get(purge)
+    for erasure, verify in steps.ERASURE_STEPS.items():
+        result = results.get(erasure)
         if result is None:
-            failures.append(f"{purge}: did not run")
+            failures.append(f"{erasure}: did not run")
         elif result.status is StepStatus.PENDING and result.result.get("not_before"):
-            waiting[purge] = datetime.fromisoformat(result.result["not_before"])
-        elif result.status not in _PURGE_OK or result.status is StepStatus.PENDING:
-            failures.append(f"{purge}: {result.status.value}")
+            waiting[erasure] = datetime.fromisoformat(result.result["not_before"])
+        elif result.status not in _ERASURE_OK or result.status is StepStatus.PENDING:
+            failures.append(f"{erasure}: {result.status.value}")
         elif verify and result.status in _NEEDS_PROOF:
             proof = results.get(verify)
             if proof is not None and proof.status is StepStatus.PENDING:
@@ -78,7 +78,12 @@ def build_audit_record(
     request: ErasureRequest, results: dict[str, StepResult], key, run_id: str
 ) -> dict[str, Any]:
     """The ledger entry: what was erased where, with which evidence. No raw identifier: the
-    identifiers and Segment user ids appear only as HMAC-SHA256 values."""
+    identifiers and Segment user ids appear only as HMAC-SHA256 values.
+
+    The fields ``profile_purge``, ``history_purge`` and ``purge`` hold each erasure step's status.
+    They keep the word of schema ``gdpr-erasure-audit/1``: every reader (the export, receipts,
+    the auditor page) reads them in the records already hashed into the ledger, and a renamed
+    field would make two spellings of one schema (docs/glossary.md, "purge")."""
 
     def status(name: str) -> str | None:
         return results[name].status.value if name in results else None
@@ -87,8 +92,8 @@ def build_audit_record(
         return steps.result_as(kind, results.get(name))
 
     resolved = result(steps.Resolution, steps.RESOLVE)
-    stripe, segment = result(steps.StripeRedaction, steps.STRIPE), result(steps.SegmentErasure, steps.SEGMENT)
-    history = result(steps.TwilioHistoryPurge, steps.TWILIO_HISTORY)
+    stripe, segment = result(steps.StripeErasure, steps.STRIPE), result(steps.SegmentErasure, steps.SEGMENT)
+    history = result(steps.TwilioHistoryErasure, steps.TWILIO_HISTORY)
     return {
         "schema": AUDIT_SCHEMA,
         "request_id": request.id,
@@ -134,8 +139,8 @@ def build_audit_record(
 
 def _stripe_audit(
     resolved: steps.StripeIds | dict[str, Any],
-    stripe: steps.StripeRedaction,
-    purge: str | None,
+    stripe: steps.StripeErasure,
+    erasure_status: str | None,
     proof: steps.StripeProof,
     key: HashKey,
 ) -> dict[str, Any]:
@@ -205,19 +210,19 @@ def _stripe_audit(
         "absent_at_resolve": absent,
         "deletion_ts": stripe.get("deletion_ts"),
         "redaction_job_id": stripe.get("redaction_job_id"),
-        "purge": purge,
+        "purge": erasure_status,
         "reason": stripe.get("reason"),
         "proof": proof or None,
     }
 
 
-class WriteAuditRecordOperator(ErasureStepOperator):
+class LedgerRecordOperator(ErasureStepOperator):
     """Close the request once every system is erased and proven.
 
     Runs whatever happened upstream (``all_done``) and decides from the compliance store, not
     from Airflow task states:
 
-    * all purges succeeded and every deletion that needs proof is proven: append one audit
+    * every erasure succeeded and every deletion that needs proof is proven: append one audit
       record (the ledger refuses a second one), mark the request ``completed``, and replace its
       identifiers in the intake table by their keyed hash;
     * a provider accepted a deletion but has not finished it (sensor patience ran out): mark it

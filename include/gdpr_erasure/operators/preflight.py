@@ -18,7 +18,7 @@ class PreflightFailed(AirflowFailException):
     """A system is misconfigured; nothing was claimed. Retrying cannot fix a connection."""
 
 
-class ErasurePreflightOperator(BaseOperator):
+class PreflightCheckOperator(BaseOperator):
     """Run the read-only checks of ``gdpr-erasure check`` and fail the run if any fails.
 
     A wrong token, space, store or external id type makes a provider answer "not found", which

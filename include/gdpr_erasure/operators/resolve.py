@@ -27,7 +27,7 @@ def _summary(result: steps.Resolution) -> dict[str, int]:
     }
 
 
-class ResolveIdentityOperator(ErasureStepOperator):
+class IdentityResolutionOperator(ErasureStepOperator):
     """Resolve a request's identifiers to profile ids in Segment, Twilio Memory and Stripe.
 
     * Segment Profile API: ``external_ids`` of the profiles found by email, phone and user id;
@@ -64,7 +64,7 @@ class ResolveIdentityOperator(ErasureStepOperator):
     def process(self, request: RequestScope, context: Context) -> dict[str, int]:
         earlier = request.finished_step(steps.RESOLVE)
         if earlier is not None:
-            # Re-resolving after the purges would find less (it is being deleted) and overwrite
+            # Re-resolving after the erasures would find less (it is being deleted) and overwrite
             # the ids the audit record needs: a rerun keeps the first resolution.
             request.log.info("already resolved at %s; keeping that result", earlier.updated_at)
             return _summary(steps.result_as(steps.Resolution, earlier))

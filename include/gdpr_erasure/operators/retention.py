@@ -14,7 +14,7 @@ from gdpr_erasure.store.engine import DEFAULT_CONN_ID
 from gdpr_erasure.store.types import utcnow
 
 
-class ForgetIdentifiersOperator(ComplianceStoreMixin, BaseOperator):
+class IdentifierRetentionOperator(ComplianceStoreMixin, BaseOperator):
     """Replace identifiers by their keyed hash where retention is over:
 
     * completed requests, ``retention_days`` after completion (default 0: ``write_audit``

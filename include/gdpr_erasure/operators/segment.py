@@ -14,7 +14,7 @@ from gdpr_erasure.operators.base import ErasureStepOperator
 from gdpr_erasure.store import StepStatus
 
 
-class EraseSegmentOperator(ErasureStepOperator):
+class SegmentRegulationOperator(ErasureStepOperator):
     """Create one Segment regulation (default ``SUPPRESS_WITH_DELETE``) for the request's user ids.
 
     Regulations take ``USER_ID`` subjects only, so the ids come from ``resolve_identity``. Segment

@@ -1,4 +1,5 @@
-"""Redact the person in Stripe: tag each customer, confirm the tag, then delete or redact."""
+"""Erase the person from Stripe: tag each customer, confirm the tag, then delete it or run a
+redaction job."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class TagNotConfirmed(RuntimeError):
     """Stripe's answer to the metadata update did not show our tag."""
 
 
-class RedactStripeOperator(ErasureStepOperator):
+class StripeCustomerErasureOperator(ErasureStepOperator):
     """For every Stripe customer of the person:
 
     1. set metadata ``gdpr_status=redacted``, ``deletion_ts`` and ``gdpr_request_id`` and check
@@ -78,17 +79,17 @@ class RedactStripeOperator(ErasureStepOperator):
         earlier = request.finished_step(steps.STRIPE, proof=steps.VERIFY_STRIPE)
         if earlier is not None:
             request.log.info("Stripe step already %s", earlier.status.value)
-            customers = steps.result_as(steps.StripeRedaction, earlier).get("customers", {})
+            customers = steps.result_as(steps.StripeErasure, earlier).get("customers", {})
             return {"customers": len(customers), "rerun": True}
         customer_ids = request.resolved()["stripe"]["customer_ids"]
         if not customer_ids:
-            request.record(steps.STRIPE, StepStatus.SKIPPED, steps.StripeRedaction(reason="no customer"))
-            request.log.info("no Stripe customer: nothing to redact")
+            request.record(steps.STRIPE, StepStatus.SKIPPED, steps.StripeErasure(reason="no customer"))
+            request.log.info("no Stripe customer: nothing to erase")
             return {"customers": 0}
 
         hook = StripeHook(self.stripe_conn_id)
         previous = request.step(steps.STRIPE)
-        state = steps.StripeRedaction(**steps.result_as(steps.StripeRedaction, previous))
+        state = steps.StripeErasure(**steps.result_as(steps.StripeErasure, previous))
         state.pop("reason", None)  # an earlier attempt's error; this attempt continues its work
         proof = request.step(steps.VERIFY_STRIPE)
         if proof is not None and proof.status is StepStatus.FAILED and state.get("redaction_job_id"):
@@ -119,7 +120,7 @@ class RedactStripeOperator(ErasureStepOperator):
         return {"customers": len(outcomes), **summary}
 
     def _tag_and_delete(
-        self, hook: StripeHook, request: RequestScope, state: steps.StripeRedaction, customer_id: str
+        self, hook: StripeHook, request: RequestScope, state: steps.StripeErasure, customer_id: str
     ) -> None:
         record = state["customers"].setdefault(customer_id, steps.StripeCustomerRecord(outcome="pending"))
         if record["outcome"] in SETTLED:
@@ -156,7 +157,7 @@ class RedactStripeOperator(ErasureStepOperator):
             request.log.info("%s: tagged (confirmed); redaction job follows", self._tag(customer_id))
         _save(request, state, StepStatus.PENDING)
 
-    def _redaction_job(self, hook: StripeHook, request: RequestScope, state: steps.StripeRedaction) -> None:
+    def _redaction_job(self, hook: StripeHook, request: RequestScope, state: steps.StripeErasure) -> None:
         failed_jobs = set(state.get("failed_redaction_job_ids", []))
         targets = [
             cid
@@ -200,5 +201,5 @@ class RedactStripeOperator(ErasureStepOperator):
             time.sleep(self.job_poll_interval)
 
 
-def _save(request: RequestScope, state: steps.StripeRedaction, status: StepStatus) -> None:
+def _save(request: RequestScope, state: steps.StripeErasure, status: StepStatus) -> None:
     request.record(steps.STRIPE, status, state)

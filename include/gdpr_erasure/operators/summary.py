@@ -24,7 +24,7 @@ class RunFailed(AirflowFailException):
     """Some requests did not complete, or some are past the legal deadline."""
 
 
-class SummarizeRunOperator(ComplianceStoreMixin, BaseOperator):
+class RunSummaryOperator(ComplianceStoreMixin, BaseOperator):
     """Count this run's requests per outcome, log a table, report requests nearing or past the
     30-day deadline, and fail the run when any request failed or any is overdue, so neither can
     hide behind a green run (the DAG's failure callback then alerts).

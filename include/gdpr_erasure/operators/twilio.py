@@ -16,10 +16,10 @@ from gdpr_erasure.store import StepStatus
 PROGRESS_EVERY = 200
 
 
-class PurgeTwilioProfileOperator(ErasureStepOperator):
+class TwilioMemoryProfileErasureOperator(ErasureStepOperator):
     """Delete the Twilio Memory profile(s) found by ``resolve_identity``.
 
-    Memory deletes asynchronously (202); ``TwilioProfileDeletedSensor`` proves it afterwards.
+    Memory deletes asynchronously (202); ``TwilioMemoryProfileDeletedSensor`` proves it afterwards.
 
     :param request_ids: the batch of erasure requests (templated).
     :param twilio_conn_id: Twilio connection.
@@ -40,7 +40,7 @@ class PurgeTwilioProfileOperator(ErasureStepOperator):
         profile_ids = request.resolved()["twilio"]["memory_profile_ids"]
         if not profile_ids:
             request.record(
-                steps.TWILIO_PROFILE, StepStatus.SKIPPED, steps.TwilioProfilePurge(reason="no profile")
+                steps.TWILIO_PROFILE, StepStatus.SKIPPED, steps.TwilioProfileErasure(reason="no profile")
             )
             request.log.info("no Twilio Memory profile: nothing to delete")
             return {"deleted": 0, "already_absent": 0}
@@ -51,7 +51,7 @@ class PurgeTwilioProfileOperator(ErasureStepOperator):
         request.record(
             steps.TWILIO_PROFILE,
             StepStatus.DONE if counts["deleted"] else StepStatus.ALREADY_ABSENT,
-            steps.TwilioProfilePurge(profile_ids=profile_ids, outcomes=outcomes),
+            steps.TwilioProfileErasure(profile_ids=profile_ids, outcomes=outcomes),
         )
         request.log.info(
             "Twilio Memory: deletion accepted for %d profile(s), %d already absent: %s",
@@ -62,7 +62,7 @@ class PurgeTwilioProfileOperator(ErasureStepOperator):
         return counts
 
 
-class PurgeTwilioHistoryOperator(ErasureStepOperator):
+class TwilioHistoryErasureOperator(ErasureStepOperator):
     """Delete messages to and from the person's phone, their calls with recordings and
     transcriptions, and their Conversations.
 
@@ -95,7 +95,7 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
         earlier = request.finished_step(steps.TWILIO_HISTORY)
         if earlier is not None:
             request.log.info("Twilio history already %s", earlier.status.value)
-            return steps.result_as(steps.TwilioHistoryPurge, earlier).get("deleted", {})
+            return steps.result_as(steps.TwilioHistoryErasure, earlier).get("deleted", {})
         ids = request.store.get(request.id).identifiers
         phone = ids.phone if ids else None
         # Chat participants are found by identity, which apps usually set to an email or user id.
@@ -104,7 +104,7 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
         )
         if not phone and not identities:
             request.record(
-                steps.TWILIO_HISTORY, StepStatus.SKIPPED, steps.TwilioHistoryPurge(reason="no phone")
+                steps.TWILIO_HISTORY, StepStatus.SKIPPED, steps.TwilioHistoryErasure(reason="no phone")
             )
             request.log.info("no phone or chat identity: no Twilio history to search")
             return {}
@@ -116,10 +116,10 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
         listing = self._inventory(hook, phone, identities, services)
         # The first attempt's inventory is kept: after a crash the rerun lists only what is left,
         # and "found then" minus "left now" is exactly what the pipeline erased.
-        found = steps.result_as(steps.TwilioHistoryPurge, request.step(steps.TWILIO_HISTORY)).get("found")
+        found = steps.result_as(steps.TwilioHistoryErasure, request.step(steps.TWILIO_HISTORY)).get("found")
         if not found:
             found = {kind: len(items) for kind, items in listing.items()}
-            request.record(steps.TWILIO_HISTORY, StepStatus.PENDING, steps.TwilioHistoryPurge(found=found))
+            request.record(steps.TWILIO_HISTORY, StepStatus.PENDING, steps.TwilioHistoryErasure(found=found))
         request.log.info("found %s; to delete now %s", found, {k: len(v) for k, v in listing.items()})
 
         # Children first: once a call is gone its recordings can no longer be listed by CallSid.
@@ -145,7 +145,7 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
         request.record(
             steps.TWILIO_HISTORY,
             StepStatus.DONE if clean else StepStatus.FAILED,
-            steps.TwilioHistoryPurge(
+            steps.TwilioHistoryErasure(
                 found=found,
                 deleted=erased,
                 remaining_after=left,
@@ -154,7 +154,7 @@ class PurgeTwilioHistoryOperator(ErasureStepOperator):
         )
         request.log.info("Twilio history: erased %s; left afterwards %s", erased, left)
         if not clean:
-            raise RuntimeError(f"request {request.id}: Twilio still lists {left} after the purge")
+            raise RuntimeError(f"request {request.id}: Twilio still lists {left} after the erasure")
         return erased
 
     def _inventory(

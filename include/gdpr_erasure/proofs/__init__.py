@@ -33,7 +33,7 @@ def proof_check(
 ) -> ProofCheck | None:
     """The check that proves ``erasure_step``'s deletion; None when the step deleted nothing.
 
-    :param erasure_step: an erasure step with a proof (``steps.PURGE_STEPS``).
+    :param erasure_step: an erasure step with a proof (``steps.ERASURE_STEPS``).
     :param erasure: what the erasure step stored for the request.
     :param conn_id: the provider connection.
     :param tag: names a Stripe customer in the proof (:class:`~gdpr_erasure.hashing.StripeTagger`).

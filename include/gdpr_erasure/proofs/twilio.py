@@ -23,7 +23,7 @@ class TwilioMemoryProfileDeletedCheck(ProofCheck):
 
     @classmethod
     def from_erasure(
-        cls, erasure: steps.TwilioProfilePurge, conn_id: str, tag: Callable[[str], str]
+        cls, erasure: steps.TwilioProfileErasure, conn_id: str, tag: Callable[[str], str]
     ) -> TwilioMemoryProfileDeletedCheck | None:
         """The check of what ``purge_twilio_profile`` deleted; None if it deleted nothing.
 

@@ -10,7 +10,7 @@ from gdpr_erasure.proofs.twilio import TwilioMemoryProfileDeletedCheck
 from gdpr_erasure.sensors.base import DeletionProofSensor
 
 
-class TwilioProfileDeletedSensor(DeletionProofSensor):
+class TwilioMemoryProfileDeletedSensor(DeletionProofSensor):
     """Deferrable: waits until every deleted Memory profile answers 404.
 
     :param request_ids: the batch of erasure requests (templated).
