@@ -1,4 +1,5 @@
-"""Airflow plugin: the auditor page (audit records, chain status, period summary) in the UI.
+"""Airflow plugin: the auditor page in the UI: the ledger paged, its chain status, figures and
+charts, a request's drill-down and signed receipt, and "was this person erased?".
 
 The app checks the UI's JWT and asks Airflow's auth manager whether the user may read ``GDPR Audit``
 (``gdpr_erasure.auditor.app``; docs/deployment.md, "Auditor access").

@@ -60,7 +60,7 @@ def store(tmp_path):
     # A provider's error that echoed the identifiers, as a careless reason would keep it.
     store.record_step(
         "req-open",
-        "purge_twilio_history",
+        "erase_twilio_history",
         StepStatus.FAILED,
         {"reason": "Twilio answered 400 for {phone} ({email}, {stripe_customer_id})".format(**OPEN)},
     )
@@ -77,9 +77,7 @@ def site(store):
 def timeline(page: str) -> list[tuple[str, str, str, str]]:
     """(what, outcome, tries, detail) of each timeline row."""
     table = re.search(r'<table id="timeline">.*?</table>', page, re.S).group(0)
-    rows = re.findall(
-        r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", table
-    )
+    rows = re.findall(r"<tr>" + r"<td[^>]*>(.*?)</td>" * 5 + "</tr>", table)
     return [tuple(html.unescape(cell) for cell in row[1:]) for row in rows]
 
 
@@ -95,7 +93,7 @@ def test_a_completed_request_shows_its_timeline_evidence_and_runs(site, store):
     rows = timeline(page)
     what = [row[0] for row in rows]
     assert what[:2] == ["Received", "Claimed"]
-    # write_audit appends the record, then completes the request and forgets its identifiers.
+    # write_ledger_record appends the record, then completes the request and forgets its identifiers.
     assert what[-3:] == ["Audit record written", "Completed", "Identifiers replaced by their keyed hash"]
     steps = {row[0]: row for row in rows}
     resolve = steps["Resolve identity (resolve_identity)"]
@@ -106,7 +104,7 @@ def test_a_completed_request_shows_its_timeline_evidence_and_runs(site, store):
     assert steps["Segment regulation: proof (verify_segment)"][1:3] == ("done", "2")
     assert (
         "deleted: calls 1, messages 3; left afterwards: calls 0, messages 0"
-        in steps["Twilio history: delete (purge_twilio_history)"][3]
+        in steps["Twilio history: delete (erase_twilio_history)"][3]
     )
     assert steps["Claimed"][1] == f"last by run {RUN_ID}"
     # The evidence: what was done and what proves it, customers by tag.
@@ -136,7 +134,7 @@ def test_an_open_request_shows_its_progress_and_none_of_the_identifiers_it_still
     rows = {row[0]: row for row in timeline(page)}
     assert rows["Segment regulation: proof (verify_segment)"][1] == "pending"
     assert rows["Now"][1] == "in_progress"
-    history = rows["Twilio history: delete (purge_twilio_history)"]
+    history = rows["Twilio history: delete (erase_twilio_history)"]
     assert history[1] == "failed" and history[3].startswith("reason: Twilio answered 400 for [redacted]")
     assert "No audit record yet" in page
     assert "receipt-download" not in page
@@ -168,7 +166,7 @@ def receipt_keys(tmp_path, monkeypatch):
 
 def test_the_signed_receipt_downloads_and_verifies_offline(site, store, receipt_keys, tmp_path):
     ledger_key, receipts_pem, ledger_pem = receipt_keys
-    Ledger(store).sign_new_head(ledger_key)  # what write_audit does after each batch
+    Ledger(store).sign_new_head(ledger_key)  # what write_ledger_record does after each batch
     response = requests.get(f"{site}/request/req-done/receipt", timeout=30)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -35,7 +35,7 @@ nav { font-size: .85rem; margin-bottom: .5rem; } nav a { margin-right: 1rem; }
 .card b { display: block; font-size: 1.3rem; } .card span { font-size: .8rem; color: #4a5568; }
 table { border-collapse: collapse; font-size: .8rem; width: 100%; }
 th, td { border-bottom: 1px solid #e2e8f0; padding: .3rem .5rem; text-align: left; vertical-align: top; }
-#records td, #records th { white-space: nowrap; }
+#records td, #records th, td.when { white-space: nowrap; }
 th { background: #f7fafc; }
 .charts { display: flex; flex-wrap: wrap; gap: 1.5rem; }
 .charts figure { margin: 0; flex: 1 1 420px; max-width: 720px; }
@@ -140,6 +140,8 @@ def chain_banner(state: ChainState) -> str:
         rechecking = f"; the ledger has grown to {state.records:,} record(s) since, and is being checked"
     elif state.running:
         rechecking = "; being checked again"
+    if state.error:
+        rechecking += f"; the last check could not run ({state.error})"
     if report.ok:
         return (
             f'<div class="ok" id="chain-status">Audit chain intact: {report.checked} record(s), head '
@@ -279,6 +281,11 @@ def _facts(pairs: Sequence[tuple[str, str]]) -> str:
     return "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in pairs)
 
 
+def _when(moment: datetime | None) -> str | None:
+    """A time to the second, in UTC (the stored value keeps the microseconds)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else None
+
+
 def request_page(view: RequestView) -> str:
     rid = view.request_id
     quoted = quote(rid, safe="")
@@ -292,10 +299,10 @@ def request_page(view: RequestView) -> str:
     if view.hash_key_id:
         overview.append(("Hash key id", view.hash_key_id))
     if request is not None:
-        overview.append(("Received", request.received_at.isoformat()))
-        overview.append(("Completed", request.completed_at.isoformat() if request.completed_at else "-"))
+        overview.append(("Received", _when(request.received_at)))
+        overview.append(("Completed", _when(request.completed_at) if request.completed_at else "-"))
     timeline = "".join(
-        f"<tr><td>{_cell(ev.at.isoformat() if ev.at else None)}</td><td>{e(ev.what)}</td>"
+        f'<tr><td class="when">{_cell(_when(ev.at))}</td><td>{e(ev.what)}</td>'
         f"<td>{e(ev.outcome)}</td><td>{_cell(ev.tries)}</td><td>{e(ev.detail)}</td></tr>"
         for ev in view.timeline
     )
@@ -305,6 +312,9 @@ def request_page(view: RequestView) -> str:
         "<h2>Timeline</h2>",
         '<table id="timeline"><thead><tr><th>When (UTC)</th><th>What</th><th>Outcome</th><th>Tries</th>'
         f"<th>Detail</th></tr></thead><tbody>{timeline}</tbody></table>",
+        '<p class="muted">A step\'s time is its last write, and its tries how many times it was written: '
+        "each try or re-check, and for the resolve and Stripe steps also the rewrite at closing that "
+        "keeps only tags and keyed hashes.</p>",
     ]
     if entry is None:
         parts.append(
