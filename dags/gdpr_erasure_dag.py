@@ -9,12 +9,13 @@ each request on its own (its own outcome, log group and failure):
 
 1. **resolve_identity** - find the person's Segment profile and user ids, Twilio Memory
    profile(s) and Stripe customers;
-2. **purge**, in parallel - delete the Twilio profile, delete the Twilio communication history,
-   create a Segment regulation, tag and delete (or redact) the Stripe customers;
+2. **erase**, in parallel - delete the Twilio Memory profile, delete the Twilio communication
+   history, create a Segment regulation, tag the Stripe customers and delete them (or run a
+   redaction job);
 3. **verify** - deferrable sensors wait, without holding a worker, until each provider proves
    the deletion (Memory 404, regulation `FINISHED`, Stripe `deleted: true`);
-4. **write_audit** - append one tamper-evident record to the audit ledger, mark the request
-   completed and replace its identifiers by their keyed hash.
+4. **write_ledger_record** - append one tamper-evident record to the audit ledger, mark the
+   request completed and replace its identifiers by their keyed hash.
 
 `summarize_run` counts the outcomes, lists requests nearing or past the 30-day limit, and
 **fails the run if any request failed or is overdue** (the failure callback alerts), so a
@@ -111,17 +112,17 @@ with DAG(
             task_id="resolve_identity", request_ids=request_ids, pool="segment_api"
         )
 
-        purge_profile = TwilioMemoryProfileErasureOperator(
-            task_id="purge_twilio_profile", request_ids=request_ids, pool="twilio_api"
+        erase_profile = TwilioMemoryProfileErasureOperator(
+            task_id="erase_twilio_profile", request_ids=request_ids, pool="twilio_api"
         )
-        purge_history = TwilioHistoryErasureOperator(
-            task_id="purge_twilio_history", request_ids=request_ids, pool="twilio_api"
+        erase_history = TwilioHistoryErasureOperator(
+            task_id="erase_twilio_history", request_ids=request_ids, pool="twilio_api"
         )
         erase_segment = SegmentRegulationOperator(
             task_id="erase_segment", request_ids=request_ids, pool="segment_api"
         )
-        redact_stripe = StripeCustomerErasureOperator(
-            task_id="redact_stripe", request_ids=request_ids, pool="stripe_api"
+        erase_stripe = StripeCustomerErasureOperator(
+            task_id="erase_stripe", request_ids=request_ids, pool="stripe_api"
         )
 
         # The proofs wait in the triggerer, not on a worker (a regulation can take days): said
@@ -150,15 +151,18 @@ with DAG(
             timeout=timedelta(hours=1).total_seconds(),
         )
 
-        write_audit = LedgerRecordOperator(
-            task_id="write_audit", request_ids=request_ids, max_failures=3, retention_days=RETENTION_DAYS
+        write_ledger_record = LedgerRecordOperator(
+            task_id="write_ledger_record",
+            request_ids=request_ids,
+            max_failures=3,
+            retention_days=RETENTION_DAYS,
         )
 
-        resolve >> [purge_profile, purge_history, erase_segment, redact_stripe]
-        purge_profile >> verify_profile
+        resolve >> [erase_profile, erase_history, erase_segment, erase_stripe]
+        erase_profile >> verify_profile
         erase_segment >> verify_segment
-        redact_stripe >> verify_stripe
-        [verify_profile, purge_history, verify_segment, verify_stripe] >> write_audit
+        erase_stripe >> verify_stripe
+        [verify_profile, erase_history, verify_segment, verify_stripe] >> write_ledger_record
 
     preflight >> claimed
     erased = erase_batch.expand(request_ids=claimed.output)

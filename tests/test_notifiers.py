@@ -71,7 +71,7 @@ def failure_context(message: str | None = None) -> dict[str, Any]:
         # Rendered as native objects, as the pipeline's DAG is.
         "dag": DAG(dag_id="gdpr_erasure", schedule=None, render_template_as_native_obj=True),
         "run_id": f"manual__{EMAIL}",
-        "ti": SimpleNamespace(task_id="erase_batch.redact_stripe"),
+        "ti": SimpleNamespace(task_id="erase_batch.erase_stripe"),
         "exception": RuntimeError(message),
     }
 
@@ -100,7 +100,7 @@ def test_the_alert_reaches_the_receiver_scrubbed(receiver, capsys):
         "source": "gdpr-erasure",
         "dag_id": "gdpr_erasure",
         "run_id": "[redacted]",  # the local part takes the prefix with it
-        "task_id": "erase_batch.redact_stripe",
+        "task_id": "erase_batch.erase_stripe",
         "reason": "No such customer: '[redacted]' (email [redacted], phone [redacted])",
     }
     log = capsys.readouterr().out  # Airflow's structlog writes task and notifier logs there
@@ -133,7 +133,7 @@ def test_without_the_connection_the_alert_is_logged_loudly_and_the_callback_retu
     [line] = [line for line in log.splitlines() if "COMPLIANCE ALERT" in line]
     assert "[error" in line
     assert "no gdpr_alerts connection" in line
-    assert "erase_batch.redact_stripe" in line
+    assert "erase_batch.erase_stripe" in line
     assert_no_identifier(log)
 
 

@@ -5,7 +5,7 @@
 Fills a fresh store (SQLite by default) with completed requests and realistic audit records
 written straight into the tables (the chain hashes computed as append_audit does), signs a head,
 then times: a full ``audit verify`` (hash chain + Merkle tree + request matching), and signing
-the next head after one more batch of records (the per-batch cost of write_audit).
+the next head after one more batch of records (the per-batch cost of write_ledger_record).
 """
 
 from __future__ import annotations

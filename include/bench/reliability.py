@@ -125,7 +125,7 @@ def scenario_crash() -> bool:
         )
         time.sleep(5)  # the dead run's lease expires
         code = stack.run_dag("run-after-crash.log")
-        ok = report("SIGKILL mid-purge, then the next run", stack, keys, want, time.monotonic() - started)
+        ok = report("SIGKILL mid-erasure, then the next run", stack, keys, want, time.monotonic() - started)
         return ok and code == 0 and stack.store().counts_by_status() == {"completed": len(keys)}
 
 

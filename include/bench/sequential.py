@@ -1,9 +1,9 @@
 """What an ops team would write instead of the DAG: one request after another, in a loop.
 
 It makes the same API calls as the pipeline, with the same hooks (the same retries), for each
-request in turn: resolve (Segment profiles, Memory lookups, Stripe customers), purge (Memory
+request in turn: resolve (Segment profiles, Memory lookups, Stripe customers), erase (Memory
 profile, the Twilio history listed and deleted then listed again, a Segment regulation, Stripe
-tag and delete), and last, once every request is purged, one proof check per deletion (so the
+tag and delete), and last, once every request is erased, one proof check per deletion (so the
 script never sits waiting for a regulation). No compliance store, no audit ledger: only the
 calls. ``make bench`` times it on a sample of requests (its cost is linear by construction).
 """
@@ -36,8 +36,8 @@ def _history(twilio: TwilioHook, phone: str | None, identities: list[str]) -> di
     }
 
 
-def purge(request_id: str, ids: SubjectIdentifiers) -> dict[str, Any]:
-    """Resolve and purge one person; returns what the proof checks need."""
+def erase(request_id: str, ids: SubjectIdentifiers) -> dict[str, Any]:
+    """Resolve and erase one person; returns what the proof checks need."""
     segment, twilio, stripe = SegmentHook(), TwilioHook(), StripeHook()
 
     user_ids = {ids.user_id} if ids.user_id else set()
@@ -77,11 +77,11 @@ def purge(request_id: str, ids: SubjectIdentifiers) -> dict[str, Any]:
                 delete(sid)
         left = _history(twilio, ids.phone, identities)
         if any(left.values()):
-            raise RuntimeError(f"{request_id}: Twilio history left after the purge")
+            raise RuntimeError(f"{request_id}: Twilio history left after the erasure")
     regulation = segment.create_regulation(sorted(user_ids)) if user_ids else None
     stamp = str(int(time.time()))
     for customer_id in sorted(customers):
-        metadata = {"gdpr_status": "redacted", "deletion_ts": stamp, "gdpr_request_id": request_id}
+        metadata = {"gdpr_status": "erased", "deletion_ts": stamp, "gdpr_request_id": request_id}
         key = idempotency_key(request_id, "tag", customer_id, stamp)
         if stripe.update_customer_metadata(customer_id, metadata, idempotency_key=key) is not None:
             stripe.delete_customer(customer_id)
@@ -111,7 +111,7 @@ def prove(done: dict[str, Any], poll_seconds: float = 1.0, timeout: float = 600.
 def erase_sequentially(requests: list[tuple[str, SubjectIdentifiers]]) -> float:
     """Erase every request in turn, then prove each; returns the wall time in seconds."""
     started = time.monotonic()
-    purged = [purge(request_id, ids) for request_id, ids in requests]
-    for done in purged:
+    erased = [erase(request_id, ids) for request_id, ids in requests]
+    for done in erased:
         prove(done)
     return time.monotonic() - started

@@ -50,7 +50,7 @@ def will_retry(context: Context, retries: int | None) -> bool:
     """Whether Airflow runs the task again if it fails now. Errors that may pass (a provider
     outage outlasting the hook's retries) fail the task while tries remain, so the retry redoes
     only those requests; on the last try they are settled instead, so the rest of the batch goes
-    on and ``write_audit`` marks them failed.
+    on and ``write_ledger_record`` marks them failed.
 
     :param context: the task's context.
     :param retries: the task's ``retries``.
@@ -90,7 +90,7 @@ def log_group(log, title: str) -> Iterator[None]:
 
 class UpstreamNotDone(Exception):
     """An earlier step of this request did not succeed: this step leaves the request alone and
-    ``write_audit`` records why it failed."""
+    ``write_ledger_record`` records why it failed."""
 
 
 class BatchIncomplete(AirflowException):

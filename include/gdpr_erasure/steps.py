@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, cast
 if TYPE_CHECKING:
     from gdpr_erasure.store import StepResult
 
+# Stored in ``erasure_steps`` and named in task ids: renaming one takes a store migration
+# (store/migrations.py; version 4 gave the erasure steps one verb, docs/glossary.md).
 RESOLVE = "resolve"
-TWILIO_PROFILE = "purge_twilio_profile"
-TWILIO_HISTORY = "purge_twilio_history"
+TWILIO_PROFILE = "erase_twilio_profile"
+TWILIO_HISTORY = "erase_twilio_history"
 SEGMENT = "erase_segment"
-STRIPE = "redact_stripe"
+STRIPE = "erase_stripe"
 VERIFY_TWILIO_PROFILE = "verify_twilio_profile"
 VERIFY_SEGMENT = "verify_segment"
 VERIFY_STRIPE = "verify_stripe"
@@ -101,7 +103,7 @@ DeleteOutcome = Literal["deleted", "already_absent"]
 
 
 class TwilioProfileErasure(TypedDict, total=False):
-    """Step ``purge_twilio_profile``; skipped with ``reason`` when there is no profile."""
+    """Step ``erase_twilio_profile``; skipped with ``reason`` when there is no profile."""
 
     profile_ids: list[str]
     outcomes: dict[str, DeleteOutcome]
@@ -113,7 +115,7 @@ HistoryCounts = dict[str, int]
 
 
 class TwilioHistoryErasure(TypedDict, total=False):
-    """Step ``purge_twilio_history``. ``found`` is the first attempt's inventory, kept across
+    """Step ``erase_twilio_history``. ``found`` is the first attempt's inventory, kept across
     reruns; ``deleted`` is ``found`` minus ``remaining_after`` (which must be all zero)."""
 
     found: HistoryCounts
@@ -146,7 +148,7 @@ class _StripeCustomerRecord(TypedDict):
 
 
 class StripeCustomerRecord(_StripeCustomerRecord, total=False):
-    """One customer in step ``redact_stripe`` (the audit record copies it)."""
+    """One customer in step ``erase_stripe`` (the audit record copies it)."""
 
     #: The answer that settled it: ``deleted_stub`` or ``not_found``.
     evidence: str
@@ -156,7 +158,7 @@ class StripeCustomerRecord(_StripeCustomerRecord, total=False):
 
 
 class StripeErasure(TypedDict, total=False):
-    """Step ``redact_stripe``. ``deletion_ts`` is fixed before Stripe sees it, so a rerun sends
+    """Step ``erase_stripe``. ``deletion_ts`` is fixed before Stripe sees it, so a rerun sends
     the same tag with the same idempotency key. ``customers`` is keyed by ``cus_`` id until
     the request is closed, by tag after."""
 

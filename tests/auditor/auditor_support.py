@@ -105,9 +105,9 @@ def seed_request(
                 },
             },
         ),
-        ("purge_twilio_profile", StepStatus.DONE, {"profile_ids": ["mem_profile_01abc"], "outcomes": {}}),
+        ("erase_twilio_profile", StepStatus.DONE, {"profile_ids": ["mem_profile_01abc"], "outcomes": {}}),
         (
-            "purge_twilio_history",
+            "erase_twilio_history",
             StepStatus.DONE,
             {"deleted": {"messages": 3, "calls": 1}, "remaining_after": {"messages": 0, "calls": 0}},
         ),
@@ -117,7 +117,7 @@ def seed_request(
             {"regulation_id": "regSeed01", "regulation_type": "SUPPRESS_WITH_DELETE"},
         ),
         (
-            "redact_stripe",
+            "erase_stripe",
             StepStatus.DONE,
             {"method": "delete", "customers": {customer: {"outcome": "deleted"}}},
         ),

@@ -169,7 +169,7 @@ def test_each_request_settles_on_its_own_and_the_slow_ones_are_pending_at_the_de
     assert (proof["state"], proof["evidence"]) == ("deleted", "not_found")
     assert stripe["req-live"] == {"state": "pending", "evidence": {"summary": f"{tag(live)} still exists"}}
     assert stripe["req-nothing-stored"]["state"] == "error"
-    assert "no redact_stripe result" in stripe["req-nothing-stored"]["evidence"]["reason"]
+    assert "no erase_stripe result" in stripe["req-nothing-stored"]["evidence"]["reason"]
     segment = segment_event["outcomes"]
     assert segment["req-bad-regulation"]["state"] == "failed"
     assert "not found" in segment["req-bad-regulation"]["evidence"]["reason"]

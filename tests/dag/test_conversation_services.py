@@ -47,8 +47,8 @@ def test_the_proof_fails_when_a_conversation_is_left(pipeline, monkeypatch):
 
     request = pipeline.store.get("req-other_service")
     assert request.status is RequestStatus.FAILED
-    assert "purge_twilio_history" in request.last_error
+    assert "erase_twilio_history" in request.last_error
     assert pipeline.audit() == {}
     assert pipeline.sandbox.state("other_service")["twilio"]["participations"] == 2
-    history = pipeline.store.steps("req-other_service")["purge_twilio_history"].result
+    history = pipeline.store.steps("req-other_service")["erase_twilio_history"].result
     assert history["remaining_after"]["conversations"] == 2

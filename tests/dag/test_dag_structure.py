@@ -33,24 +33,24 @@ def test_dag_reads_as_the_business_process(dag):
     group = [t.task_id for t in dag.tasks if t.task_id.startswith("erase_batch.")]
     assert group == [
         "erase_batch.resolve_identity",
-        "erase_batch.purge_twilio_profile",
-        "erase_batch.purge_twilio_history",
+        "erase_batch.erase_twilio_profile",
+        "erase_batch.erase_twilio_history",
         "erase_batch.erase_segment",
-        "erase_batch.redact_stripe",
+        "erase_batch.erase_stripe",
         "erase_batch.verify_twilio_profile",
         "erase_batch.verify_segment",
         "erase_batch.verify_stripe",
-        "erase_batch.write_audit",
+        "erase_batch.write_ledger_record",
     ]
     resolve = dag.get_task("erase_batch.resolve_identity")
     assert resolve.downstream_task_ids == {
-        "erase_batch.purge_twilio_profile",
-        "erase_batch.purge_twilio_history",
+        "erase_batch.erase_twilio_profile",
+        "erase_batch.erase_twilio_history",
         "erase_batch.erase_segment",
-        "erase_batch.redact_stripe",
+        "erase_batch.erase_stripe",
     }
     assert dag.get_task("summarize_run").trigger_rule == "all_done"
-    assert dag.get_task("erase_batch.write_audit").trigger_rule == "all_done"
+    assert dag.get_task("erase_batch.write_ledger_record").trigger_rule == "all_done"
     # Nothing is claimed before every connection is proven.
     assert dag.get_task("preflight").downstream_task_ids == {"claim_requests"}
     assert dag.get_task("claim_requests").upstream_task_ids == {"preflight"}

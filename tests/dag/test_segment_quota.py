@@ -3,7 +3,7 @@
 Segment regulates at most 110,000 users a calendar month per workspace; past that, ``POST
 /regulations`` answers 429 with a reset far in the future. The retry policy turns a wait longer
 than it retries into :class:`ProviderQuotaExhausted`, the Segment step records that it waits,
-``write_audit`` defers the request until the reset, and the first run after it creates the
+``write_ledger_record`` defers the request until the reset, and the first run after it creates the
 regulation, with everything else already erased in the first run.
 """
 
@@ -188,7 +188,7 @@ def test_a_spent_quota_defers_the_request_and_the_first_run_after_the_reset_comp
     assert store.counts_by_status() == {"completed": 1, "deferred": 1}
     # No Airflow retry of the Segment task (nor of any other): the wait is recorded, not raised.
     assert _try_numbers(first, "erase_segment") == [1]
-    assert set(_try_numbers(first, "write_audit")) == {1}
+    assert set(_try_numbers(first, "write_ledger_record")) == {1}
     # The run summary counts it and says when it is due.
     summary = _run_summary(first)
     assert (summary["deferred"], summary["completed"]) == (1, 1)

@@ -27,7 +27,7 @@ def test_no_identifier_in_any_file_the_run_wrote(finished_stack):
     assert sum(p.stat().st_size for p in files) > 100_000
     task_logs = (Path(root) / "dag-run.log").read_bytes()
     assert b"req-many_messages" in task_logs  # the tasks' own log lines are in what we scan
-    assert b"purge_twilio_history: req-many_messages" in task_logs  # its log group
+    assert b"erase_twilio_history: req-many_messages" in task_logs  # its log group
     needles = {
         form.encode(): key for key, values in identifiers.items() for value in values for form in forms(value)
     }

@@ -70,9 +70,9 @@ def test_tag_then_delete_then_only_the_stub_remains(hook, sandbox):
     customer_id = sandbox.person("person-003")["stripe_customer_ids"][0]
     key = idempotency_key("req-1", "tag", customer_id)
     updated = hook.update_customer_metadata(
-        customer_id, {"gdpr_status": "redacted", "deletion_ts": "1767225600"}, idempotency_key=key
+        customer_id, {"gdpr_status": "erased", "deletion_ts": "1767225600"}, idempotency_key=key
     )
-    assert updated["metadata"]["gdpr_status"] == "redacted"
+    assert updated["metadata"]["gdpr_status"] == "erased"
     assert hook.delete_customer(customer_id) == "deleted"
     stub = hook.retrieve_customer(customer_id)
     assert stub == {"id": customer_id, "object": "customer", "deleted": True}  # no metadata after deletion
@@ -182,7 +182,7 @@ def _deleted_customer(hook, sandbox, form: str) -> str:
     """A customer, tagged and deleted, with the sandbox answering deleted customers in ``form``."""
     customer_id = _a_customer(sandbox)
     tag = idempotency_key("req-gone", "tag", customer_id)
-    assert hook.update_customer_metadata(customer_id, {"gdpr_status": "redacted"}, idempotency_key=tag)
+    assert hook.update_customer_metadata(customer_id, {"gdpr_status": "erased"}, idempotency_key=tag)
     assert hook.delete_customer(customer_id) == "deleted"
     sandbox.set_faults({"stripe": {"deleted_customer_answer": form}})
     return customer_id
@@ -208,7 +208,7 @@ def test_repeated_delete_and_tag_of_a_deleted_customer_are_idempotent(hook, sand
     assert hook.delete_customer(customer_id) == "already_absent"
     again = idempotency_key("req-gone-2", "tag", customer_id)
     assert (
-        hook.update_customer_metadata(customer_id, {"gdpr_status": "redacted"}, idempotency_key=again) is None
+        hook.update_customer_metadata(customer_id, {"gdpr_status": "erased"}, idempotency_key=again) is None
     )
     statuses = {
         (r["method"], r["status"]) for r in sandbox.requests_log() if r["route"] == "/v1/customers/{customer}"

@@ -1,5 +1,7 @@
 """``db init`` migrates a schema-1 store (before ``not_before`` and ``deferred``) in place, on
-both backends, keeping every request, step and audit record and every guard the database adds.
+both backends, keeping every request, step and audit record and every guard the database adds;
+and a schema-3 store (steps named purge_*, redact_stripe) to the one verb of schema 4, keeping
+every audit record byte for byte.
 
 The version-1 tables below are the DDL the package emitted at schema version 1 (SQLAlchemy's
 output for each dialect, copied), so the test does not depend on today's table definitions.
@@ -10,9 +12,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import insert, inspect, text, update
+from sqlalchemy import insert, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from gdpr_erasure import steps as current_steps
 from gdpr_erasure.cli import main as cli
 from gdpr_erasure.identifiers import SubjectIdentifiers
 from gdpr_erasure.store import ComplianceStore, RequestStatus, SchemaTooNew, StepStatus
@@ -172,11 +175,12 @@ def test_db_init_migrates_a_schema_1_store_in_place(v1_store):
     migrated = store.init_db()
 
     assert migrated, "init_db reported no migration"
-    assert store.schema_version() == current.SCHEMA_VERSION == 3
-    # Every row is kept, field by field.
+    assert store.schema_version() == current.SCHEMA_VERSION == 4
+    # Every row is kept, field by field; a failure's reason names the step as schema 4 does.
     got = {r.id: r for r in store.list_requests()}
     assert {rid: (r.status.value, r.attempts, r.failures, r.last_error) for rid, r in got.items()} == {
-        rid: (status, attempts, failures, error) for rid, status, attempts, failures, error in V1_REQUESTS
+        rid: (status, attempts, failures, error and error.replace("redact_stripe", "erase_stripe"))
+        for rid, status, attempts, failures, error in V1_REQUESTS
     }
     assert got["r-failed"].received_at == RECEIVED + timedelta(minutes=1)
     assert got["r-failed"].identifiers.email_as_given == "Person1@Example.com"
@@ -273,3 +277,128 @@ def test_migrating_leaves_the_table_definition_alone(v1_store, tmp_path):
     with pytest.raises(IntegrityError), fresh.engine.begin() as conn:
         conn.execute(update(requests).values(status="deleted"))
     fresh.dispose()
+
+
+# -- version 3 to 4: the erasure steps named with one verb -------------------------------------------
+
+#: What a schema-3 run stored, per step: the names before the one verb (old -> new).
+V3_NAMES = {
+    "purge_twilio_profile": current_steps.TWILIO_PROFILE,
+    "purge_twilio_history": current_steps.TWILIO_HISTORY,
+    "redact_stripe": current_steps.STRIPE,
+}
+#: Step names schema 4 kept: written as they were, never touched.
+KEPT = ["resolve", "erase_segment", "verify_twilio_profile", "verify_segment", "verify_stripe"]
+
+
+@pytest.fixture
+def v3_store(store_url):
+    """A schema-3 store: today's tables (4 changed no DDL), its version 3, and what runs of
+    that version wrote: steps under the old names, a failure naming one, two audit records."""
+    store = ComplianceStore(create_store_engine(store_url))
+    store.init_db()
+    steps, audit = current.erasure_steps, current.audit_log
+    prev = GENESIS_HASH
+    with store.engine.begin() as conn:
+        conn.execute(update(current.store_meta).values(value="3"))
+        for n, rid in enumerate(["r-done-1", "r-done-2", "r-failed"], start=1):
+            store_submit(conn, rid, n, "failed" if rid == "r-failed" else "completed")
+            for m, name in enumerate([*V3_NAMES, *KEPT]):
+                conn.execute(
+                    insert(steps).values(
+                        request_id=rid,
+                        step=name,
+                        status="failed" if (rid, name) == ("r-failed", "redact_stripe") else "done",
+                        result=canonical_json({"step": name, "n": n, "redaction_job_id": None}),
+                        attempts=m + 1,
+                        updated_at=RECEIVED + timedelta(minutes=m),
+                    )
+                )
+            if rid != "r-failed":
+                # A record as schema 3 wrote it (its fields name no step); never rewritten.
+                record_json = canonical_json(
+                    {"request_id": rid, "outcome": "completed", "stripe": {"purge": "done"}}
+                )
+                recorded_at = RECEIVED + timedelta(hours=2, seconds=n)
+                record_hash = chain_hash(n, prev, recorded_at, record_json)
+                conn.execute(
+                    insert(audit).values(
+                        seq=n,
+                        request_id=rid,
+                        recorded_at=recorded_at,
+                        record=record_json,
+                        prev_hash=prev,
+                        record_hash=record_hash,
+                    )
+                )
+                prev = record_hash
+    yield store
+    store.dispose()
+
+
+def store_submit(conn, rid: str, n: int, status: str) -> None:
+    conn.execute(
+        insert(current.erasure_requests).values(
+            id=rid,
+            email=f"person{n}@example.com",
+            source="test",
+            status=status,
+            attempts=1,
+            failures=int(status == "failed"),
+            last_error="redact_stripe: failed; verify_segment: FAILED" if status == "failed" else None,
+            received_at=RECEIVED,
+            updated_at=RECEIVED + timedelta(hours=1),
+        )
+    )
+
+
+def _rows(store) -> dict[tuple[str, str], tuple]:
+    steps = current.erasure_steps
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(steps.c.request_id, steps.c.step, steps.c.status, steps.c.result, steps.c.attempts)
+        ).all()
+    return {(r.request_id, r.step): (r.status, r.result, r.attempts) for r in rows}
+
+
+def test_db_init_renames_the_steps_of_a_schema_3_store(v3_store):
+    store = v3_store
+    before_rows = _rows(store)
+    before_audit = store.audit_entries()
+
+    migrated = store.init_db()
+
+    assert store.schema_version() == current.SCHEMA_VERSION == 4
+    assert len(migrated) == len(V3_NAMES), migrated
+    after_rows = _rows(store)
+    # Each row renamed, its status, result and tries unchanged; the other steps untouched.
+    rename = {**V3_NAMES, **{name: name for name in KEPT}}
+    assert after_rows == {(rid, rename[name]): row for (rid, name), row in before_rows.items()}
+    assert not {name for _, name in after_rows} & set(V3_NAMES)
+    # What the pipeline reads, under the names it uses now.
+    read = store.steps("r-failed")
+    assert read[current_steps.STRIPE].status is StepStatus.FAILED
+    assert read[current_steps.TWILIO_HISTORY].result["step"] == "purge_twilio_history"  # results as written
+    assert store.get("r-failed").last_error == "erase_stripe: failed; verify_segment: FAILED"
+    # The ledger: the same records, byte for byte, and the chain still verifies.
+    assert store.audit_entries() == before_audit
+    report = store.verify_audit_chain()
+    assert (report.ok, report.checked) == (True, 2)
+
+
+def test_the_step_rename_runs_once(v3_store):
+    assert v3_store.init_db()
+    rows = _rows(v3_store)
+    assert v3_store.init_db() == []
+    assert _rows(v3_store) == rows
+
+
+def test_a_request_already_holding_the_new_name_keeps_it(v3_store):
+    """Only a run of the new version before ``db init`` (the preflight refuses that) could write
+    both names; the new row wins, and the old one is left for ops rather than dropped."""
+    v3_store.record_step("r-done-1", current_steps.STRIPE, StepStatus.DONE, {"written": "new"})
+    v3_store.init_db()
+    rows = _rows(v3_store)
+    assert rows[("r-done-1", current_steps.STRIPE)][1] == canonical_json({"written": "new"})
+    assert ("r-done-1", "redact_stripe") in rows
+    assert ("r-done-2", "redact_stripe") not in rows

@@ -32,7 +32,7 @@ def test_init_db_is_idempotent_and_records_schema_version(store_url):
     store.submit("r1", ident())
     store.init_db()  # a second init keeps data and triggers
     assert store.get("r1").status is S.PENDING
-    assert store.schema_version() == SCHEMA_VERSION == 3
+    assert store.schema_version() == SCHEMA_VERSION == 4
     store.dispose()
 
 

@@ -15,14 +15,14 @@ from airflow.sdk import DAG, Param, task, task_group
 
 GROUP = {
     "resolve_identity": "segment_api",
-    "purge_twilio_profile": "twilio_api",
-    "purge_twilio_history": "twilio_api",
+    "erase_twilio_profile": "twilio_api",
+    "erase_twilio_history": "twilio_api",
     "erase_segment": "segment_api",
-    "redact_stripe": "stripe_api",
+    "erase_stripe": "stripe_api",
     "verify_twilio_profile": "twilio_api",
     "verify_segment": "segment_api",
     "verify_stripe": "stripe_api",
-    "write_audit": "default_pool",
+    "write_ledger_record": "default_pool",
 }
 
 
@@ -54,18 +54,18 @@ with DAG(
     @task_group(group_id="erase_batch")
     def erase_batch(request_ids: list[str]):
         t = {task_id: noop(task_id, pool)(request_ids) for task_id, pool in GROUP.items()}
-        purges = [
-            t["purge_twilio_profile"],
-            t["purge_twilio_history"],
+        erasures = [
+            t["erase_twilio_profile"],
+            t["erase_twilio_history"],
             t["erase_segment"],
-            t["redact_stripe"],
+            t["erase_stripe"],
         ]
-        t["resolve_identity"] >> purges
-        t["purge_twilio_profile"] >> t["verify_twilio_profile"]
+        t["resolve_identity"] >> erasures
+        t["erase_twilio_profile"] >> t["verify_twilio_profile"]
         t["erase_segment"] >> t["verify_segment"]
-        t["redact_stripe"] >> t["verify_stripe"]
-        [t["verify_twilio_profile"], t["purge_twilio_history"], t["verify_segment"], t["verify_stripe"]] >> t[
-            "write_audit"
+        t["erase_stripe"] >> t["verify_stripe"]
+        [t["verify_twilio_profile"], t["erase_twilio_history"], t["verify_segment"], t["verify_stripe"]] >> t[
+            "write_ledger_record"
         ]
 
     claimed = claim_requests()

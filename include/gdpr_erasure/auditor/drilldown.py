@@ -356,7 +356,7 @@ def _kept(record: dict[str, Any], text: _Redactor) -> list[str]:
         kept.append(f"Stripe {text.id(tag)}: gone before our tag or delete")
     remaining = twilio.get("history_remaining_after") or {}
     if any(isinstance(n, int) and n for n in remaining.values()):
-        kept.append(f"Twilio history left after the purge: {_counts(remaining)}")
+        kept.append(f"Twilio history left after the erasure: {_counts(remaining)}")
     for system, reason in (
         ("Stripe", stripe.get("reason")),
         ("Twilio history", twilio.get("history_reason")),

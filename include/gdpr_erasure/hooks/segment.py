@@ -246,7 +246,7 @@ class SegmentHook(BaseHook):
         """Create a regulation for these ``userId`` values; returns its ``regulateId``.
 
         Segment has no idempotency key: callers record the id right away and never call this
-        twice for the same request (see the purge operator).
+        twice for the same request (see ``SegmentRegulationOperator``).
         """
         if not user_ids:
             raise ValueError("a regulation needs at least one user id")

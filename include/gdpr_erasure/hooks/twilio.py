@@ -309,7 +309,7 @@ class TwilioHook(BaseHook):
 
     def _check_account(self) -> str:
         # Standard API keys (SK...) may not read /Accounts (Twilio docs); a one-item message list
-        # proves the same credentials against the same account with the access the purge needs.
+        # proves the same credentials against the same account with the access the erasure needs.
         api_key = str(self._conn.login or "").startswith("SK")
         try:
             if api_key:

@@ -32,7 +32,7 @@ def head_document(ledger: Ledger, from_size: int | None = None) -> dict[str, Any
     """The latest signed head, and with ``from_size`` the proof that it extends that size."""
     head = ledger.latest_head()
     if head is None:
-        raise LedgerError("no signed tree head yet: a run's write_audit signs one (gdpr_ledger_key)")
+        raise LedgerError("no signed tree head yet: a run's write_ledger_record signs one (gdpr_ledger_key)")
     document: dict[str, Any] = {"head": head.as_dict()}
     if from_size is not None:
         proof = ledger.consistency(from_size, head.tree_size)

@@ -2,7 +2,7 @@
 
 Leaf ``i`` (0-based) is the audit record with ``seq = i + 1``, encoded with its position, request
 id and time, so that moving, renaming or re-dating a record changes its leaf. After each batch of
-records ``write_audit`` calls :meth:`Ledger.sign_new_head`: the new head extends the last one's
+records ``write_ledger_record`` calls :meth:`Ledger.sign_new_head`: the new head extends the last one's
 compact range with the records appended since (no full rebuild), is stored in ``ledger_heads``
 and published to the witness. :meth:`Ledger.verify` recomputes the whole tree and checks it
 against every stored and published head: an edited, inserted, deleted or reordered record, or a

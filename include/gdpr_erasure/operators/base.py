@@ -37,11 +37,11 @@ class ErasureStepOperator(ComplianceStoreMixin, BaseOperator):
     compliance store and writes each request's outcome back there, keyed by request id and step.
 
     Per request, :meth:`process` either succeeds, finds an earlier step undone (the request is
-    left for ``write_audit`` to fail), or raises. A permanent error (a 4xx that cannot succeed)
+    left for ``write_ledger_record`` to fail), or raises. A permanent error (a 4xx that cannot succeed)
     is recorded as the step's failure. Any other error is recorded too, and once every request
     of the batch has had its turn the task raises :class:`BatchIncomplete` so Airflow retries it;
     work already recorded is skipped on the retry. On the last try the task succeeds instead, so
-    the rest of the batch goes on and ``write_audit`` marks the failed requests.
+    the rest of the batch goes on and ``write_ledger_record`` marks the failed requests.
 
     :param request_ids: the batch of erasure requests (templated; mapped per batch).
     :param max_concurrency: requests of the batch worked on at the same time.
@@ -120,7 +120,7 @@ class ErasureStepOperator(ComplianceStoreMixin, BaseOperator):
                     f"(what succeeded is kept): {errors}"
                 )
             self.log.error(
-                "%d request(s) still failing on the last try; write_audit marks them failed: %s",
+                "%d request(s) still failing on the last try; write_ledger_record marks them failed: %s",
                 len(errors),
                 errors,
             )

@@ -258,7 +258,7 @@ class LedgerRecordOperator(ErasureStepOperator):
         key = load_hash_key()  # once per batch: each lookup is a round trip to the API server
         outcomes = run_batch(ids, lambda rid: self._close_one(rid, key, context), self.max_concurrency)
         counts = Counter(outcome for outcome, _ in outcomes)
-        self.log.info("write_audit: %d request(s): %s", len(ids), dict(sorted(counts.items())))
+        self.log.info("write_ledger_record: %d request(s): %s", len(ids), dict(sorted(counts.items())))
         if counts.get("completed"):
             self.sign_tree_head()
         failed = {rid: reason for rid, (outcome, reason) in zip(ids, outcomes, strict=True) if reason}
@@ -290,7 +290,7 @@ class LedgerRecordOperator(ErasureStepOperator):
         try:
             return self.close(request, key, context)
         finally:
-            request.log.flush(f"write_audit: {request_id}")
+            request.log.flush(f"write_ledger_record: {request_id}")
 
     def close(self, scope: RequestScope, key: HashKey, context: Context) -> tuple[str, str]:
         """Close one request; returns ``(outcome, failure reason or "")``."""

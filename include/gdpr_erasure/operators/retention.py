@@ -17,7 +17,7 @@ from gdpr_erasure.store.types import utcnow
 class IdentifierRetentionOperator(ComplianceStoreMixin, BaseOperator):
     """Replace identifiers by their keyed hash where retention is over:
 
-    * completed requests, ``retention_days`` after completion (default 0: ``write_audit``
+    * completed requests, ``retention_days`` after completion (default 0: ``write_ledger_record``
       already did it; this catches a crash between completing and forgetting);
     * failed or ``needs_attention`` requests, ``unresolved_retention_days`` after receipt: they
       go to ``needs_attention`` without identifiers, so a stuck request cannot keep a person's

@@ -27,7 +27,7 @@ class SegmentRegulationOperator(ErasureStepOperator):
     beyond that. When it asks for a longer wait than the hook retries
     (:class:`~gdpr_erasure.hooks.errors.ProviderQuotaExhausted`), the step is recorded as waiting
     (``pending`` with ``not_before``), not failed: the request's other steps go on in this run,
-    the task does not retry, ``write_audit`` defers the request until then, and the first run
+    the task does not retry, ``write_ledger_record`` defers the request until then, and the first run
     after it asks Segment again (the only step left to do).
 
     :param request_ids: the batch of erasure requests (templated).

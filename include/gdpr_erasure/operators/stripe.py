@@ -15,7 +15,9 @@ from gdpr_erasure.hooks.stripe import StripeHook, idempotency_key, is_deleted_st
 from gdpr_erasure.operators.base import ErasureStepOperator
 from gdpr_erasure.store import StepStatus
 
-GDPR_STATUS = "redacted"
+#: The tag set on each customer before it is deleted or redacted (Stripe's words for the two
+#: methods): our erasure of it is under way.
+GDPR_STATUS = "erased"
 #: Per-customer outcomes after which the customer is not touched again.
 SETTLED = ("deleted", "already_absent", "tagged_for_redaction", "redacted")
 
@@ -27,7 +29,7 @@ class TagNotConfirmed(RuntimeError):
 class StripeCustomerErasureOperator(ErasureStepOperator):
     """For every Stripe customer of the person:
 
-    1. set metadata ``gdpr_status=redacted``, ``deletion_ts`` and ``gdpr_request_id`` and check
+    1. set metadata ``gdpr_status=erased``, ``deletion_ts`` and ``gdpr_request_id`` and check
        them in Stripe's response (after a delete, Stripe returns no metadata, so this is the
        only moment the tag can be confirmed);
     2. delete the customer (``redaction_method=delete``) or, when the connection enables it,

@@ -77,7 +77,7 @@ class StripeRedactionJobCheck(ProofCheck):
 def stripe_proof_check(
     erasure: steps.StripeErasure, conn_id: str, tag: Callable[[str], str]
 ) -> ProofCheck | None:
-    """The check of what ``redact_stripe`` did: its redaction job, or every customer it handled
+    """The check of what ``erase_stripe`` did: its redaction job, or every customer it handled
     (those already absent too); None if it handled none.
 
     :param erasure: the erasure step's stored result.

@@ -25,7 +25,7 @@ class TwilioMemoryProfileDeletedCheck(ProofCheck):
     def from_erasure(
         cls, erasure: steps.TwilioProfileErasure, conn_id: str, tag: Callable[[str], str]
     ) -> TwilioMemoryProfileDeletedCheck | None:
-        """The check of what ``purge_twilio_profile`` deleted; None if it deleted nothing.
+        """The check of what ``erase_twilio_profile`` deleted; None if it deleted nothing.
 
         :param erasure: the erasure step's stored result.
         :param conn_id: Twilio connection.

@@ -39,7 +39,7 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
     in the triggerer (deferrable), or are poked on a worker otherwise. The trigger is given
     request ids only and reads the ids to poll from the compliance store.
 
-    A provider that reports the deletion failed fails only that request (``write_audit`` marks
+    A provider that reports the deletion failed fails only that request (``write_ledger_record`` marks
     it failed); checks that keep erroring make the task retry while retries remain.
 
     :param request_ids: the batch of erasure requests (templated).
@@ -160,7 +160,7 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
             return False  # already proven (a retry, or the next run re-checking the rest)
         erasure = steps_.get(self.erasure_step)
         if erasure is None or erasure.status in (StepStatus.FAILED, StepStatus.PENDING):
-            return False  # the erasure did not succeed: nothing to prove, write_audit fails it
+            return False  # the erasure did not succeed: nothing to prove, write_ledger_record fails it
         check = None
         if erasure.status not in (StepStatus.SKIPPED, StepStatus.ALREADY_ABSENT):
             check = proof_check(self.erasure_step, erasure.result, self.provider_conn_id, self._tag)
@@ -184,7 +184,7 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
             self.store.record_step(request_id, self.verify_step, StepStatus.DONE, evidence)
             self.log.info("%s: proven: %s", request_id, evidence)
         elif state == "pending":
-            # Not a failure: the provider is still working. write_audit moves the request to
+            # Not a failure: the provider is still working. write_ledger_record moves the request to
             # ``verifying`` and a later run checks again.
             self.store.record_step(request_id, self.verify_step, StepStatus.PENDING, evidence)
             self.log.info(

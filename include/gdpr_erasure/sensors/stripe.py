@@ -12,10 +12,10 @@ from gdpr_erasure.sensors.base import DeletionProofSensor
 
 class StripeCustomerDeletedSensor(DeletionProofSensor):
     """Deferrable: waits until ``GET /v1/customers/{id}`` reads as gone for every customer
-    ``redact_stripe`` handled (the ``deleted: true`` object, or a 404 on the customer's path:
+    ``erase_stripe`` handled (the ``deleted: true`` object, or a 404 on the customer's path:
     the proof records which), or, for the redaction-job method, until the job is
     ``succeeded``. Customers that were already absent are checked too. Ids given at intake that
-    Stripe never knew are not here: ``redact_stripe`` never sees them (see ``resolve``).
+    Stripe never knew are not here: ``erase_stripe`` never sees them (see ``resolve``).
 
     The proof, which this sensor stores and logs, is keyed by each customer's tag (``cus#`` and
     12 hex characters of its keyed hash), not by ``cus_`` id; the trigger it defers to carries

@@ -6,7 +6,7 @@ place, keeping every request, step and audit record.
 
 Version 1 to 2 adds ``erasure_requests.not_before`` and the ``deferred`` status, which the
 CHECK constraint on ``status`` must accept (version 2 to 3 only adds the ``ledger_heads`` table,
-which ``init_db`` creates with its append-only triggers):
+which ``init_db`` creates with its append-only triggers; version 3 to 4 renames steps, below):
 
 * PostgreSQL: ``ALTER TABLE ... ADD COLUMN``, then the constraint is dropped and added again,
   in one transaction (DDL is transactional there).
@@ -16,13 +16,31 @@ which ``init_db`` creates with its append-only triggers):
   old table, rename the new one, recreate its indexes and triggers, ``PRAGMA
   foreign_key_check``, commit, foreign keys back on. ``erasure_steps`` keeps pointing at
   ``erasure_requests`` by name, so its rows stay attached.
+
+Version 3 to 4 names the erasure steps with one verb (docs/glossary.md): the stored rows of
+``purge_twilio_profile``, ``purge_twilio_history`` and ``redact_stripe`` become
+``erase_twilio_profile``, ``erase_twilio_history`` and ``erase_stripe``, and a failed request's
+``last_error``, which names the steps that failed, follows. One transaction that keeps writers
+out on both backends. The audit ledger is not touched: its records are hashed as written, and
+they name no step.
 """
 
 from __future__ import annotations
 
 import logging
 
-from sqlalchemy import CheckConstraint, Connection, Engine, MetaData, Table, inspect, select
+from sqlalchemy import (
+    CheckConstraint,
+    Connection,
+    Engine,
+    MetaData,
+    Table,
+    and_,
+    exists,
+    func,
+    inspect,
+    select,
+)
 from sqlalchemy.schema import CreateTable, SetColumnComment
 
 from gdpr_erasure.store import schema
@@ -30,7 +48,16 @@ from gdpr_erasure.store import schema
 log = logging.getLogger(__name__)
 
 R = schema.erasure_requests
+S = schema.erasure_steps
 _STATUS_CHECK = "ck_erasure_requests_status"
+
+#: Version 4's step renames, old -> new. Written out, not taken from ``gdpr_erasure.steps``: they
+#: are what stores of version 3 and before hold, whatever the steps are called later.
+STEP_RENAMES_V4 = {
+    "purge_twilio_profile": "erase_twilio_profile",
+    "purge_twilio_history": "erase_twilio_history",
+    "redact_stripe": "erase_stripe",
+}
 
 
 def stored_version(engine: Engine) -> int | None:
@@ -52,9 +79,12 @@ def upgrade(engine: Engine, found: int | None) -> list[str]:
         if not inspect(conn).has_table(R.name):
             return []  # an empty database: init_db creates the current schema
         columns = _columns(conn, R.name)
-    if found is not None and found >= 2 and "not_before" in columns:
-        return []  # version 3 only adds ledger_heads, which init_db creates with its triggers
-    done = _v2_postgresql(engine) if engine.dialect.name == "postgresql" else _v2_sqlite(engine)
+    done: list[str] = []
+    # Version 3 only adds ledger_heads, which init_db creates with its triggers.
+    if found is None or found < 2 or "not_before" not in columns:
+        done += _v2_postgresql(engine) if engine.dialect.name == "postgresql" else _v2_sqlite(engine)
+    if found is None or found < 4:
+        done += _v4_step_names(engine)
     for step in done:
         log.info("compliance store migrated: %s", step)
     return done
@@ -62,6 +92,36 @@ def upgrade(engine: Engine, found: int | None) -> list[str]:
 
 def _columns(conn: Connection, table: str) -> set[str]:
     return {column["name"] for column in inspect(conn).get_columns(table)}
+
+
+# -- version 4: the erasure steps named with one verb ---------------------------------------------
+
+
+def _v4_step_names(engine: Engine) -> list[str]:
+    """Rename the steps of :data:`STEP_RENAMES_V4` in ``erasure_steps`` and in ``last_error``.
+    Idempotent: a second run finds no old name. A row whose request already has the new name
+    (only a run of this version before ``db init``, which the preflight refuses) is left as it is."""
+    done = []
+    with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE (store/engine.py) holds the write lock
+        if engine.dialect.name == "postgresql":
+            # Writers wait until the names are consistent; concurrent `db init`s run one at a time.
+            conn.exec_driver_sql(f"LOCK TABLE {S.name}, {R.name} IN SHARE ROW EXCLUSIVE MODE")
+        newer = S.alias("newer")
+        for old, new in STEP_RENAMES_V4.items():
+            renamed = conn.execute(
+                S.update()
+                .where(S.c.step == old)
+                .where(~exists().where(and_(newer.c.request_id == S.c.request_id, newer.c.step == new)))
+                .values(step=new)
+            ).rowcount
+            reasons = conn.execute(
+                R.update()
+                .where(R.c.last_error.contains(old, autoescape=True))
+                .values(last_error=func.replace(R.c.last_error, old, new))
+            ).rowcount
+            if renamed or reasons:
+                done.append(f"{S.name}: step {old} renamed {new} ({renamed} row(s), {reasons} last_error(s))")
+    return done
 
 
 # -- version 2: not_before and the deferred status ----------------------------------------------

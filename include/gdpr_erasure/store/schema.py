@@ -3,7 +3,7 @@
 * ``erasure_requests`` - the intake table: one row per request, its identifiers while they are
   needed, and where it is in its life (:mod:`gdpr_erasure.store.status`).
 * ``erasure_steps`` - what each step did for a request (resolved ids, counts, provider ids).
-  One row per (request, step) so parallel purge tasks never overwrite each other's results.
+  One row per (request, step) so parallel erasure tasks never overwrite each other's results.
 * ``audit_log`` - the append-only, hash-chained ledger. The database itself rejects UPDATE and
   DELETE (and TRUNCATE on PostgreSQL) through triggers, so not even a buggy or hostile caller
   with the application's credentials can rewrite history through SQL.
@@ -28,8 +28,9 @@ from gdpr_erasure.store.status import RequestStatus, StepStatus
 from gdpr_erasure.store.types import UtcDateTime
 
 #: 2: ``erasure_requests.not_before`` and the ``deferred`` status (a provider's quota is spent).
-#: ``ComplianceStore.init_db`` migrates a version-1 store in place.
-SCHEMA_VERSION = 3
+#: 3: ``ledger_heads``. 4: the erasure steps renamed to one verb (``erase_*``).
+#: ``ComplianceStore.init_db`` migrates a store of any earlier version in place.
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 

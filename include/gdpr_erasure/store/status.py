@@ -65,7 +65,7 @@ def can_transition(source: RequestStatus, target: RequestStatus) -> bool:
 
 
 class StepStatus(StrEnum):
-    """Outcome of one step (resolve, one purge, one verification) for one request."""
+    """Outcome of one step (resolve, one erasure, one verification) for one request."""
 
     DONE = "done"
     SKIPPED = "skipped"  # nothing to do in that system (e.g. no Stripe customer)
