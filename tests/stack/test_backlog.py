@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+import pytest
+
 from gdpr_erasure.identifiers import SubjectIdentifiers
 from gdpr_erasure.store import RequestStatus
 
@@ -35,6 +37,9 @@ def _claimed(stack, run_id: str) -> list[list[str]]:
     ).json()["value"]
 
 
+# Correctness, not speed (make bench measures that): three runs of 1,000 on a shared two-core
+# machine took 347 s once beside other work, over the suite's 300 s default.
+@pytest.mark.timeout(3 * RUN_TIMEOUT)
 def test_a_backlog_of_3000_drains_over_runs_within_each_runs_limit(celery_stack):
     stack = celery_stack
     store = stack.store()
