@@ -28,10 +28,6 @@ NOT_PRODUCTION = ("devstack", "bench", "sandbox")
 HARNESS_NAMES = {"devstack", "sandbox", "bench", "demo", "composestack", "localstack"}
 # The only production code that may import the sandbox, lazily and with a one-line error when the
 # extra is missing: the command that serves it and deploy init's GDPR_SANDBOX_URL branch.
-# Known exceptions, each to be moved out (then its entry goes: the test fails while it lingers).
-# The auditor page's benchmark, written into the runtime package while it moved out of it
-# (issue 13, item 4): its place is include/bench/, its fill helpers' tests/auditor/.
-NOT_YET_MOVED = {"gdpr_erasure/auditor/bench.py"}
 SANDBOX_IMPORTERS = {
     ("gdpr_erasure/cli.py", "_cmd_sandbox_serve"),
     ("gdpr_erasure/deploy.py", "sandbox_provider_connections"),
@@ -71,8 +67,7 @@ def test_the_wheel_holds_the_runtime_package_and_nothing_else(wheel):
     # A benchmark or harness inside the package is not production code either: it belongs in
     # include/bench or include/devstack.
     harnesses = {name for name in files if set(PurePosixPath(name).with_suffix("").parts) & HARNESS_NAMES}
-    assert harnesses - NOT_YET_MOVED == set(), "harness, demo, sandbox or benchmark modules in the wheel"
-    assert harnesses >= NOT_YET_MOVED, "moved out: remove it from NOT_YET_MOVED"
+    assert harnesses == set(), "harness, demo, sandbox or benchmark modules in the wheel"
     [top_level] = [name for name in names if name.endswith(".dist-info/top_level.txt")]
     assert wheel.read(top_level).decode().split() == ["gdpr_erasure"]
 

@@ -16,9 +16,9 @@ import requests
 from auditor.auditor_support import link, november, seed_request, seqs, serve
 from store_backends import backends, throwaway_database
 
+from devstack.ledgerfill import START, fill, record_of
 from gdpr_erasure.auditor import app as auditor_app
 from gdpr_erasure.auditor.app import create_app
-from gdpr_erasure.auditor.bench import START, fill, record_of
 from gdpr_erasure.hashing import load_hash_key
 from gdpr_erasure.identifiers import SubjectIdentifiers
 from gdpr_erasure.ledger.export import GDPR_DEADLINE, write_export
@@ -80,7 +80,7 @@ def test_previous_links_from_the_last_page_visit_every_record_once(site):
 
 def test_the_period_is_kept_in_every_page_link(site):
     base, _ = site
-    # Records are written every 7 minutes from START (include/gdpr_erasure/auditor/bench.py).
+    # Records are written every 7 minutes from START (include/devstack/ledgerfill.py).
     since, until = START + timedelta(minutes=7 * 60), START + timedelta(minutes=7 * 200)
     start = (
         f"{base}/?since={since.isoformat().replace('+', '%2B')}&until={until.isoformat().replace('+', '%2B')}"
