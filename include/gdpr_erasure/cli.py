@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -233,6 +234,101 @@ def _cmd_requests_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def airflow_ui_url(path: str) -> str:
+    """``path`` in the Airflow UI, from Airflow's ``[api] base_url`` (where people reach it)."""
+    from airflow.configuration import conf
+
+    base = (conf.get("api", "base_url", fallback="") or "http://localhost:8080").rstrip("/")
+    return f"{base}/{path.lstrip('/')}"
+
+
+def _cmd_requests_show(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    from gdpr_erasure.auditor.drilldown import request_view
+
+    view = request_view(_open_store(args), args.request_id)
+    if view is None:
+        print(f"requests show: no request {args.request_id!r} in the store or the ledger", file=sys.stderr)
+        return 2
+    runs = [
+        {
+            "what": what,
+            "dag_id": dag_id,
+            "run_id": run_id,
+            "url": airflow_ui_url(f"dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"),
+        }
+        for what, dag_id, run_id in view.runs
+    ]
+    status = (
+        view.request.status.value
+        if view.request
+        else (view.entry.record.get("outcome") if view.entry else "")
+    )
+    shown = {
+        "request_id": view.request_id,
+        "status": status,
+        "identifier_types": view.identifier_types,
+        "identifiers_hash": view.identifiers_hash,
+        "hash_key_id": view.hash_key_id,
+        "timeline": [
+            {
+                "at": e.at.isoformat() if e.at else None,
+                "what": e.what,
+                "outcome": e.outcome,
+                "tries": e.tries,
+                "detail": e.detail,
+            }
+            for e in view.timeline
+        ],
+        "evidence": [{"system": s.title, "done": s.done, "proven": s.proven} for s in view.evidence],
+        "kept": view.kept,
+        "ledger": (
+            {
+                "seq": view.entry.seq,
+                "record_hash": view.entry.record_hash,
+                "covered_by_signed_head": view.covered_by_head,
+            }
+            if view.entry
+            else None
+        ),
+        "runs": runs,
+    }
+    if args.json:
+        print(json.dumps(shown, indent=2, default=str))
+        return 0
+    print(f"request {view.request_id}: {status}")
+    print(
+        f"  identifiers: {', '.join(view.identifier_types) or 'none'}; keyed hash "
+        f"{(view.identifiers_hash or '')[:16]}… (key {view.hash_key_id or '?'})"
+    )
+    print("timeline")
+    for e in view.timeline:
+        at = f"{e.at:%Y-%m-%d %H:%M:%S}" if e.at else " " * 19
+        tries = f" tries {e.tries}" if e.tries else ""
+        detail = f"  ({e.detail})" if e.detail else ""
+        print(f"  {at}  {e.what}: {e.outcome}{tries}{detail}")
+    for section in view.evidence:
+        print(section.title)
+        for label, value in section.done:
+            print(f"  {label}: {value}")
+        for label, value in section.proven:
+            print(f"  proof  {label}: {value}")
+    for line in view.kept:
+        print(f"kept  {line}")
+    if shown["ledger"]:
+        ledger = shown["ledger"]
+        head = (
+            "covered by the latest signed head"
+            if ledger["covered_by_signed_head"]
+            else "not yet in a signed head"
+        )
+        print(f"ledger  seq {ledger['seq']}, record hash {ledger['record_hash'][:16]}…, {head}")
+    for run in runs:
+        print(f"{run['what']}: {run['url']}")
+    return 0
+
+
 def _cmd_requeue(args: argparse.Namespace) -> int:
     from gdpr_erasure.store import InvalidTransition, RequestNotFound
 
@@ -436,6 +532,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=1000)
     listing.set_defaults(func=_cmd_requests_list)
     _db_url_after(listing)
+    show = requests_sub.add_parser(
+        "show", help="one request: its timeline, evidence and ledger position, and links to its runs"
+    )
+    show.add_argument("request_id", metavar="ID")
+    show.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
+    show.set_defaults(func=_cmd_requests_show)
+    _db_url_after(show)
 
     requeue = commands.add_parser(
         "requeue", help="send needs_attention/failed/deferred requests back to pending"
