@@ -1,10 +1,12 @@
 """``db init`` migrates a schema-1 store (before ``not_before`` and ``deferred``) in place, on
 both backends, keeping every request, step and audit record and every guard the database adds;
-and a schema-3 store (steps named purge_*, redact_stripe) to the one verb of schema 4, keeping
-every audit record byte for byte.
+a schema-3 store (steps named purge_*, redact_stripe) to the one verb of schema 4, keeping
+every audit record byte for byte; and a schema-4 store to schema 5, which records where each
+step ran and when a request was claimed, leaving the rows and records already written as they are.
 
-The version-1 tables below are the DDL the package emitted at schema version 1 (SQLAlchemy's
-output for each dialect, copied), so the test does not depend on today's table definitions.
+The version-1 and version-4 tables below are the DDL the package emitted at those schema versions
+(SQLAlchemy's output for each dialect, copied), so the test does not depend on today's table
+definitions.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from gdpr_erasure import steps as current_steps
 from gdpr_erasure.cli import main as cli
 from gdpr_erasure.identifiers import SubjectIdentifiers
-from gdpr_erasure.store import ComplianceStore, RequestStatus, SchemaTooNew, StepStatus
+from gdpr_erasure.store import ComplianceStore, RequestStatus, SchemaTooNew, StepStatus, TaskTry
 from gdpr_erasure.store import schema as current
 from gdpr_erasure.store.chain import GENESIS_HASH, canonical_json, chain_hash
 from gdpr_erasure.store.engine import create_store_engine
@@ -175,7 +177,7 @@ def test_db_init_migrates_a_schema_1_store_in_place(v1_store):
     migrated = store.init_db()
 
     assert migrated, "init_db reported no migration"
-    assert store.schema_version() == current.SCHEMA_VERSION == 4
+    assert store.schema_version() == current.SCHEMA_VERSION == 5
     # Every row is kept, field by field; a failure's reason names the step as schema 4 does.
     got = {r.id: r for r in store.list_requests()}
     assert {rid: (r.status.value, r.attempts, r.failures, r.last_error) for rid, r in got.items()} == {
@@ -190,11 +192,10 @@ def test_db_init_migrates_a_schema_1_store_in_place(v1_store):
     report = store.verify_audit_chain()
     assert (report.ok, report.checked) == (True, 2)
 
-    # The migrated table is the current one: same columns in the same order, and its index.
+    # The migrated tables are the current ones: same columns in the same order, and the index.
     inspector = inspect(store.engine)
-    assert [c["name"] for c in inspector.get_columns("erasure_requests")] == list(
-        current.erasure_requests.c.keys()
-    )
+    for table in (current.erasure_requests, current.erasure_steps):
+        assert [c["name"] for c in inspector.get_columns(table.name)] == list(table.c.keys())
     assert "ix_erasure_requests_status_received" in {
         i["name"] for i in inspector.get_indexes("erasure_requests")
     }
@@ -293,8 +294,9 @@ KEPT = ["resolve", "erase_segment", "verify_twilio_profile", "verify_segment", "
 
 @pytest.fixture
 def v3_store(store_url):
-    """A schema-3 store: today's tables (4 changed no DDL), its version 3, and what runs of
-    that version wrote: steps under the old names, a failure naming one, two audit records."""
+    """A schema-3 store: today's tables (4 changed no DDL; 5's columns, there already, are left
+    alone by its migration), its version 3, and what runs of that version wrote: steps under the
+    old names, a failure naming one, two audit records."""
     store = ComplianceStore(create_store_engine(store_url))
     store.init_db()
     steps, audit = current.erasure_steps, current.audit_log
@@ -368,8 +370,8 @@ def test_db_init_renames_the_steps_of_a_schema_3_store(v3_store):
 
     migrated = store.init_db()
 
-    assert store.schema_version() == current.SCHEMA_VERSION == 4
-    assert len(migrated) == len(V3_NAMES), migrated
+    assert store.schema_version() == current.SCHEMA_VERSION
+    assert len(migrated) == len(V3_NAMES), migrated  # schema 5's columns were there already
     after_rows = _rows(store)
     # Each row renamed, its status, result and tries unchanged; the other steps untouched.
     rename = {**V3_NAMES, **{name: name for name in KEPT}}
@@ -402,3 +404,171 @@ def test_a_request_already_holding_the_new_name_keeps_it(v3_store):
     assert rows[("r-done-1", current_steps.STRIPE)][1] == canonical_json({"written": "new"})
     assert ("r-done-1", "redact_stripe") in rows
     assert ("r-done-2", "redact_stripe") not in rows
+
+
+# -- version 4 to 5: where each step ran, when a request was claimed ---------------------------------
+
+V4_TABLES = """
+CREATE TABLE audit_log (
+    seq {bigint} NOT NULL,
+    request_id VARCHAR(64) NOT NULL,
+    recorded_at {ts} NOT NULL,
+    record TEXT NOT NULL,
+    prev_hash VARCHAR(64) NOT NULL,
+    record_hash VARCHAR(64) NOT NULL,
+    PRIMARY KEY (seq),
+    UNIQUE (request_id),
+    UNIQUE (prev_hash),
+    UNIQUE (record_hash)
+);
+CREATE TABLE erasure_requests (
+    id VARCHAR(64) NOT NULL,
+    email TEXT,
+    phone VARCHAR(32),
+    stripe_customer_id VARCHAR(255),
+    user_id VARCHAR(255),
+    identifiers_hash VARCHAR(64),
+    source VARCHAR(32) NOT NULL,
+    status VARCHAR(20) NOT NULL,
+    attempts INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    claimed_by VARCHAR(250),
+    lease_expires_at {ts},
+    last_error TEXT,
+    received_at {ts} NOT NULL,
+    updated_at {ts} NOT NULL,
+    completed_at {ts},
+    pii_erased_at {ts},
+    not_before {ts},
+    PRIMARY KEY (id),
+    CONSTRAINT ck_erasure_requests_status CHECK (status IN ('pending', 'in_progress', 'verifying',
+        'completed', 'failed', 'needs_attention', 'deferred')),
+    CONSTRAINT ck_erasure_requests_counts CHECK (attempts >= 0 AND failures >= 0)
+);
+CREATE INDEX ix_erasure_requests_status_received ON erasure_requests (status, received_at);
+CREATE TABLE store_meta (
+    "key" VARCHAR(64) NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY ("key")
+);
+CREATE TABLE erasure_steps (
+    request_id VARCHAR(64) NOT NULL,
+    step VARCHAR(40) NOT NULL,
+    status VARCHAR(20) NOT NULL,
+    result TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    updated_at {ts} NOT NULL,
+    PRIMARY KEY (request_id, step),
+    CONSTRAINT ck_erasure_steps_status CHECK (status IN ('done', 'skipped', 'already_absent',
+        'pending', 'failed')),
+    FOREIGN KEY(request_id) REFERENCES erasure_requests (id)
+);
+CREATE TABLE ledger_heads (
+    tree_size {bigint} NOT NULL,
+    root_hash VARCHAR(64) NOT NULL,
+    signed_at {ts} NOT NULL,
+    key_id VARCHAR(64) NOT NULL,
+    head TEXT NOT NULL,
+    peaks TEXT NOT NULL,
+    PRIMARY KEY (tree_size)
+);
+INSERT INTO store_meta ("key", value) VALUES ('schema_version', '4')
+"""
+
+V4_RUN = "scheduled__2026-03-01T00:00:00+00:00"
+
+
+@pytest.fixture
+def v4_store(store_url):
+    """A schema-4 store as ``db init`` of version 4 left it, and what a run of that version wrote:
+    a completed request with its steps and audit record, and one still in progress."""
+    engine = create_store_engine(store_url)
+    postgres = engine.dialect.name == "postgresql"
+    ddl = V4_TABLES.format(
+        ts="TIMESTAMP WITH TIME ZONE" if postgres else "DATETIME", bigint="BIGINT" if postgres else "INTEGER"
+    )
+    requests, steps, audit = current.erasure_requests, current.erasure_steps, current.audit_log
+    with engine.begin() as conn:
+        for statement in filter(str.strip, ddl.split(";")):
+            conn.exec_driver_sql(statement)
+        for statement in current.POSTGRES_TRIGGERS if postgres else current.SQLITE_TRIGGERS:
+            conn.exec_driver_sql(statement)
+        for n, rid in enumerate(["r-done", "r-open"], start=1):
+            store_submit(conn, rid, n, "completed" if rid == "r-done" else "in_progress")
+            conn.execute(
+                update(requests).where(requests.c.id == rid).values(claimed_by=f"gdpr_erasure/{V4_RUN}")
+            )
+            for m, name in enumerate(["resolve", "erase_stripe", "verify_stripe"]):
+                conn.execute(
+                    insert(steps).values(
+                        request_id=rid,
+                        step=name,
+                        status="done",
+                        result=canonical_json({"step": name, "n": n}),
+                        attempts=m + 1,
+                        updated_at=RECEIVED + timedelta(minutes=m),
+                    )
+                )
+        record_json = canonical_json({"request_id": "r-done", "outcome": "completed", "run_id": V4_RUN})
+        recorded_at = RECEIVED + timedelta(hours=2)
+        conn.execute(
+            insert(audit).values(
+                seq=1,
+                request_id="r-done",
+                recorded_at=recorded_at,
+                record=record_json,
+                prev_hash=GENESIS_HASH,
+                record_hash=chain_hash(1, GENESIS_HASH, recorded_at, record_json),
+            )
+        )
+    store = ComplianceStore(engine)
+    yield store
+    store.dispose()
+
+
+def test_db_init_adds_where_steps_ran_to_a_schema_4_store(v4_store):
+    store = v4_store
+    before_rows = _rows(store)
+    before_audit = store.audit_entries()
+
+    migrated = store.init_db()
+
+    assert store.schema_version() == current.SCHEMA_VERSION == 5
+    assert migrated == [
+        *(f"erasure_steps.{c} added" for c in ("dag_id", "task_id", "run_id", "map_index", "try_number")),
+        "erasure_requests.claimed_at added",
+        "erasure_requests.claimed_map_index added",
+    ]
+    # The tables are the current ones, columns in the same order.
+    inspector = inspect(store.engine)
+    for table in (current.erasure_requests, current.erasure_steps):
+        assert [c["name"] for c in inspector.get_columns(table.name)] == list(table.c.keys())
+    # Rows written before keep what they hold; where they ran and when they were claimed is unknown.
+    assert _rows(store) == before_rows
+    assert {step.ran_in for rid in ("r-done", "r-open") for step in store.steps(rid).values()} == {None}
+    opened = store.get("r-open")
+    assert (opened.claimed_by, opened.claimed_at, opened.claimed_map_index) == (
+        f"gdpr_erasure/{V4_RUN}",
+        None,
+        None,
+    )
+    # The ledger: the same record, byte for byte, and the chain still verifies.
+    assert store.audit_entries() == before_audit
+    assert store.audit_entries()[0].record_json == before_audit[0].record_json
+    report = store.verify_audit_chain()
+    assert (report.ok, report.checked) == (True, 1)
+    # New writes record where they ran, next to the old rows.
+    ran_in = TaskTry("gdpr_erasure", "erase_batch.verify_segment", "manual__1", 0, 2)
+    store.record_step("r-open", "verify_segment", StepStatus.PENDING, {"status": "RUNNING"}, ran_in=ran_in)
+    assert store.steps("r-open")["verify_segment"].ran_in == ran_in
+    assert store.steps("r-open")["resolve"].ran_in is None
+    store.submit("r-new", SubjectIdentifiers.parse(stripe_customer_id="cus_abcdef9"))
+    assert store.claim(1, "gdpr_erasure/manual__1", request_ids=["r-new"], batch_size=50) == ["r-new"]
+    claimed = store.get("r-new")
+    assert claimed.claimed_at is not None and claimed.claimed_map_index == 0
+
+
+def test_the_schema_5_columns_are_added_once(v4_store):
+    assert v4_store.init_db()
+    assert v4_store.init_db() == []
+    assert v4_store.schema_version() == current.SCHEMA_VERSION

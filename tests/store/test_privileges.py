@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import BigInteger, Integer, create_engine, insert, text
+from sqlalchemy import BigInteger, Integer, create_engine, insert, text, update
 from sqlalchemy.engine import make_url
 from store_backends import PG_URL
 
 from gdpr_erasure.cli import main
 from gdpr_erasure.identifiers import SubjectIdentifiers
-from gdpr_erasure.store import ComplianceStore, RequestStatus, StepStatus, schema
+from gdpr_erasure.store import ComplianceStore, RequestStatus, StepStatus, TaskTry, schema
 from gdpr_erasure.store.engine import create_store_engine
+from gdpr_erasure.store.migrations import COLUMNS_V5
 from gdpr_erasure.store.privileges import (
     PIPELINE_PRIVILEGES,
     PrivilegeError,
@@ -118,8 +119,9 @@ def _run_the_pipeline(store: ComplianceStore) -> None:
     assert not store.submit("r1", _ids(1)).created  # the same id again: ON CONFLICT DO NOTHING
     store.submit("r2", _ids(2))
     store.submit("r3", _ids(3))
-    assert store.claim(3, "run-1") == ["r1", "r2", "r3"]
-    store.record_step("r1", "resolve", StepStatus.DONE, {"stripe": 1})
+    assert store.claim(3, "gdpr_erasure/run-1", batch_size=2) == ["r1", "r2", "r3"]  # and each batch
+    ran_in = TaskTry("gdpr_erasure", "erase_batch.resolve_identity", "run-1", 0, 1)
+    store.record_step("r1", "resolve", StepStatus.DONE, {"stripe": 1}, ran_in=ran_in)
     store.record_step("r1", "resolve", StepStatus.DONE, {"stripe": 1})  # the upsert's UPDATE
     store.transition("r1", RequestStatus.VERIFYING)
     store.transition("r1", RequestStatus.COMPLETED)
@@ -133,6 +135,8 @@ def _run_the_pipeline(store: ComplianceStore) -> None:
         conn.execute(insert(schema.ledger_heads).values(**_head_values()))
     assert store.get("r1").identifiers is None
     assert store.steps("r1")["resolve"].attempts == 2
+    assert store.steps("r1")["resolve"].ran_in == ran_in
+    assert store.get("r3").claimed_map_index == 1 and store.get("r1").claimed_at is not None
     assert store.verify_audit_chain().ok
     assert store.schema_version() == schema.SCHEMA_VERSION
     assert store.counts_by_status() == {"completed": 1, "pending": 1, "needs_attention": 1}
@@ -198,6 +202,22 @@ REFUSED = [
     ("INSERT INTO store_meta VALUES ('x', 'y')", "permission denied for table store_meta"),
     ("GRANT SELECT ON audit_log TO PUBLIC", "no privileges were granted"),
 ]
+
+
+@postgres
+def test_after_the_schema_5_migration_the_role_holds_exactly_its_privileges(setup):
+    """Schema 5 added columns to two tables the role writes. Its privileges are per table, so they
+    cover the new columns: the owner's ``db init`` migrates, nobody grants again, and the role
+    works with neither more nor less than before."""
+    with setup.owner_store.engine.begin() as conn:  # back to the tables of schema 4
+        for table, columns in COLUMNS_V5.items():
+            for column in columns:
+                conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.execute(update(schema.store_meta).values(value="4"))
+    assert len(setup.owner_store.init_db()) == sum(len(c) for c in COLUMNS_V5.values())
+    _run_the_pipeline(setup.app_store)
+    with setup.app_engine().connect() as conn:
+        assert effective_privileges(conn, setup.app, setup.schema) == expected_privileges()
 
 
 @postgres

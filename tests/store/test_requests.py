@@ -13,6 +13,7 @@ from gdpr_erasure.store import (
     RequestNotFound,
     RequestStatus,
     StepStatus,
+    TaskTry,
 )
 from gdpr_erasure.store.engine import create_store_engine
 from gdpr_erasure.store.schema import SCHEMA_VERSION
@@ -32,7 +33,7 @@ def test_init_db_is_idempotent_and_records_schema_version(store_url):
     store.submit("r1", ident())
     store.init_db()  # a second init keeps data and triggers
     assert store.get("r1").status is S.PENDING
-    assert store.schema_version() == SCHEMA_VERSION == 4
+    assert store.schema_version() == SCHEMA_VERSION == 5
     store.dispose()
 
 
@@ -88,6 +89,32 @@ def test_claim_takes_oldest_first_up_to_limit_and_counts_attempts(store):
     assert store.claim(10, "run-c") == []
     got = store.get("req-4")
     assert (got.status, got.attempts, got.claimed_by) == (S.IN_PROGRESS, 1, "run-a")
+
+
+def test_a_claim_records_its_time_and_each_request_s_batch(store):
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    for n in range(5):
+        store.submit(f"req-{n}", ident(n), received_at=base + timedelta(minutes=n))
+    before = datetime.now(UTC)
+    claimed = store.claim(5, "gdpr_erasure/run-a", batch_size=2)
+    # The caller's batches are [0, 1], [2, 3], [4]: map indexes 0, 0, 1, 1, 2.
+    assert [(rid, store.get(rid).claimed_map_index) for rid in claimed] == [
+        ("req-0", 0),
+        ("req-1", 0),
+        ("req-2", 1),
+        ("req-3", 1),
+        ("req-4", 2),
+    ]
+    got = store.get("req-3")
+    assert got.claimed_by == "gdpr_erasure/run-a"
+    assert before <= got.claimed_at <= datetime.now(UTC)
+    # A claim without batches keeps no map index; the requeue forgets the claim.
+    store.record_failure("req-3", "stripe 500", max_failures=3)
+    store.claim(1, "run-b", request_ids=["req-3"])
+    assert (store.get("req-3").claimed_by, store.get("req-3").claimed_map_index) == ("run-b", None)
+    store.record_failure("req-3", "stripe 500", max_failures=3)
+    requeued = store.requeue("req-3")
+    assert (requeued.claimed_by, requeued.claimed_at, requeued.claimed_map_index) == (None, None, None)
 
 
 def test_claim_can_target_specific_requests(store):
@@ -183,6 +210,24 @@ def test_step_results_are_upserted_per_step(store):
     assert steps["resolve"].result == {"stripe_customer_ids": ["cus_1", "cus_2"]}
     assert steps["resolve"].attempts == 2
     assert steps["erase_stripe"].status is StepStatus.SKIPPED
+    assert steps["resolve"].ran_in is None  # written outside a task
+
+
+def test_a_step_records_the_task_instance_try_that_worked_on_it(store):
+    store.submit("req-1", ident())
+    first = TaskTry("gdpr_erasure", "erase_batch.erase_stripe", "manual__1", 3, 1)
+    store.record_step("req-1", "erase_stripe", StepStatus.FAILED, {"reason": "stripe 500"}, ran_in=first)
+    assert store.steps("req-1")["erase_stripe"].ran_in == first
+    retry = TaskTry("gdpr_erasure", "erase_batch.erase_stripe", "manual__1", 3, 2)
+    store.record_step("req-1", "erase_stripe", StepStatus.DONE, {"method": "delete"}, ran_in=retry)
+    assert store.steps("req-1")["erase_stripe"].ran_in == retry
+    # A rewrite that is not the step's work (ids replaced by tags at closing) keeps where it ran.
+    store.record_step("req-1", "erase_stripe", StepStatus.DONE, {"method": "delete", "customers": {}})
+    got = store.steps("req-1")["erase_stripe"]
+    assert (got.ran_in, got.attempts, got.result) == (retry, 3, {"method": "delete", "customers": {}})
+    unmapped = TaskTry("gdpr_erasure", "resolve_identity", "manual__2", -1, 1)
+    store.record_step("req-1", "resolve", StepStatus.DONE, {}, ran_in=unmapped)
+    assert store.steps("req-1")["resolve"].ran_in == unmapped
 
 
 def test_invalid_status_is_rejected_by_the_database(store):

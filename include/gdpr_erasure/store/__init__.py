@@ -13,6 +13,7 @@ from gdpr_erasure.store.store import (
     StoreError,
     StoreMissing,
     SubmitResult,
+    TaskTry,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "StoreError",
     "StoreMissing",
     "SubmitResult",
+    "TaskTry",
 ]

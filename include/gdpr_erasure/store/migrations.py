@@ -23,6 +23,15 @@ Version 3 to 4 names the erasure steps with one verb (docs/glossary.md): the sto
 ``last_error``, which names the steps that failed, follows. One transaction that keeps writers
 out on both backends. The audit ledger is not touched: its records are hashed as written, and
 they name no step.
+
+Version 4 to 5 records where each step ran and when a request was claimed: ``erasure_steps``
+gains ``dag_id``, ``task_id``, ``run_id``, ``map_index`` and ``try_number`` (the task instance
+and try that last worked on the step: its log in the Airflow UI), ``erasure_requests`` gains
+``claimed_at`` and ``claimed_map_index`` (the latest claim's time and the batch it put the
+request in). Nullable columns added at the end with ``ALTER TABLE ... ADD COLUMN`` on both
+backends (SQLite allows that without a rebuild), in one transaction; rows written before keep
+NULL there, which every reader accepts. No privilege changes: the pipeline's role holds its
+privileges per table (store/privileges.py), so they cover the new columns.
 """
 
 from __future__ import annotations
@@ -59,6 +68,12 @@ STEP_RENAMES_V4 = {
     "redact_stripe": "erase_stripe",
 }
 
+#: Version 5's columns, per table, in the order the tables define them (last).
+COLUMNS_V5 = {
+    S.name: ("dag_id", "task_id", "run_id", "map_index", "try_number"),
+    R.name: ("claimed_at", "claimed_map_index"),
+}
+
 
 def stored_version(engine: Engine) -> int | None:
     """The schema version recorded in the store, or None for an empty database."""
@@ -85,6 +100,8 @@ def upgrade(engine: Engine, found: int | None) -> list[str]:
         done += _v2_postgresql(engine) if engine.dialect.name == "postgresql" else _v2_sqlite(engine)
     if found is None or found < 4:
         done += _v4_step_names(engine)
+    if found is None or found < 5:
+        done += _v5_where_steps_ran(engine)
     for step in done:
         log.info("compliance store migrated: %s", step)
     return done
@@ -92,6 +109,31 @@ def upgrade(engine: Engine, found: int | None) -> list[str]:
 
 def _columns(conn: Connection, table: str) -> set[str]:
     return {column["name"] for column in inspect(conn).get_columns(table)}
+
+
+# -- version 5: where each step ran, when a request was claimed ---------------------------------
+
+
+def _v5_where_steps_ran(engine: Engine) -> list[str]:
+    """Add the columns of :data:`COLUMNS_V5` that are missing. Idempotent: a column already there
+    (a second ``db init``, or a table that version 2's SQLite rebuild created whole) is left alone."""
+    postgres = engine.dialect.name == "postgresql"
+    tables = {S.name: S, R.name: R}
+    done = []
+    with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE holds the write lock
+        if postgres:
+            # ALTER TABLE takes this lock anyway; taking it first makes concurrent `db init`s wait
+            # here, before they read which columns are missing.
+            conn.exec_driver_sql(f"LOCK TABLE {S.name}, {R.name} IN ACCESS EXCLUSIVE MODE")
+        for name, columns in COLUMNS_V5.items():
+            present = _columns(conn, name)
+            for column in (tables[name].c[c] for c in columns if c not in present):
+                column_type = column.type.compile(dialect=engine.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {column.name} {column_type}")
+                if postgres and column.comment:
+                    conn.execute(SetColumnComment(column))
+                done.append(f"{name}.{column.name} added")
+    return done
 
 
 # -- version 4: the erasure steps named with one verb ---------------------------------------------
@@ -205,9 +247,8 @@ def _rebuild_sqlite_table(cursor, table: Table, engine: Engine) -> list[str]:
     problems = cursor.execute("PRAGMA foreign_key_check").fetchall()
     if problems:
         raise RuntimeError(f"migration of {name} would break {len(problems)} foreign key(s); rolled back")
-    done = [
-        f"{name} rebuilt ({', '.join(sorted(set(table.c.keys()) - set(old_columns))) or 'no'} column added)"
-    ]
+    added = ", ".join(sorted(set(table.c.keys()) - set(old_columns))) or "no"
+    done = [f"{name} rebuilt ({added} column(s) added)"]
     if new_statuses:
         done.append(f"{_STATUS_CHECK} accepts {', '.join(new_statuses)}")
     return done

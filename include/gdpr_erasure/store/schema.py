@@ -2,7 +2,8 @@
 
 * ``erasure_requests`` - the intake table: one row per request, its identifiers while they are
   needed, and where it is in its life (:mod:`gdpr_erasure.store.status`).
-* ``erasure_steps`` - what each step did for a request (resolved ids, counts, provider ids).
+* ``erasure_steps`` - what each step did for a request (resolved ids, counts, provider ids), and
+  where it ran: the Airflow task instance and try that last worked on it, to find its log.
   One row per (request, step) so parallel erasure tasks never overwrite each other's results.
 * ``audit_log`` - the append-only, hash-chained ledger. The database itself rejects UPDATE and
   DELETE (and TRUNCATE on PostgreSQL) through triggers, so not even a buggy or hostile caller
@@ -28,9 +29,10 @@ from gdpr_erasure.store.status import RequestStatus, StepStatus
 from gdpr_erasure.store.types import UtcDateTime
 
 #: 2: ``erasure_requests.not_before`` and the ``deferred`` status (a provider's quota is spent).
-#: 3: ``ledger_heads``. 4: the erasure steps renamed to one verb (``erase_*``).
+#: 3: ``ledger_heads``. 4: the erasure steps renamed to one verb (``erase_*``). 5: where each
+#: step ran (task instance and try) and when, and into which batch, a request was last claimed.
 #: ``ComplianceStore.init_db`` migrates a store of any earlier version in place.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = MetaData()
 
@@ -62,6 +64,9 @@ erasure_requests = Table(
     Column("pii_erased_at", UtcDateTime()),
     # Added in schema 2, last so that a migrated table (ALTER TABLE ADD COLUMN) matches a new one.
     Column("not_before", UtcDateTime(), comment="not claimable before this time (a provider's quota)"),
+    # Added in schema 5, last for the same reason; NULL for claims made before it.
+    Column("claimed_at", UtcDateTime(), comment="time of the latest claim"),
+    Column("claimed_map_index", Integer, comment="map index of the batch the latest claim put it in"),
     CheckConstraint(_in("status", RequestStatus), name="ck_erasure_requests_status"),
     CheckConstraint("attempts >= 0 AND failures >= 0", name="ck_erasure_requests_counts"),
 )
@@ -76,6 +81,14 @@ erasure_steps = Table(
     Column("result", Text, nullable=False, default="{}", comment="JSON; pseudonymous ids and counts only"),
     Column("attempts", Integer, nullable=False, default=1),
     Column("updated_at", UtcDateTime(), nullable=False),
+    # Added in schema 5: the Airflow task instance and try that last worked on the step, where its
+    # log is. NULL for rows written before, or outside a task; rewrites at closing (tags and keyed
+    # hashes replacing ids) leave them as they are. Airflow's ids are at most 250 characters.
+    Column("dag_id", String(250)),
+    Column("task_id", String(250), comment="the full task id, group prefix included"),
+    Column("run_id", String(250)),
+    Column("map_index", Integer, comment="-1 for a task that is not mapped"),
+    Column("try_number", Integer),
     CheckConstraint(_in("status", StepStatus), name="ck_erasure_steps_status"),
 )
 

@@ -4,7 +4,8 @@ SQLAlchemy Core on one schema for SQLite and PostgreSQL. Every state change is a
 conditional UPDATE (compare-and-set on ``status``), so two workers can never both move a request,
 and claiming is atomic: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite.
 A request may carry a ``not_before`` time (``deferred``: a provider's quota is spent until then):
-no run claims it earlier.
+no run claims it earlier. Each step's row says where it ran (:class:`TaskTry`), and each request
+when and into which batch it was last claimed, so its task logs can be found.
 """
 
 from __future__ import annotations
@@ -109,10 +110,34 @@ class ErasureRequest:
     pii_erased_at: datetime | None
     #: ``deferred`` until then: a provider's quota is spent (None: claimable now).
     not_before: datetime | None = None
+    #: When the latest claim was made (None: never claimed, or claimed before schema 5).
+    claimed_at: datetime | None = None
+    #: The map index of the batch (the mapped ``erase_batch`` group) the latest claim put it in.
+    claimed_map_index: int | None = None
 
     def __repr__(self) -> str:
         present = self.identifiers.present() if self.identifiers else []
         return f"ErasureRequest(id={self.id!r}, status={self.status.value}, identifiers={present})"
+
+
+@dataclass(frozen=True)
+class TaskTry:
+    """One try of one Airflow task instance: where a step ran, hence where its log is (the UI's
+    task instance page, the REST API's ``.../taskInstances/{task_id}/logs/{try_number}`` with
+    ``map_index``).
+
+    :param dag_id: the DAG.
+    :param task_id: the full task id (``erase_batch.erase_stripe``).
+    :param run_id: the DAG run.
+    :param map_index: the mapped task instance (-1: not mapped).
+    :param try_number: the try (None: not known).
+    """
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int = -1
+    try_number: int | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +147,9 @@ class StepResult:
     result: dict[str, Any]
     attempts: int
     updated_at: datetime
+    #: The task instance and try that last worked on the step (None: written before schema 5 or
+    #: outside a task).
+    ran_in: TaskTry | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +188,18 @@ def _row_to_request(row) -> ErasureRequest:
         identifiers_hash=m["identifiers_hash"],
         pii_erased_at=m["pii_erased_at"],
         not_before=m["not_before"],
+        claimed_at=m["claimed_at"],
+        claimed_map_index=m["claimed_map_index"],
+    )
+
+
+def _row_to_step(row) -> StepResult:
+    ran_in = None
+    if row.dag_id and row.task_id and row.run_id:
+        map_index = row.map_index if row.map_index is not None else -1
+        ran_in = TaskTry(row.dag_id, row.task_id, row.run_id, map_index, row.try_number)
+    return StepResult(
+        row.step, StepStatus(row.status), json.loads(row.result), row.attempts, row.updated_at, ran_in
     )
 
 
@@ -343,6 +383,7 @@ class ComplianceStore:
         *,
         lease: timedelta = DEFAULT_LEASE,
         request_ids: Sequence[str] | None = None,
+        batch_size: int | None = None,
     ) -> list[str]:
         """Atomically move up to ``limit`` claimable requests to ``in_progress``; return their ids.
 
@@ -350,6 +391,11 @@ class ComplianceStore:
         pending), ``deferred`` whose ``not_before`` has passed (a provider's quota was reset), or
         ``in_progress`` whose lease has expired (its run died). A request whose ``not_before`` is
         still ahead is left alone. Oldest first. Concurrent callers never receive the same request.
+        Each claimed request records the claim's time (``claimed_at``) and run (``claimed_by``).
+
+        :param batch_size: when the caller splits the returned ids, in order, into batches of this
+            size (one mapped task group each), each request also records its batch's position
+            (``claimed_map_index``: the map index of the tasks that will work on it).
         """
         if limit <= 0:
             return []
@@ -374,6 +420,8 @@ class ComplianceStore:
             .values(
                 status=RequestStatus.IN_PROGRESS.value,
                 claimed_by=claimed_by,
+                claimed_at=now,
+                claimed_map_index=None,
                 lease_expires_at=now + lease,
                 attempts=R.c.attempts + 1,
                 not_before=None,  # it is due: the step that waited runs again in this run
@@ -383,7 +431,16 @@ class ComplianceStore:
         )
         with self.engine.begin() as conn:
             rows = conn.execute(statement).all()
-        return [row.id for row in sorted(rows, key=lambda r: (r.received_at, r.id))]
+            ids = [row.id for row in sorted(rows, key=lambda r: (r.received_at, r.id))]
+            if batch_size:
+                # One statement per batch (at most [core] max_map_length), in the claim's transaction.
+                for index, start in enumerate(range(0, len(ids), batch_size)):
+                    conn.execute(
+                        update(R)
+                        .where(R.c.id.in_(ids[start : start + batch_size]))
+                        .values(claimed_map_index=index)
+                    )
+        return ids
 
     def transition(
         self,
@@ -415,7 +472,13 @@ class ComplianceStore:
                 raise ValueError("a deferred request needs the time it is due (not_before)")
             values |= {"last_error": error, "lease_expires_at": None, "not_before": not_before}
         elif target is RequestStatus.PENDING:
-            values |= {"claimed_by": None, "lease_expires_at": None, "not_before": None}
+            values |= {
+                "claimed_by": None,
+                "claimed_at": None,
+                "claimed_map_index": None,
+                "lease_expires_at": None,
+                "not_before": None,
+            }
         statement = (
             update(R)
             .where(R.c.id == request_id, R.c.status.in_([s.value for s in sources]))
@@ -578,9 +641,20 @@ class ComplianceStore:
     # -- step results ----------------------------------------------------------------------
 
     def record_step(
-        self, request_id: str, step: str, status: StepStatus, result: dict[str, Any] | None = None
+        self,
+        request_id: str,
+        step: str,
+        status: StepStatus,
+        result: dict[str, Any] | None = None,
+        *,
+        ran_in: TaskTry | None = None,
     ) -> None:
-        """Record (or overwrite) the outcome of one step; ``result`` is JSON without PII."""
+        """Record (or overwrite) the outcome of one step; ``result`` is JSON without PII.
+
+        :param ran_in: the task instance and try working on the step, recorded with it. None
+            keeps what the row holds: a rewrite that is not the step's work (``write_ledger_record``
+            replacing ids by tags) must not move where the step ran.
+        """
         now = utcnow()
         values = {
             "request_id": request_id,
@@ -590,29 +664,29 @@ class ComplianceStore:
             "attempts": 1,
             "updated_at": now,
         }
+        changes: dict[str, Any] = {
+            "status": values["status"],
+            "result": values["result"],
+            "updated_at": now,
+            "attempts": STEPS.c.attempts + 1,
+        }
+        if ran_in is not None:
+            where = {
+                "dag_id": ran_in.dag_id,
+                "task_id": ran_in.task_id,
+                "run_id": ran_in.run_id,
+                "map_index": ran_in.map_index,
+                "try_number": ran_in.try_number,
+            }
+            values |= where
+            changes |= where
         with self.engine.begin() as conn:
-            self._upsert(
-                conn,
-                STEPS,
-                values,
-                ["request_id", "step"],
-                update={
-                    "status": values["status"],
-                    "result": values["result"],
-                    "updated_at": now,
-                    "attempts": STEPS.c.attempts + 1,
-                },
-            )
+            self._upsert(conn, STEPS, values, ["request_id", "step"], update=changes)
 
     def steps(self, request_id: str) -> dict[str, StepResult]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(STEPS).where(STEPS.c.request_id == request_id)).all()
-        return {
-            row.step: StepResult(
-                row.step, StepStatus(row.status), json.loads(row.result), row.attempts, row.updated_at
-            )
-            for row in rows
-        }
+        return {row.step: _row_to_step(row) for row in rows}
 
     # -- audit ledger ----------------------------------------------------------------------
 
