@@ -27,7 +27,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException
 
 from gdpr_erasure import steps
-from gdpr_erasure.store import ComplianceStore, StepResult, StepStatus
+from gdpr_erasure.store import ComplianceStore, StepResult, StepStatus, TaskTry
 from gdpr_erasure.store.engine import resolve_db_url
 from gdpr_erasure.store.types import utcnow
 
@@ -57,6 +57,25 @@ def will_retry(context: Context, retries: int | None) -> bool:
     """
     ti = context.get("ti")
     return ti is not None and ti.try_number <= (retries or 0)
+
+
+def task_try(context: Context) -> TaskTry | None:
+    """The task instance and try running now, recorded with each step it works on so that the
+    step's log can be found (None without a task instance: a test calling ``execute`` directly).
+
+    :param context: the task's context; its ``ti`` is the task SDK's ``RuntimeTaskInstance``.
+    """
+    ti = context.get("ti")
+    if ti is None:
+        return None
+    map_index = getattr(ti, "map_index", None)
+    return TaskTry(
+        dag_id=ti.dag_id,
+        task_id=ti.task_id,
+        run_id=ti.run_id,
+        map_index=map_index if map_index is not None else -1,  # the SDK's None means not mapped
+        try_number=getattr(ti, "try_number", None),
+    )
 
 
 def as_request_ids(value: Any) -> list[str]:
@@ -139,12 +158,15 @@ class RequestScope:
     :param store: the compliance store.
     :param request_id: the request.
     :param log: the task's logger (the request's lines are grouped, see :class:`RequestLog`).
+    :param ran_in: the task instance and try working on the request, recorded with every step
+        it records (:func:`task_try`); None records none and keeps what a step's row holds.
     """
 
-    def __init__(self, store: ComplianceStore, request_id: str, log) -> None:
+    def __init__(self, store: ComplianceStore, request_id: str, log, ran_in: TaskTry | None = None) -> None:
         self.store = store
         self.id = request_id
         self.log = RequestLog(log, request_id)
+        self.ran_in = ran_in
         self._steps: dict[str, StepResult] | None = None
 
     @property
@@ -157,7 +179,7 @@ class RequestScope:
         return self.steps.get(name)
 
     def record(self, name: str, status: StepStatus, result: dict[str, Any] | None = None) -> None:
-        self.store.record_step(self.id, name, status, result)
+        self.store.record_step(self.id, name, status, result, ran_in=self.ran_in)
         previous = self.steps.get(name)
         self.steps[name] = StepResult(
             step=name,
@@ -165,6 +187,7 @@ class RequestScope:
             result=dict(result or {}),
             attempts=(previous.attempts + 1) if previous else 1,
             updated_at=utcnow(),
+            ran_in=self.ran_in or (previous.ran_in if previous else None),
         )
 
     def finished_step(self, name: str, proof: str | None = None) -> StepResult | None:

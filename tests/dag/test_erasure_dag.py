@@ -5,6 +5,8 @@ from __future__ import annotations
 from gdpr_erasure.store import RequestStatus
 
 EVERY_KIND = ("person-002", "many_messages", "multi_stripe", "no_stripe", "no_segment", "quiet_phone")
+ERASURES = ("erase_twilio_profile", "erase_twilio_history", "erase_segment", "erase_stripe")
+PROOFS = ("verify_twilio_profile", "verify_segment", "verify_stripe")
 
 
 def test_every_request_is_erased_proven_and_audited(pipeline):
@@ -82,3 +84,45 @@ def test_a_second_run_after_completion_does_nothing(pipeline):
     calls = pipeline.sandbox.requests_log()
     assert {r["method"] for r in calls} == {"GET"}
     assert len(calls) <= 10
+
+
+#: Step -> the task of the erase_batch group that works on it.
+STEP_TASKS = {
+    "resolve": "resolve_identity",
+    **{name: name for name in ERASURES},
+    **{name: name for name in PROOFS},
+}
+
+
+def test_each_step_and_record_says_which_task_instance_ran_it(pipeline):
+    ids = pipeline.submit("person-002", "no_stripe", "multi_stripe")
+    run = pipeline.run(batch_size=2)
+    assert run.state == "success"
+    audit = pipeline.audit()
+    for position, rid in enumerate(ids):  # oldest first: batches [0, 1] and [2]
+        request = pipeline.store.get(rid)
+        assert request.claimed_by == f"gdpr_erasure/{run.run_id}"
+        assert request.claimed_at is not None
+        assert request.claimed_map_index == position // 2
+        where = {
+            name: (
+                s.ran_in.dag_id,
+                s.ran_in.task_id,
+                s.ran_in.run_id,
+                s.ran_in.map_index,
+                s.ran_in.try_number,
+            )
+            for name, s in pipeline.store.steps(rid).items()
+        }
+        # write_ledger_record's rewrites (tags for cus_ ids) leave resolve and erase_stripe where they ran.
+        assert where == {
+            name: ("gdpr_erasure", f"erase_batch.{task}", run.run_id, position // 2, 1)
+            for name, task in STEP_TASKS.items()
+        }
+        assert audit[rid]["ran_in"] == {
+            "dag_id": "gdpr_erasure",
+            "task_id": "erase_batch.write_ledger_record",
+            "dag_run_id": run.run_id,
+            "map_index": position // 2,
+            "try_number": 1,
+        }

@@ -22,10 +22,11 @@ from gdpr_erasure.batch import (
     as_request_ids,
     is_dry_run,
     run_batch,
+    task_try,
     will_retry,
 )
 from gdpr_erasure.hooks.errors import PermanentApiError
-from gdpr_erasure.store import StepStatus
+from gdpr_erasure.store import StepStatus, TaskTry
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID
 
 
@@ -34,7 +35,8 @@ class ErasureStepOperator(ComplianceStoreMixin, BaseOperator):
 
     Tasks exchange only request ids (XCom is stored in clear in Airflow's metadata DB, so an
     email or phone must never travel through it); each operator reads what it needs from the
-    compliance store and writes each request's outcome back there, keyed by request id and step.
+    compliance store and writes each request's outcome back there, keyed by request id and step,
+    with the task instance and try that wrote it (where its log is).
 
     Per request, :meth:`process` either succeeds, finds an earlier step undone (the request is
     left for ``write_ledger_record`` to fail), or raises. A permanent error (a 4xx that cannot succeed)
@@ -72,14 +74,15 @@ class ErasureStepOperator(ComplianceStoreMixin, BaseOperator):
         ids = as_request_ids(self.request_ids)
         if self.has_side_effects and is_dry_run(context):
             raise AirflowSkipException(f"dry run: {self.task_id} changes nothing for {len(ids)} request(s)")
-        outcomes = run_batch(ids, lambda rid: self._process_one(rid, context), self.max_concurrency)
+        ran_in = task_try(context)
+        outcomes = run_batch(ids, lambda rid: self._process_one(rid, context, ran_in), self.max_concurrency)
         return self.conclude(ids, outcomes, context)
 
     def process(self, request: RequestScope, context: Context) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _process_one(self, request_id: str, context: Context) -> tuple[str, str]:
-        request = RequestScope(self.store, request_id, self.log)
+    def _process_one(self, request_id: str, context: Context, ran_in: TaskTry | None) -> tuple[str, str]:
+        request = RequestScope(self.store, request_id, self.log, ran_in)
         try:
             self.process(request, context)
             return "ok", ""

@@ -69,6 +69,7 @@ class RequestClaimOperator(ComplianceStoreMixin, BaseOperator):
             claimed_by=f"{context['dag'].dag_id}/{context['run_id']}",
             lease=self.lease,
             request_ids=wanted or None,
+            batch_size=size,  # each request records the map index of the batch it goes to
         )
         counts = self.store.counts_by_status()
         backlog = counts.get(RequestStatus.PENDING.value, 0)

@@ -12,7 +12,7 @@ from airflow.sdk import Context, TriggerRule
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from gdpr_erasure import steps
-from gdpr_erasure.batch import RequestScope, as_request_ids, is_dry_run, run_batch
+from gdpr_erasure.batch import RequestScope, as_request_ids, is_dry_run, run_batch, task_try
 from gdpr_erasure.hashing import (
     ALGORITHM,
     HashKey,
@@ -26,7 +26,14 @@ from gdpr_erasure.ledger.heads import load_ledger_key
 from gdpr_erasure.ledger.log import Ledger
 from gdpr_erasure.ledger.witness import witness_from_connection
 from gdpr_erasure.operators.base import ErasureStepOperator
-from gdpr_erasure.store import AuditRecordExists, ErasureRequest, RequestStatus, StepResult, StepStatus
+from gdpr_erasure.store import (
+    AuditRecordExists,
+    ErasureRequest,
+    RequestStatus,
+    StepResult,
+    StepStatus,
+    TaskTry,
+)
 
 AUDIT_SCHEMA = "gdpr-erasure-audit/1"
 _ERASURE_OK = {StepStatus.DONE, StepStatus.PENDING, StepStatus.SKIPPED, StepStatus.ALREADY_ABSENT}
@@ -75,7 +82,11 @@ def open_steps(results: dict[str, StepResult]) -> tuple[list[str], list[str], di
 
 
 def build_audit_record(
-    request: ErasureRequest, results: dict[str, StepResult], key, run_id: str
+    request: ErasureRequest,
+    results: dict[str, StepResult],
+    key,
+    run_id: str,
+    ran_in: TaskTry | None = None,
 ) -> dict[str, Any]:
     """The ledger entry: what was erased where, with which evidence. No raw identifier: the
     identifiers and Segment user ids appear only as HMAC-SHA256 values.
@@ -83,7 +94,20 @@ def build_audit_record(
     The fields ``profile_purge``, ``history_purge`` and ``purge`` hold each erasure step's status.
     They keep the word of schema ``gdpr-erasure-audit/1``: every reader (the export, receipts,
     the auditor page) reads them in the records already hashed into the ledger, and a renamed
-    field would make two spellings of one schema (docs/glossary.md, "purge")."""
+    field would make two spellings of one schema (docs/glossary.md, "purge").
+
+    ``ran_in`` (records written since store schema 5) names the task instance that wrote the
+    record: ``dag_run_id`` and ``map_index`` as Airflow's REST API names them, with the DAG, the
+    full task id and the try, enough to open its log. Only there: where each step ran is in the
+    store's step rows, because a record names no step (docs/glossary.md), and records written
+    before carry no ``ran_in``, which every reader accepts.
+
+    :param request: the request as stored.
+    :param results: its recorded steps.
+    :param key: the hash key.
+    :param run_id: the DAG run closing it.
+    :param ran_in: the ``write_ledger_record`` task instance and try; None leaves ``ran_in`` out.
+    """
 
     def status(name: str) -> str | None:
         return results[name].status.value if name in results else None
@@ -94,6 +118,15 @@ def build_audit_record(
     resolved = result(steps.Resolution, steps.RESOLVE)
     stripe, segment = result(steps.StripeErasure, steps.STRIPE), result(steps.SegmentErasure, steps.SEGMENT)
     history = result(steps.TwilioHistoryErasure, steps.TWILIO_HISTORY)
+    where = {}
+    if ran_in is not None:
+        where["ran_in"] = {
+            "dag_id": ran_in.dag_id,
+            "task_id": ran_in.task_id,
+            "dag_run_id": ran_in.run_id,
+            "map_index": ran_in.map_index,
+            "try_number": ran_in.try_number,
+        }
     return {
         "schema": AUDIT_SCHEMA,
         "request_id": request.id,
@@ -102,6 +135,7 @@ def build_audit_record(
         "outcome": "completed",
         "attempts": request.attempts,
         "run_id": run_id,
+        **where,
         "subject": {
             "identifier_types": request.identifiers.present() if request.identifiers else [],
             "identifiers_hash": identifiers_hash(key, request.identifiers) if request.identifiers else None,
@@ -286,6 +320,8 @@ class LedgerRecordOperator(ErasureStepOperator):
             )
 
     def _close_one(self, request_id: str, key: HashKey, context: Context) -> tuple[str, str]:
+        # No ran_in: this task records no step of its own, it only rewrites steps (tags and keyed
+        # hashes for ids), which must keep where they ran. Its own place goes into the record.
         request = RequestScope(self.store, request_id, self.log)
         try:
             return self.close(request, key, context)
@@ -338,7 +374,9 @@ class LedgerRecordOperator(ErasureStepOperator):
             return "verifying", ""
 
         if entry is None:
-            record = build_audit_record(request, results, key, run_id=context["run_id"])
+            record = build_audit_record(
+                request, results, key, run_id=context["run_id"], ran_in=task_try(context)
+            )
             try:
                 entry = store.append_audit(scope.id, record)
             except AuditRecordExists:  # a concurrent rerun got there first

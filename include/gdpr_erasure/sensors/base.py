@@ -17,12 +17,13 @@ from gdpr_erasure.batch import (
     as_request_ids,
     is_dry_run,
     run_batch,
+    task_try,
     will_retry,
 )
 from gdpr_erasure.hashing import StripeTagger
 from gdpr_erasure.proofs import proof_check
 from gdpr_erasure.proofs.base import ProofCheck
-from gdpr_erasure.store import StepStatus
+from gdpr_erasure.store import StepStatus, TaskTry
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID
 from gdpr_erasure.triggers.proof import DeletionProofTrigger
 
@@ -40,7 +41,8 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
     request ids only and reads the ids to poll from the compliance store.
 
     A provider that reports the deletion failed fails only that request (``write_ledger_record`` marks
-    it failed); checks that keep erroring make the task retry while retries remain.
+    it failed); checks that keep erroring make the task retry while retries remain. Each proof is
+    recorded with the task instance and try that settled it (after a deferral: the one resumed).
 
     :param request_ids: the batch of erasure requests (templated).
     :param deferrable: wait in the triggerer instead of on a worker. The default follows
@@ -96,13 +98,14 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
         ids = as_request_ids(self.request_ids)
         if is_dry_run(context):
             raise AirflowSkipException(f"dry run: nothing was deleted for {len(ids)} request(s)")
-        answers = run_batch(ids, self._first_check, self.max_concurrency)
+        ran_in = task_try(context)
+        answers = run_batch(ids, lambda rid: self._first_check(rid, ran_in), self.max_concurrency)
         waiting = [rid for rid, waits in zip(ids, answers, strict=True) if waits]
         if not waiting:
             return self._summary(ids)
         if self.patience is not None and self.patience <= 0:
             for rid in waiting:
-                self._finish(rid, "pending", {})
+                self._finish(rid, "pending", {}, ran_in)
             return self._summary(ids)
         if not self.deferrable:
             return super().execute(context)
@@ -126,24 +129,26 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
     def poke(self, context: Context) -> bool:
         """Non-deferrable mode: check the requests that have no proof yet."""
         ids = [rid for rid in as_request_ids(self.request_ids) if self._open(rid)]
-        return not any(run_batch(ids, self._first_check, self.max_concurrency))
+        ran_in = task_try(context)
+        return not any(run_batch(ids, lambda rid: self._first_check(rid, ran_in), self.max_concurrency))
 
     def execute_complete(self, context: Context, event: steps.ProofEvent) -> Any:
         ids = as_request_ids(self.request_ids)
         if event.get("status") != "settled":
             raise AirflowException(f"verification of {self.erasure_step}: {event.get('message') or event}")
+        ran_in = task_try(context)
         errors = {}
         for rid, outcome in (event.get("outcomes") or {}).items():
             state, evidence = outcome.get("state"), outcome.get("evidence") or {}
             if state == "error":
                 errors[rid] = evidence.get("reason", "check failed")
             else:
-                self._finish(rid, state, evidence)
+                self._finish(rid, state, evidence, ran_in)
         if errors:
             if will_retry(context, self.retries):
                 raise AirflowException(f"checks kept failing for {len(errors)} request(s): {errors}")
             for rid, reason in errors.items():
-                self._finish(rid, "failed", {"reason": reason})
+                self._finish(rid, "failed", {"reason": reason}, ran_in)
         return self._summary(ids)
 
     # -- per request -----------------------------------------------------------------------
@@ -152,7 +157,7 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
         existing = self.store.steps(request_id).get(self.verify_step)
         return existing is None or existing.status not in (StepStatus.DONE, StepStatus.SKIPPED)
 
-    def _first_check(self, request_id: str) -> bool:
+    def _first_check(self, request_id: str, ran_in: TaskTry | None) -> bool:
         """Settle the request if possible; True if it has to wait."""
         steps_ = self.store.steps(request_id)
         existing = steps_.get(self.verify_step)
@@ -166,7 +171,7 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
             check = proof_check(self.erasure_step, erasure.result, self.provider_conn_id, self._tag)
         if check is None:
             self.store.record_step(
-                request_id, self.verify_step, StepStatus.SKIPPED, {"reason": "nothing deleted"}
+                request_id, self.verify_step, StepStatus.SKIPPED, {"reason": "nothing deleted"}, ran_in=ran_in
             )
             return False
         try:
@@ -176,17 +181,17 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
             return True
         if state == "waiting":
             return True
-        self._finish(request_id, state, evidence)
+        self._finish(request_id, state, evidence, ran_in)
         return False
 
-    def _finish(self, request_id: str, state: str, evidence: dict[str, Any]) -> None:
+    def _finish(self, request_id: str, state: str, evidence: dict[str, Any], ran_in: TaskTry | None) -> None:
         if state == "done":
-            self.store.record_step(request_id, self.verify_step, StepStatus.DONE, evidence)
+            self.store.record_step(request_id, self.verify_step, StepStatus.DONE, evidence, ran_in=ran_in)
             self.log.info("%s: proven: %s", request_id, evidence)
         elif state == "pending":
             # Not a failure: the provider is still working. write_ledger_record moves the request to
             # ``verifying`` and a later run checks again.
-            self.store.record_step(request_id, self.verify_step, StepStatus.PENDING, evidence)
+            self.store.record_step(request_id, self.verify_step, StepStatus.PENDING, evidence, ran_in=ran_in)
             self.log.info(
                 "%s: not proven yet after %ss of patience (%s): a later run checks again",
                 request_id,
@@ -194,7 +199,7 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
                 evidence.get("summary") or evidence.get("status"),
             )
         else:
-            self.store.record_step(request_id, self.verify_step, StepStatus.FAILED, evidence)
+            self.store.record_step(request_id, self.verify_step, StepStatus.FAILED, evidence, ran_in=ran_in)
             self.log.error("%s: %s", request_id, evidence.get("reason", "provider reported failure"))
 
     def _summary(self, ids: list[str]) -> dict[str, int]:
