@@ -63,12 +63,60 @@ def _demo(stack: LocalStack, started: float) -> int:
     ok = code == 0 and verified == 0 and gone and completed
     say(f"{'SUCCESS' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s")
     root = stack.root.relative_to(Path.cwd()) if stack.root.is_relative_to(Path.cwd()) else stack.root
-    say("the signed tree heads are published to the witness folder; check the ledger against them with:")
-    print(
-        f"  .venv/bin/gdpr-erasure audit --db-url sqlite:///{root}/compliance.db verify "
-        f"--witness file://{stack.root}/witness --public-key {root}/ledger-public.pem"
-    )
+    receipts = _issue_receipts(stack) if ok else None
+    db = f"--db-url sqlite:///{root}/compliance.db"
+    first = f"demo-{PEOPLE[0]}"
+    say("inspect what it just did (paste these):")
+    commands = [
+        ("one request: timeline, evidence, ledger position", f"requests show {first} {db}"),
+        (
+            "the ledger against the tree heads published to the witness folder",
+            f"audit verify {db} --witness file://{stack.root}/witness --public-key {root}/ledger-public.pem",
+        ),
+        ("the audit records as CSV", f"audit export {db} --format csv"),
+    ]
+    if receipts:
+        commands.append(
+            (
+                "a signed receipt, offline (issued into receipts/ with a demo key)",
+                f"receipt verify {root}/receipts/{first}.receipt.json --public-key {root}/receipt-public.pem "
+                f"--ledger-public-key {root}/ledger-public.pem",
+            )
+        )
+    for what, command in commands:
+        print(f"  # {what}\n  .venv/bin/gdpr-erasure {command}")
     return 0 if ok else 1
+
+
+def _issue_receipts(stack: LocalStack) -> Path | None:
+    """Sign a receipt per completed request into ``receipts/`` with a fresh demo key (its public
+    half in ``receipt-public.pem``), as ``gdpr-erasure receipt issue --all`` does in production."""
+    import json
+    import subprocess
+
+    from gdpr_erasure.receipts import generate_signing_key
+
+    key, pem = generate_signing_key("demo-receipts")
+    (stack.root / "receipt-public.pem").write_text(key.public_pem())
+    env = {
+        **stack.env,
+        "AIRFLOW_CONN_GDPR_RECEIPT_KEY": json.dumps(
+            {"conn_type": "generic", "login": key.key_id, "password": pem}
+        ),
+    }
+    out = stack.root / "receipts"
+    issued = subprocess.run(
+        [sys.executable, "-m", "gdpr_erasure.cli", "receipt", "issue", "--all", "--out-dir", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if issued.returncode != 0:
+        say(f"receipts not issued: {issued.stderr.strip()}")
+        return None
+    say(f"signed receipts for the completed requests in {out}")
+    return out
 
 
 def _submit_through_the_webhook(stack: LocalStack) -> None:
