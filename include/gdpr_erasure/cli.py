@@ -245,7 +245,7 @@ def airflow_ui_url(path: str) -> str:
 def _cmd_requests_show(args: argparse.Namespace) -> int:
     from urllib.parse import quote
 
-    from gdpr_erasure.auditor.drilldown import request_view
+    from gdpr_erasure.auditor.drilldown import request_view, task_log_path
 
     view = request_view(_open_store(args), args.request_id)
     if view is None:
@@ -260,6 +260,20 @@ def _cmd_requests_show(args: argparse.Namespace) -> int:
         }
         for what, dag_id, run_id in view.runs
     ]
+
+    def log(ran) -> dict[str, object] | None:
+        """Where a step (or the record) ran, and its task log in the Airflow UI."""
+        if ran is None:
+            return None
+        return {
+            "dag_id": ran.dag_id,
+            "task_id": ran.task_id,
+            "dag_run_id": ran.run_id,
+            "map_index": ran.map_index,
+            "try_number": ran.try_number,
+            "url": airflow_ui_url(task_log_path(ran)),
+        }
+
     status = (
         view.request.status.value
         if view.request
@@ -278,6 +292,7 @@ def _cmd_requests_show(args: argparse.Namespace) -> int:
                 "outcome": e.outcome,
                 "tries": e.tries,
                 "detail": e.detail,
+                "log": log(e.log),
             }
             for e in view.timeline
         ],
@@ -293,6 +308,7 @@ def _cmd_requests_show(args: argparse.Namespace) -> int:
             else None
         ),
         "runs": runs,
+        "record_log": log(view.record_log),
     }
     if args.json:
         print(json.dumps(shown, indent=2, default=str))
@@ -303,11 +319,13 @@ def _cmd_requests_show(args: argparse.Namespace) -> int:
         f"{(view.identifiers_hash or '')[:16]}… (key {view.hash_key_id or '?'})"
     )
     print("timeline")
-    for e in view.timeline:
+    for e, shown_event in zip(view.timeline, shown["timeline"], strict=True):
         at = f"{e.at:%Y-%m-%d %H:%M:%S}" if e.at else " " * 19
         tries = f" tries {e.tries}" if e.tries else ""
         detail = f"  ({e.detail})" if e.detail else ""
         print(f"  {at}  {e.what}: {e.outcome}{tries}{detail}")
+        if shown_event["log"]:
+            print(f"  {'':19}    log: {shown_event['log']['url']}")
     for section in view.evidence:
         print(section.title)
         for label, value in section.done:
@@ -326,6 +344,8 @@ def _cmd_requests_show(args: argparse.Namespace) -> int:
         print(f"ledger  seq {ledger['seq']}, record hash {ledger['record_hash'][:16]}…, {head}")
     for run in runs:
         print(f"{run['what']}: {run['url']}")
+    if shown["record_log"]:
+        print(f"Audit record written, task log: {shown['record_log']['url']}")
     return 0
 
 
@@ -533,7 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=_cmd_requests_list)
     _db_url_after(listing)
     show = requests_sub.add_parser(
-        "show", help="one request: its timeline, evidence and ledger position, and links to its runs"
+        "show",
+        help="one request: its timeline, evidence and ledger position, and links to its runs and task logs",
     )
     show.add_argument("request_id", metavar="ID")
     show.add_argument("--json", action="store_true", help="the same as JSON, for scripts")

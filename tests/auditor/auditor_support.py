@@ -20,12 +20,16 @@ from urllib.parse import urljoin
 import requests
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import update
 
 from gdpr_erasure.hashing import HashKey, identifiers_hash, keyed_hash, stripe_tag
 from gdpr_erasure.identifiers import SubjectIdentifiers
-from gdpr_erasure.store import ComplianceStore, RequestStatus, StepStatus
+from gdpr_erasure.store import ComplianceStore, RequestStatus, StepStatus, TaskTry
+from gdpr_erasure.store.schema import erasure_requests
 
 RUN_ID = "manual__2026-11-02T09:00:00+00:00"
+#: The task of the erase_batch group that works on each step.
+STEP_TASKS = {"resolve": "resolve_identity"}
 
 
 def free_port() -> int:
@@ -75,13 +79,17 @@ def seed_request(
     received_at: datetime,
     complete: bool = True,
     takes: timedelta = timedelta(days=3),
+    where: bool = True,
 ) -> str:
     """A request taken through the store as a run does; returns its identifiers hash.
 
     Its steps keep what a run stores while the request is open, raw Stripe ``cus_`` id and
     Segment user id (the email) included, so the pages are shown to hide them; an incomplete
     request (``complete=False``) keeps its identifiers and waits for the Segment proof. A completed
-    one took ``takes`` from received to completed, as its record states.
+    one took ``takes`` from received to completed, as its record states. With ``where`` (as since
+    store schema 5), the claim records its batch (map index 0), each step the task instance that
+    ran it (try 1, the Segment proof try 2) and the record the one that wrote it; without, the
+    request looks as a run of schema 4 left it.
     """
     digest = identifiers_hash(key, identifiers)
     customer = (
@@ -89,7 +97,7 @@ def seed_request(
     )
     tag = stripe_tag(key, customer)
     store.submit(request_id, identifiers, received_at=received_at)
-    store.claim(1, f"gdpr_erasure/{RUN_ID}", request_ids=[request_id])
+    store.claim(1, f"gdpr_erasure/{RUN_ID}", request_ids=[request_id], batch_size=50 if where else None)
     done, checked = received_at + timedelta(hours=2), received_at + takes
     steps = [
         (
@@ -134,9 +142,17 @@ def seed_request(
             ("verify_twilio_profile", StepStatus.DONE, {"gone_at": done.isoformat()}),
         ]
     for name, status, result in steps:
-        store.record_step(request_id, name, status, result)
+        try_number = 2 if (name, status) == ("verify_segment", StepStatus.DONE) else 1  # a re-check
+        ran_in = TaskTry("gdpr_erasure", f"erase_batch.{STEP_TASKS.get(name, name)}", RUN_ID, 0, try_number)
+        store.record_step(request_id, name, status, result, ran_in=ran_in if where else None)
+    if not where:  # schema 4 kept no claim time
+        with store.engine.begin() as conn:
+            conn.execute(
+                update(erasure_requests).where(erasure_requests.c.id == request_id).values(claimed_at=None)
+            )
     if not complete:
         return digest
+
     record = {
         "schema": "gdpr-erasure-audit/1",
         "request_id": request_id,
@@ -145,6 +161,19 @@ def seed_request(
         "outcome": "completed",
         "attempts": 1,
         "run_id": RUN_ID,
+        **(
+            {
+                "ran_in": {
+                    "dag_id": "gdpr_erasure",
+                    "task_id": "erase_batch.write_ledger_record",
+                    "dag_run_id": RUN_ID,
+                    "map_index": 0,
+                    "try_number": 1,
+                }
+            }
+            if where
+            else {}
+        ),
         "subject": {
             "identifier_types": identifiers.present(),
             "identifiers_hash": digest,

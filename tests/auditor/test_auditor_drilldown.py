@@ -16,11 +16,12 @@ import requests
 from auditor.auditor_support import RUN_ID, november, seed_request, serve
 
 from gdpr_erasure.auditor.app import create_app
+from gdpr_erasure.auditor.drilldown import task_log_path
 from gdpr_erasure.hashing import load_hash_key, stripe_tag
 from gdpr_erasure.identifiers import SubjectIdentifiers
 from gdpr_erasure.ledger.log import Ledger
 from gdpr_erasure.receipts import generate_signing_key
-from gdpr_erasure.store import ComplianceStore, StepStatus
+from gdpr_erasure.store import ComplianceStore, StepStatus, TaskTry
 
 DONE = {
     "email": "Ada.Lovelace@Example.org",
@@ -32,18 +33,21 @@ OPEN = {
     "phone": "+1 415-555-0199",
     "stripe_customer_id": "cus_GraceHopper02",
 }
+#: Completed by a run of store schema 4: no claim time, nothing says where a step ran.
+OLD = {"email": "Alan.Turing@Example.org", "stripe_customer_id": "cus_AlanTuring003"}
 CLI = Path(sys.executable).parent / "gdpr-erasure"
 
 
 def spellings(given: dict[str, str]) -> list[str]:
     """Every form an identifier could show up in: as given, normalised, lower and upper case."""
     parsed = SubjectIdentifiers.parse(**given)
-    values = [*given.values(), parsed.email, parsed.phone, parsed.phone.removeprefix("+")]
+    phone = [parsed.phone, parsed.phone.removeprefix("+")] if parsed.phone else []
+    values = [*given.values(), parsed.email, *phone]
     return sorted({v for value in values for v in (value, value.lower(), value.upper())})
 
 
 def assert_no_identifier(text: str) -> None:
-    for value in spellings(DONE) + spellings(OPEN):
+    for value in spellings(DONE) + spellings(OPEN) + spellings(OLD):
         assert value not in text, value
         assert value not in html.unescape(text), value
 
@@ -74,11 +78,35 @@ def site(store):
         yield url
 
 
-def timeline(page: str) -> list[tuple[str, str, str, str]]:
-    """(what, outcome, tries, detail) of each timeline row."""
+def timeline(page: str) -> list[tuple[str, str, str, str, str | None]]:
+    """(what, outcome, tries, detail, task log link or None) of each timeline row."""
     table = re.search(r'<table id="timeline">.*?</table>', page, re.S).group(0)
-    rows = re.findall(r"<tr>" + r"<td[^>]*>(.*?)</td>" * 5 + "</tr>", table)
-    return [tuple(html.unescape(cell) for cell in row[1:]) for row in rows]
+    rows = re.findall(r"<tr>" + r"<td[^>]*>(.*?)</td>" * 6 + "</tr>", table)
+    return [(*(html.unescape(cell) for cell in row[1:5]), log_href(row[5])) for row in rows]
+
+
+def log_href(cell: str) -> str | None:
+    found = re.search(r'<a class="log"[^>]* href="([^"]*)"', cell)
+    return html.unescape(found.group(1)) if found else None
+
+
+def task_log(task: str, try_number: int = 1) -> str:
+    """The UI's route to a task instance of batch 0 in RUN_ID, relative to the drill-down."""
+    run = "manual__2026-11-02T09%3A00%3A00%2B00%3A00"
+    return f"../../dags/gdpr_erasure/runs/{run}/tasks/erase_batch.{task}/mapped/0?try_number={try_number}"
+
+
+def test_a_log_link_is_the_ui_route_of_the_task_instance_and_try():
+    """Airflow 3.3's UI serves a mapped task instance at .../tasks/TASK/mapped/INDEX (its log
+    first), one that is not mapped at .../tasks/TASK, and picks the try from ``try_number``."""
+    mapped = TaskTry("gdpr_erasure", "erase_batch.erase_stripe", "manual__2026-11-02T09:00:00+00:00", 3, 2)
+    assert task_log_path(mapped) == (
+        "dags/gdpr_erasure/runs/manual__2026-11-02T09%3A00%3A00%2B00%3A00/tasks/erase_batch.erase_stripe"
+        "/mapped/3?try_number=2"
+    )
+    assert task_log_path(TaskTry("gdpr_erasure", "claim_requests", "r/1", -1, None)) == (
+        "dags/gdpr_erasure/runs/r%2F1/tasks/claim_requests"
+    )
 
 
 def test_the_ledger_links_each_request_to_its_drill_down(site):
@@ -98,6 +126,12 @@ def test_a_completed_request_shows_its_timeline_evidence_and_runs(site, store):
     steps = {row[0]: row for row in rows}
     resolve = steps["Resolve identity (resolve_identity)"]
     assert resolve[1:3] == ("done", "1")
+    # Each step links to the log of the task instance (batch, try) that worked on it.
+    assert resolve[4] == task_log("resolve_identity")
+    assert steps["Stripe: tag and erase (erase_stripe)"][4] == task_log("erase_stripe")
+    assert steps["Segment regulation: proof (verify_segment)"][4] == task_log("verify_segment", 2)
+    assert steps["Audit record written"][4] == task_log("write_ledger_record")
+    assert steps["Received"][4] is None
     assert "1 Segment profile(s) with 1 user id(s)" in resolve[3]
     assert "1 Stripe customer(s)" in resolve[3]
     # Pending, then proven: the step's row was written twice.
@@ -107,6 +141,8 @@ def test_a_completed_request_shows_its_timeline_evidence_and_runs(site, store):
         in steps["Twilio history: delete (erase_twilio_history)"][3]
     )
     assert steps["Claimed"][1] == f"last by run {RUN_ID}"
+    assert steps["Claimed"][3] == "into the batch of map index 0"
+    assert f'id="record-log" href="{task_log("write_ledger_record")}"' in page
     # The evidence: what was done and what proves it, customers by tag.
     tag = stripe_tag(load_hash_key(), DONE["stripe_customer_id"])
     assert f"Customer {tag}" in page
@@ -139,6 +175,25 @@ def test_an_open_request_shows_its_progress_and_none_of_the_identifiers_it_still
     assert "No audit record yet" in page
     assert "receipt-download" not in page
     assert "not yet: the request still holds them" in page
+    assert_no_identifier(page)
+
+
+def test_a_request_from_before_store_schema_5_shows_its_runs_without_task_logs(site, store):
+    """Its steps say nothing of where they ran, its claim has no time and its record no ran_in:
+    the page shows what there is and links the runs."""
+    identifiers = SubjectIdentifiers.parse(**OLD)
+    seed_request(store, load_hash_key(), "req-old", identifiers, received_at=november(1), where=False)
+    page = requests.get(f"{site}/request/req-old", timeout=10).text
+    rows = timeline(page)
+    assert [row[0] for row in rows[:2]] == ["Received", "Claimed"]
+    claimed = rows[1]
+    assert (
+        claimed[3] == "claimed before store schema 5, which keeps the run of the latest claim, not its time"
+    )
+    assert [row[4] for row in rows] == [None] * len(rows)
+    assert "record-log" not in page
+    assert 'href="../../dags/gdpr_erasure/runs/manual__2026-11-02T09%3A00%3A00%2B00%3A00"' in page
+    assert "Customer cus#" in page  # the evidence reads as before
     assert_no_identifier(page)
 
 

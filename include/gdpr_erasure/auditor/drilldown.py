@@ -8,9 +8,12 @@ hash, Stripe tags and provider ids only. A step's stored result can still hold i
 the request is open (Stripe ``cus_`` ids, Segment user ids), so only counts and named safe
 fields are taken from it, and free text (reasons) is scrubbed of anything that looks like one.
 
-What the store does not keep cannot be shown: the time of a claim (only the run of the latest
-claim is kept) and, for now, the run and map index of each step (so the page links the runs,
-not the exact task logs).
+Where the work ran, to read its log: since store schema 5 each step's row names the task instance
+and try that last worked on it, a request its latest claim's time and batch (map index), and the
+audit record the ``write_ledger_record`` task instance that wrote it (``ran_in``). Each is linked
+to that task instance's log in the Airflow UI (:func:`task_log_path`). Rows and records written
+before schema 5 have none of this: they show the run of the latest claim and the run that wrote
+the record, without a time for the claim and without links to task logs.
 """
 
 from __future__ import annotations
@@ -20,14 +23,22 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from gdpr_erasure import steps
 from gdpr_erasure.ledger.heads import TreeHead
 from gdpr_erasure.ledger.log import Ledger
 from gdpr_erasure.pii import REDACTED, scrub
-from gdpr_erasure.store import AuditEntry, ComplianceStore, ErasureRequest, RequestNotFound, StepResult
+from gdpr_erasure.store import (
+    AuditEntry,
+    ComplianceStore,
+    ErasureRequest,
+    RequestNotFound,
+    StepResult,
+    TaskTry,
+)
 
-#: Step (as stored) -> the task that writes it, for finding its log in the run.
+#: Step (as stored) -> the task that writes it, when its name is not the step's (the timeline's label).
 STEP_TASKS = {steps.RESOLVE: "resolve_identity"}
 STEP_LABELS = {
     steps.RESOLVE: "Resolve identity",
@@ -41,15 +52,66 @@ STEP_LABELS = {
 }
 
 
+def task_log_path(ran: TaskTry) -> str:
+    """Where a task instance's log is in the Airflow UI, relative to the UI's root (``[api]
+    base_url``): ``dags/DAG/runs/RUN/tasks/TASK``, then ``/mapped/INDEX`` for a mapped task
+    instance and ``?try_number=N`` for the try. That is the route of Airflow 3.3's UI (its
+    router's ``dags/:dagId/runs/:runId/tasks/:taskId/mapped/:mapIndex``, whose first tab is the
+    log, reading ``try_number`` from the query) and what Airflow's own ``TaskInstance.log_url``
+    builds.
+
+    :param ran: the task instance and try.
+    """
+    path = "/".join(
+        [
+            "dags",
+            quote(ran.dag_id, safe=""),
+            "runs",
+            quote(ran.run_id, safe=""),
+            "tasks",
+            quote(ran.task_id, safe=""),
+        ]
+    )
+    if ran.map_index >= 0:
+        path += f"/mapped/{ran.map_index}"
+    if ran.try_number:
+        path += f"?try_number={ran.try_number}"
+    return path
+
+
+def record_ran_in(record: dict[str, Any]) -> TaskTry | None:
+    """The task instance that wrote an audit record, from its ``ran_in`` (records written since
+    store schema 5); None for an older record, or a ``ran_in`` without what a link needs.
+
+    :param record: the audit record as hashed into the ledger.
+    """
+    ran = record.get("ran_in")
+    if not isinstance(ran, dict):
+        return None
+    dag_id, task_id, run_id = ran.get("dag_id"), ran.get("task_id"), ran.get("dag_run_id")
+    if not all(isinstance(v, str) and v for v in (dag_id, task_id, run_id)):
+        return None
+    map_index, try_number = ran.get("map_index"), ran.get("try_number")
+    return TaskTry(
+        dag_id,
+        task_id,
+        run_id,
+        map_index if isinstance(map_index, int) else -1,
+        try_number if isinstance(try_number, int) else None,
+    )
+
+
 @dataclass(frozen=True)
 class Event:
-    """One line of the timeline. ``at`` is None for what the store keeps no time of."""
+    """One line of the timeline. ``at`` is None for what the store keeps no time of; ``log`` is
+    the task instance and try whose log tells it (None: not recorded)."""
 
     at: datetime | None
     what: str
     outcome: str
     tries: int | None = None
     detail: str = ""
+    log: TaskTry | None = None
 
 
 @dataclass
@@ -76,6 +138,8 @@ class RequestView:
     #: (what, dag id, run id) of the runs the store names.
     runs: list[tuple[str, str, str]]
     head: TreeHead | None
+    #: The task instance that wrote the audit record (None: no record, or one from before schema 5).
+    record_log: TaskTry | None = None
 
     @property
     def covered_by_head(self) -> bool:
@@ -113,6 +177,7 @@ def request_view(store: ComplianceStore, request_id: str) -> RequestView | None:
         kept=_kept(record, text) if entry else [],
         runs=_runs(request, record),
         head=Ledger(store).latest_head() if entry else None,
+        record_log=record_ran_in(record),
     )
     return view
 
@@ -164,15 +229,17 @@ def _timeline(
         first.append(Event(request.received_at, "Received", f"through {request.source}"))
         if request.claimed_by:
             dag_run = request.claimed_by.split("/", 1)[-1]
-            first.append(
-                Event(
-                    None,
-                    "Claimed",
-                    f"last by run {dag_run}",
-                    request.attempts,
-                    "the store keeps the run of the latest claim, not its time",
-                )
+            batch = request.claimed_map_index
+            claimed = Event(
+                request.claimed_at,
+                "Claimed",
+                f"last by run {dag_run}",
+                request.attempts,
+                (f"into the batch of map index {batch}" if batch is not None else "")
+                if request.claimed_at
+                else "claimed before store schema 5, which keeps the run of the latest claim, not its time",
             )
+            (timed if claimed.at else first).append(claimed)
     for name, result in results.items():
         timed.append(
             Event(
@@ -181,6 +248,7 @@ def _timeline(
                 result.status.value,
                 result.attempts,
                 _step_detail(name, result.result, text),
+                result.ran_in,
             )
         )
     if request is not None:
@@ -213,6 +281,7 @@ def _timeline(
                 f"ledger seq {entry.seq}",
                 None,
                 f"record hash {entry.record_hash[:16]}…",
+                record_ran_in(entry.record),
             )
         )
     timed.sort(key=lambda event: event.at)  # every event here has a time

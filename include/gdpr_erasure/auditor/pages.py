@@ -16,9 +16,9 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from gdpr_erasure.auditor.checks import ChainState, PeriodView
-from gdpr_erasure.auditor.drilldown import RequestView
+from gdpr_erasure.auditor.drilldown import RequestView, task_log_path
 from gdpr_erasure.auditor.lookup import CSRF_FIELD, LookupAnswer
-from gdpr_erasure.store import AuditEntry
+from gdpr_erasure.store import AuditEntry, TaskTry
 
 e = html.escape
 
@@ -56,10 +56,15 @@ pre { background: #f7fafc; padding: .6rem; font-size: .75rem; overflow-x: auto; 
 """
 
 
-def layout(title: str, body: str, *, up: str = "") -> str:
-    """A whole page. ``up`` leads from the page back to the app's root (``""`` or ``"../"``)."""
+CHECKING_RELOAD_SECONDS = 3
+
+
+def layout(title: str, body: str, *, up: str = "", refresh: int | None = None) -> str:
+    """A whole page. ``up`` leads from the page back to the app's root (``""`` or ``"../"``);
+    ``refresh`` reloads it after that many seconds (while the chain check is still running)."""
+    reload = f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else ""
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{e(title)}</title>
+<html><head><meta charset="utf-8"><title>{e(title)}</title>{reload}
 <meta name="referrer" content="same-origin">
 <style>{CSS}</style></head><body>
 <nav><a href="{up}./">Audit ledger</a><a href="{up}./#lookup">Was this person erased?</a></nav>
@@ -133,7 +138,7 @@ def chain_banner(state: ChainState) -> str:
             )
         return (
             f'<div class="pending" id="chain-status">Checking the audit chain ({state.records:,} '
-            "record(s)); reload the page in a few seconds</div>"
+            "record(s)); this page reloads itself until it is done</div>"
         )
     rechecking = ""
     if not state.current:
@@ -271,7 +276,9 @@ Each dot is one or more requests (darker: more); red: over the limit.</figcaptio
 <p class="muted">Identifiers appear only as keyed hashes, Stripe customers as tags. Open a request for its
 timeline, evidence and signed receipt. The same export on the command line:
 <code>gdpr-erasure audit export --format csv</code>.</p>"""
-    return layout("GDPR erasure audit", body)
+    # A page shown before the chain check finished reloads itself until the check has answered.
+    checking = chain.report is None and not chain.error
+    return layout("GDPR erasure audit", body, refresh=CHECKING_RELOAD_SECONDS if checking else None)
 
 
 # -- a request ---------------------------------------------------------------------------------
@@ -284,6 +291,20 @@ def _facts(pairs: Sequence[tuple[str, str]]) -> str:
 def _when(moment: datetime | None) -> str | None:
     """A time to the second, in UTC (the stored value keeps the microseconds)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else None
+
+
+def _log_link(ran: TaskTry | None, link_id: str = "") -> str:
+    """A link to a task instance's log in the Airflow UI (relative to /gdpr-audit/request/ID),
+    named by its task, map index and try."""
+    if ran is None:
+        return ""
+    where = [ran.task_id.rsplit(".", 1)[-1]]
+    if ran.map_index >= 0:
+        where.append(f"map index {ran.map_index}")
+    if ran.try_number:
+        where.append(f"try {ran.try_number}")
+    attribute = f' id="{e(link_id)}"' if link_id else ""
+    return f'<a class="log"{attribute} href="../../{e(task_log_path(ran))}">log: {e(", ".join(where))}</a>'
 
 
 def request_page(view: RequestView) -> str:
@@ -303,7 +324,8 @@ def request_page(view: RequestView) -> str:
         overview.append(("Completed", _when(request.completed_at) if request.completed_at else "-"))
     timeline = "".join(
         f'<tr><td class="when">{_cell(_when(ev.at))}</td><td>{e(ev.what)}</td>'
-        f"<td>{e(ev.outcome)}</td><td>{_cell(ev.tries)}</td><td>{e(ev.detail)}</td></tr>"
+        f"<td>{e(ev.outcome)}</td><td>{_cell(ev.tries)}</td><td>{e(ev.detail)}</td>"
+        f"<td>{_log_link(ev.log)}</td></tr>"
         for ev in view.timeline
     )
     parts = [
@@ -311,10 +333,11 @@ def request_page(view: RequestView) -> str:
         f'<dl class="facts" id="overview">{_facts(overview)}</dl>',
         "<h2>Timeline</h2>",
         '<table id="timeline"><thead><tr><th>When (UTC)</th><th>What</th><th>Outcome</th><th>Tries</th>'
-        f"<th>Detail</th></tr></thead><tbody>{timeline}</tbody></table>",
+        f"<th>Detail</th><th>Task log</th></tr></thead><tbody>{timeline}</tbody></table>",
         '<p class="muted">A step\'s time is its last write, and its tries how many times it was written: '
         "each try or re-check, and for the resolve and Stripe steps also the rewrite at closing that "
-        "keeps only tags and keyed hashes.</p>",
+        "keeps only tags and keyed hashes. Its log is that of the task instance and try that last "
+        "worked on it (the closing rewrite does not count).</p>",
     ]
     if entry is None:
         parts.append(
@@ -371,12 +394,16 @@ def request_page(view: RequestView) -> str:
         f"<code>{e(run)}</code></a></li>"
         for what, dag, run in view.runs
     )
+    if view.record_log is not None:
+        runs += f"<li>Audit record written: {_log_link(view.record_log, 'record-log')}</li>"
     parts += [
         '<h2 id="runs">Runs and task logs</h2>',
         f"<ul>{runs or '<li>No run has claimed it yet.</li>'}</ul>",
-        '<p class="muted">In a run, the request is in the batch whose mapped group is named by the '
-        "batch's first request id; each task's log has a group named after this request. Links to the "
-        "exact task logs need the run and map index of each step, which the store does not record yet.</p>",
+        '<p class="muted">Each step in the timeline links to the log of the task instance that worked '
+        "on it: its run, the map index of the request's batch and the try. In that log each request "
+        "has its own log group, named by the task and the request id. Steps recorded before store "
+        "schema 5 have no link: in their run the request is in the batch whose mapped group is named "
+        "by the batch's first request id.</p>",
     ]
     return layout(f"Request {rid}: GDPR erasure audit", "\n".join(parts), up="../")
 
