@@ -3,8 +3,10 @@
 Each mapped task instance works on a *batch* of requests (``request_ids``), several at a time
 in threads: one Airflow task per request and step costs about 0.3 s of CPU and a scheduling
 round trip, which would dominate a backlog (docs/benchmarks.md). Each request is still handled
-on its own: its outcome is recorded in the store under its id, its log lines appear together in
-one log group, and its failure never stops the rest of the batch.
+on its own: its outcome is recorded in the store under its id with the task instance and try
+that recorded it (:func:`task_try`), its log lines are marked with its id as they happen and
+gathered in one log group when it is done (:class:`RequestLog`), and its failure never stops the
+rest of the batch.
 
 This module holds what that takes: the request's view of the store (:class:`RequestScope`) and
 its log (:class:`RequestLog`), running a batch in threads (:func:`run_batch`), the dry-run and
@@ -118,11 +120,28 @@ class BatchIncomplete(AirflowException):
 
 
 class RequestLog:
-    """One request's log lines, held back while other requests of the batch log theirs, then
-    written together as one log group (:meth:`flush`). Progress lines go out at once.
+    """One request's lines in its batch task's log.
+
+    Up to eight requests of a batch are worked on at once, in threads, and a task can die at any
+    moment (a SIGKILLed worker runs no cleanup). Airflow's log groups are lines, ``::group::TITLE``
+    and ``::endgroup::``, that the UI nests in the order they come, so a group cannot stay open
+    for one request while the others write: their lines would land inside it. So each line is
+    written twice:
+
+    * **as it happens**, marked ``[request_id]`` (:meth:`info`, :meth:`warning`, :meth:`error`,
+      and :meth:`progress`, which is not repeated): attributable however the requests
+      interleave, found by searching the UI's log view for the id, and in the log file even if
+      the task is killed a line later (the task SDK sends each line to its supervisor unbuffered);
+    * **together, when the request is done** (:meth:`close`): one log group titled with the task,
+      the request and its outcome, holding the request's lines in order. Folded, a batch's log
+      reads one line per request; unfolded, one request reads on its own. A request cut short by
+      a kill has no group, only its marked lines.
+
+    Every write takes one lock, so a group is never split by another request's line (lines that
+    libraries log from their own threads, without the lock, can still fall inside one).
 
     :param log: the task's logger.
-    :param request_id: the request the lines are about.
+    :param request_id: the request the lines are about (an id, never an identifier).
     """
 
     def __init__(self, log, request_id: str) -> None:
@@ -131,18 +150,29 @@ class RequestLog:
         self._lines: list[tuple[str, str, tuple]] = []
 
     def info(self, msg: str, *args: Any) -> None:
-        self._lines.append(("info", msg, args))
+        self._write("info", msg, args)
 
     def warning(self, msg: str, *args: Any) -> None:
-        self._lines.append(("warning", msg, args))
+        self._write("warning", msg, args)
 
     def error(self, msg: str, *args: Any) -> None:
-        self._lines.append(("error", msg, args))
+        self._write("error", msg, args)
 
     def progress(self, msg: str, *args: Any) -> None:
-        self._log.info("%s: " + msg, self.request_id, *args)
+        """A line written now and left out of the request's group (progress of a long loop)."""
+        with _log_lock:
+            self._log.info("[%s] " + msg, self.request_id, *args)
 
-    def flush(self, title: str) -> None:
+    def _write(self, level: str, msg: str, args: tuple) -> None:
+        with _log_lock:
+            getattr(self._log, level)("[%s] " + msg, self.request_id, *args)
+        self._lines.append((level, msg, args))
+
+    def close(self, title: str) -> None:
+        """Write the request's lines again, together, as one log group.
+
+        :param title: the group's title: the task, the request and its outcome.
+        """
         with _log_lock, log_group(self._log, title):
             for level, msg, args in self._lines:
                 getattr(self._log, level)(msg, *args)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import re
 import time
 
 import pytest
@@ -214,3 +215,79 @@ def test_an_unreadable_store_is_an_error_event_and_creates_nothing(tmp_path, mon
     assert event["status"] == "error"
     assert "cannot read the compliance store (StoreMissing)" in event["message"]
     assert not missing.exists()
+
+
+# -- what it logs ----------------------------------------------------------------------------
+
+
+def messages(console: str) -> list[str]:
+    """The messages of the task SDK's console log lines (``TIME [level] MESSAGE [logger] loc=...``)."""
+    found = re.findall(r"^\S+ \[\w+\s*\] (.*?) \[[\w.]+\] loc=\S+$", console, re.M)
+    return [message.rstrip() for message in found]
+
+
+def groups(lines: list[str]) -> dict[str, list[str]]:
+    """Each log group's title and its lines (Airflow's ``::group::`` / ``::endgroup::``)."""
+    found: dict[str, list[str]] = {}
+    title = None
+    for line in lines:
+        if line.startswith("::group::"):
+            title = line.removeprefix("::group::")
+            found[title] = []
+        elif line == "::endgroup::":
+            title = None
+        elif title is not None:
+            found[title].append(line)
+    return found
+
+
+def test_the_sensor_and_the_trigger_log_each_request_in_a_group_of_its_own(
+    store, sandbox, api_connections, capsys
+):
+    """Lines marked with the request id as they happen, a group per request once it stands, the
+    trigger's group when it settles one; customers by tag, never by id, email or phone."""
+    people = {key: sandbox.person(key) for key in ("person-002", "no_segment")}
+    gone, live = (people[key]["stripe_customer_ids"][0] for key in people)
+    assert StripeHook().delete_customer(gone) == "deleted"
+    given = {
+        key: SubjectIdentifiers.parse(
+            email=p["email"], phone=p["phone"], stripe_customer_id=p["stripe_customer_ids"][0]
+        )
+        for key, p in people.items()
+    }
+    erased(store, "req-gone", steps.STRIPE, stripe_erasure(gone), given["person-002"])
+    erased(store, "req-live", steps.STRIPE, stripe_erasure(live), given["no_segment"])
+    sensor = StripeCustomerDeletedSensor(
+        task_id="verify_stripe", request_ids=["req-gone", "req-live"], poll_interval=0.1, deferrable=True
+    )
+
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({"params": {}})
+    trigger = DeletionProofTrigger(**{**deferred.value.trigger.serialize()[1], "deadline": time.time() + 0.3})
+    (event,) = first_event(trigger)
+    sensor.execute_complete({"params": {}}, event)
+
+    console = capsys.readouterr().out
+    lines = messages(console)
+    found = groups(lines)
+    waiting = f"not proven yet ({tag(live)} still exists)"
+    # As they happen, marked with the request's id...
+    assert any(line.startswith(f"[req-gone] proven: {{'customers': {{'{tag(gone)}'") for line in lines)
+    assert f"[req-live] {waiting}; waiting" in lines
+    assert f"[req-live] {waiting}: checking every 0.1s" in lines  # the trigger, once
+    # ...and together once the request stands: the sensor's first check, the trigger, the sensor resumed.
+    assert found["verify_stripe: req-gone (done)"][0].startswith(f"proven: {{'customers': {{'{tag(gone)}'")
+    assert found["verify_stripe: req-live (waiting)"] == [f"{waiting}; waiting"]
+    (settled,) = found["proof of erase_stripe: req-live (pending)"]
+    assert settled.startswith("[req-live] still not proven at the deadline, after ")
+    assert found["verify_stripe: req-live (pending)"][0].startswith("not proven yet after")
+    assert set(found) == {  # the first checks run in threads: their two groups in either order
+        "verify_stripe: req-live (waiting)",
+        "verify_stripe: req-gone (done)",
+        "proof of erase_stripe: req-live (pending)",
+        "verify_stripe: req-live (pending)",
+    }
+    assert "cus_" not in console
+    for ids in given.values():
+        for identifier in (ids.email, ids.phone, ids.phone.lstrip("+")):
+            assert identifier not in console

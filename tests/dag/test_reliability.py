@@ -66,20 +66,23 @@ def test_under_rate_limits_server_errors_and_latency_everything_completes_once(p
 
 
 @pytest.mark.parametrize("pipeline", [{"GDPR_ERASURE_LEASE_SECONDS": "3"}], indirect=True)
-def test_a_run_killed_mid_erasure_is_finished_by_the_next_run_without_repeats(pipeline):
+def test_a_run_killed_mid_erasure_is_finished_by_the_next_run_without_repeats(pipeline, tmp_path):
     keys = ["many_messages", "person-002"]
     expected = _expected_effects(pipeline, keys)
     ids = pipeline.submit(*keys)
 
     # The whole `airflow dags test` process (scheduler loop and task) dies with SIGKILL while
-    # it is deleting messages: no cleanup code runs, exactly like a lost worker.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "airflow", "dags", "test", "gdpr_erasure"],
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    # it is deleting messages: no cleanup code runs, exactly like a lost worker. Its task log
+    # goes to a file, unbuffered, as a worker's task process sends each line to its supervisor.
+    task_log = tmp_path / "killed-run.log"
+    with task_log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "airflow", "dags", "test", "gdpr_erasure"],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     message_route = ("DELETE", "/2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json")
     try:
         deadline = time.monotonic() + 120
@@ -92,6 +95,12 @@ def test_a_run_killed_mid_erasure_is_finished_by_the_next_run_without_repeats(pi
         process.wait()
     assert pipeline.store.counts_by_status() == {"in_progress": 2}
     assert pipeline.side_effects()[message_route] < expected[message_route]
+    # What the request being erased logged before the kill is in the log: its lines are written
+    # as they happen, marked with its id; its group, written when a request is done, never came.
+    logged = task_log.read_text(errors="replace")
+    assert "[req-many_messages] found {'messages': " in logged
+    assert "::group::erase_batch.erase_twilio_history: req-many_messages" not in logged
+    assert "::group::erase_batch.resolve_identity: req-many_messages (ok)" in logged  # done before
 
     time.sleep(3)  # the dead run's lease expires
     assert pipeline.run().state == "success"

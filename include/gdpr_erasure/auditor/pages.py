@@ -400,8 +400,10 @@ def request_page(view: RequestView) -> str:
         '<h2 id="runs">Runs and task logs</h2>',
         f"<ul>{runs or '<li>No run has claimed it yet.</li>'}</ul>",
         '<p class="muted">Each step in the timeline links to the log of the task instance that worked '
-        "on it: its run, the map index of the request's batch and the try. In that log each request "
-        "has its own log group, named by the task and the request id. Steps recorded before store "
+        "on it: its run, the map index of the request's batch and the try. In that log the request's "
+        "lines are marked with its id (search for it: a batch's requests are worked on at once), and "
+        "once it was done they were written again together in a log group named by the task, the "
+        "request and its outcome. Steps recorded before store "
         "schema 5 have no link: in their run the request is in the batch whose mapped group is named "
         "by the batch's first request id.</p>",
     ]

@@ -39,7 +39,9 @@ class ErasureStepOperator(ComplianceStoreMixin, BaseOperator):
     with the task instance and try that wrote it (where its log is).
 
     Per request, :meth:`process` either succeeds, finds an earlier step undone (the request is
-    left for ``write_ledger_record`` to fail), or raises. A permanent error (a 4xx that cannot succeed)
+    left for ``write_ledger_record`` to fail), or raises; its log lines are marked with its id as
+    they happen and gathered in a log group titled with the outcome once it is done
+    (:class:`~gdpr_erasure.batch.RequestLog`). A permanent error (a 4xx that cannot succeed)
     is recorded as the step's failure. Any other error is recorded too, and once every request
     of the batch has had its turn the task raises :class:`BatchIncomplete` so Airflow retries it;
     work already recorded is skipped on the retry. On the last try the task succeeds instead, so
@@ -83,24 +85,26 @@ class ErasureStepOperator(ComplianceStoreMixin, BaseOperator):
 
     def _process_one(self, request_id: str, context: Context, ran_in: TaskTry | None) -> tuple[str, str]:
         request = RequestScope(self.store, request_id, self.log, ran_in)
+        outcome: tuple[str, str] = ("error", "interrupted")
         try:
             self.process(request, context)
-            return "ok", ""
+            outcome = ("ok", "")
         except UpstreamNotDone as exc:
             request.log.info("skipped: %s", exc)
-            return "skipped", str(exc)
+            outcome = ("skipped", str(exc))
         except PermanentApiError as exc:
             # A 4xx that cannot succeed (bad credentials, invalid request): retrying is pointless.
             self.record_failure(request, str(exc))
             request.log.error("failed for good: %s", exc)
-            return "failed", str(exc)
+            outcome = ("failed", str(exc))
         except Exception as exc:  # hook errors are scrubbed of identifiers
             reason = f"{type(exc).__name__}: {exc}"
             self.record_failure(request, reason)
             request.log.error("error: %s", reason)
-            return "error", reason
+            outcome = ("error", reason)
         finally:
-            request.log.flush(f"{self.task_id}: {request_id}")
+            request.log.close(f"{self.task_id}: {request_id} ({outcome[0]})")
+        return outcome
 
     def record_failure(self, request: RequestScope, reason: str) -> None:
         """Mark this step failed for the request, keeping what the step had recorded so far

@@ -323,10 +323,12 @@ class LedgerRecordOperator(ErasureStepOperator):
         # No ran_in: this task records no step of its own, it only rewrites steps (tags and keyed
         # hashes for ids), which must keep where they ran. Its own place goes into the record.
         request = RequestScope(self.store, request_id, self.log)
+        outcome = "error"
         try:
-            return self.close(request, key, context)
+            outcome, reason = self.close(request, key, context)
+            return outcome, reason
         finally:
-            request.log.flush(f"write_ledger_record: {request_id}")
+            request.log.close(f"{self.task_id}: {request_id} ({outcome})")
 
     def close(self, scope: RequestScope, key: HashKey, context: Context) -> tuple[str, str]:
         """Close one request; returns ``(outcome, failure reason or "")``."""

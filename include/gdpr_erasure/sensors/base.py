@@ -14,6 +14,7 @@ from gdpr_erasure import steps
 from gdpr_erasure.batch import (
     DEFAULT_CONCURRENCY,
     ComplianceStoreMixin,
+    RequestLog,
     as_request_ids,
     is_dry_run,
     run_batch,
@@ -43,6 +44,10 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
     A provider that reports the deletion failed fails only that request (``write_ledger_record`` marks
     it failed); checks that keep erroring make the task retry while retries remain. Each proof is
     recorded with the task instance and try that settled it (after a deferral: the one resumed).
+    Each request logs as the operators' requests do (:class:`~gdpr_erasure.batch.RequestLog`):
+    its lines marked ``[request_id]`` as they happen, then one log group per request titled with
+    the task, the request and where its proof stands; the trigger logs each request's outcome in
+    a group of its own in between.
 
     :param request_ids: the batch of erasure requests (templated).
     :param deferrable: wait in the triggerer instead of on a worker. The default follows
@@ -105,7 +110,7 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
             return self._summary(ids)
         if self.patience is not None and self.patience <= 0:
             for rid in waiting:
-                self._finish(rid, "pending", {}, ran_in)
+                self._settle(rid, "pending", {}, ran_in)
             return self._summary(ids)
         if not self.deferrable:
             return super().execute(context)
@@ -143,12 +148,12 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
             if state == "error":
                 errors[rid] = evidence.get("reason", "check failed")
             else:
-                self._finish(rid, state, evidence, ran_in)
+                self._settle(rid, state, evidence, ran_in)
         if errors:
             if will_retry(context, self.retries):
                 raise AirflowException(f"checks kept failing for {len(errors)} request(s): {errors}")
             for rid, reason in errors.items():
-                self._finish(rid, "failed", {"reason": reason}, ran_in)
+                self._settle(rid, "failed", {"reason": reason}, ran_in)
         return self._summary(ids)
 
     # -- per request -----------------------------------------------------------------------
@@ -159,13 +164,28 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
 
     def _first_check(self, request_id: str, ran_in: TaskTry | None) -> bool:
         """Settle the request if possible; True if it has to wait."""
+        log = RequestLog(self.log, request_id)
+        where = "error"  # what the group says if the check raises
+        try:
+            where = self._check_once(request_id, ran_in, log)
+        finally:
+            log.close(f"{self.task_id}: {request_id} ({where})")
+        return where == "waiting"
+
+    def _check_once(self, request_id: str, ran_in: TaskTry | None, log: RequestLog) -> str:
+        """Check the request's proof once; returns where it stands (``waiting``: the trigger asks
+        again)."""
         steps_ = self.store.steps(request_id)
         existing = steps_.get(self.verify_step)
         if existing is not None and existing.status is StepStatus.DONE:
-            return False  # already proven (a retry, or the next run re-checking the rest)
+            # A retry, or the next run re-checking the rest.
+            log.info("already proven at %s", existing.updated_at.isoformat())
+            return "done"
         erasure = steps_.get(self.erasure_step)
         if erasure is None or erasure.status in (StepStatus.FAILED, StepStatus.PENDING):
-            return False  # the erasure did not succeed: nothing to prove, write_ledger_record fails it
+            state = erasure.status.value if erasure else "did not run"
+            log.info("%s is %s: nothing to prove (write_ledger_record decides)", self.erasure_step, state)
+            return "nothing to prove"
         check = None
         if erasure.status not in (StepStatus.SKIPPED, StepStatus.ALREADY_ABSENT):
             check = proof_check(self.erasure_step, erasure.result, self.provider_conn_id, self._tag)
@@ -173,34 +193,45 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
             self.store.record_step(
                 request_id, self.verify_step, StepStatus.SKIPPED, {"reason": "nothing deleted"}, ran_in=ran_in
             )
-            return False
+            log.info("%s deleted nothing (%s): no proof needed", self.erasure_step, erasure.status.value)
+            return "skipped"
         try:
             state, evidence = check.check()
         except Exception as exc:  # the trigger checks again; a lasting error surfaces there
-            self.log.warning("%s: first check failed (%s); waiting", request_id, exc)
-            return True
+            log.warning("first check failed (%s); waiting", exc)
+            return "waiting"
         if state == "waiting":
-            return True
-        self._finish(request_id, state, evidence, ran_in)
-        return False
+            log.info("not proven yet (%s); waiting", evidence.get("summary") or evidence.get("status"))
+            return "waiting"
+        self._finish(request_id, state, evidence, ran_in, log)
+        return state
 
-    def _finish(self, request_id: str, state: str, evidence: dict[str, Any], ran_in: TaskTry | None) -> None:
+    def _settle(self, request_id: str, state: str, evidence: dict[str, Any], ran_in: TaskTry | None) -> None:
+        """Record and log one request's outcome, in its own log group."""
+        log = RequestLog(self.log, request_id)
+        try:
+            self._finish(request_id, state, evidence, ran_in, log)
+        finally:
+            log.close(f"{self.task_id}: {request_id} ({state})")
+
+    def _finish(
+        self, request_id: str, state: str, evidence: dict[str, Any], ran_in: TaskTry | None, log: RequestLog
+    ) -> None:
         if state == "done":
             self.store.record_step(request_id, self.verify_step, StepStatus.DONE, evidence, ran_in=ran_in)
-            self.log.info("%s: proven: %s", request_id, evidence)
+            log.info("proven: %s", evidence)
         elif state == "pending":
             # Not a failure: the provider is still working. write_ledger_record moves the request to
             # ``verifying`` and a later run checks again.
             self.store.record_step(request_id, self.verify_step, StepStatus.PENDING, evidence, ran_in=ran_in)
-            self.log.info(
-                "%s: not proven yet after %ss of patience (%s): a later run checks again",
-                request_id,
+            log.info(
+                "not proven yet after %ss of patience (%s): a later run checks again",
                 self.patience,
                 evidence.get("summary") or evidence.get("status"),
             )
         else:
             self.store.record_step(request_id, self.verify_step, StepStatus.FAILED, evidence, ran_in=ran_in)
-            self.log.error("%s: %s", request_id, evidence.get("reason", "provider reported failure"))
+            log.error("%s", evidence.get("reason", "provider reported failure"))
 
     def _summary(self, ids: list[str]) -> dict[str, int]:
         """Counts of this batch's proofs by status (the task's XCom: no identifiers)."""

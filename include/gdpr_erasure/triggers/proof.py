@@ -9,6 +9,13 @@ A trigger's kwargs are stored in Airflow's metadata DB (the ``trigger`` table) w
 and Stripe ``cus_`` ids are identifiers there. So the trigger carries only request ids, the
 erasure step, connection ids and timings; it reads what the checks poll (customer, profile and
 regulation ids) from the compliance store by request id when it runs, in the triggerer.
+
+Its lines reach the deferred task instance's log (the triggerer forwards them). Each request gets
+a log group of its own when it settles, titled with the erasure step, the request and its state,
+its lines marked ``[request_id]`` like the sensors' (:class:`gdpr_erasure.batch.RequestLog`); a
+request still open is named once, on the first round, with what it waits for. The checks run
+concurrently but the trigger logs between rounds, one request at a time, so each group is whole.
+Evidence is logged as the event carries it: ids, tags and states, never an identifier.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from gdpr_erasure import steps
+from gdpr_erasure.batch import log_group
 from gdpr_erasure.hashing import StripeTagger
 from gdpr_erasure.proofs import PROOF_CHECKS, proof_check
 from gdpr_erasure.proofs.base import ProofCheck
@@ -113,13 +121,11 @@ class DeletionProofTrigger(BaseTrigger):
                 )
             )
             return
-        outcomes: dict[str, steps.ProofOutcome] = {
-            rid: steps.ProofOutcome(
-                state="error", evidence={"reason": f"no {self.erasure_step} result to prove in the store"}
-            )
-            for rid, check in checks.items()
-            if check is None
-        }
+        outcomes: dict[str, steps.ProofOutcome] = {}
+        for rid, check in checks.items():
+            if check is None:
+                evidence = {"reason": f"no {self.erasure_step} result to prove in the store"}
+                self._settled(outcomes, rid, "error", evidence, 0)
         limit = asyncio.Semaphore(self.max_concurrency)
         last: dict[str, dict[str, Any]] = {}
         polls = 0
@@ -128,16 +134,21 @@ class DeletionProofTrigger(BaseTrigger):
             open_ids = [rid for rid in checks if rid not in outcomes]
             answers = await asyncio.gather(*(self._check(limit, checks[rid]) for rid in open_ids))
             for rid, (state, evidence) in zip(open_ids, answers, strict=True):
-                if state == "waiting":
-                    last[rid] = evidence
-                else:
-                    outcomes[rid] = steps.ProofOutcome(state=state, evidence=evidence)
+                if state != "waiting":
+                    self._settled(outcomes, rid, state, evidence, polls)
+                    continue
+                if rid not in last:  # named once, not every round
+                    summary = evidence.get("summary") or evidence.get("status") or "no answer yet"
+                    self.log.info(
+                        "[%s] not proven yet (%s): checking every %ss", rid, summary, self.poll_interval
+                    )
+                last[rid] = evidence
             still_open = [rid for rid in checks if rid not in outcomes]
             if not still_open:
                 break
             if self.deadline is not None and time.time() + self.poll_interval > self.deadline:
                 for rid in still_open:
-                    outcomes[rid] = steps.ProofOutcome(state="pending", evidence=last.get(rid, {}))
+                    self._settled(outcomes, rid, "pending", last.get(rid, {}), polls)
                 break
             self.log.info(
                 "check %d: %d of %d proven or settled; %d still open",
@@ -148,6 +159,35 @@ class DeletionProofTrigger(BaseTrigger):
             )
             await asyncio.sleep(self.poll_interval)
         yield TriggerEvent(steps.ProofEvent(status="settled", outcomes=outcomes, polls=polls))
+
+    def _settled(
+        self,
+        outcomes: dict[str, steps.ProofOutcome],
+        request_id: str,
+        state: steps.ProofState,
+        evidence: dict[str, Any],
+        polls: int,
+    ) -> None:
+        """Settle one request: its outcome for the event, and its log group, written whole."""
+        outcomes[request_id] = steps.ProofOutcome(state=state, evidence=evidence)
+        with log_group(self.log, f"proof of {self.erasure_step}: {request_id} ({state})"):
+            if state == "done":
+                self.log.info("[%s] proven after %d check(s): %s", request_id, polls, evidence)
+            elif state == "pending":
+                self.log.info(
+                    "[%s] still not proven at the deadline, after %d check(s) (%s): a later run checks again",
+                    request_id,
+                    polls,
+                    evidence.get("summary") or evidence.get("status"),
+                )
+            else:  # failed, or error: the check itself kept failing
+                self.log.warning(
+                    "[%s] %s after %d check(s): %s",
+                    request_id,
+                    state,
+                    polls,
+                    evidence.get("reason", evidence),
+                )
 
     @staticmethod
     async def _check(limit: asyncio.Semaphore, check: ProofCheck) -> tuple[steps.ProofState, dict[str, Any]]:
