@@ -224,9 +224,10 @@ class DeletionProofSensor(ComplianceStoreMixin, BaseSensorOperator):
             # Not a failure: the provider is still working. write_ledger_record moves the request to
             # ``verifying`` and a later run checks again.
             self.store.record_step(request_id, self.verify_step, StepStatus.PENDING, evidence, ran_in=ran_in)
+            waited = f" after {self.patience}s of patience" if self.patience else ""
             log.info(
-                "not proven yet after %ss of patience (%s): a later run checks again",
-                self.patience,
+                "not proven yet%s (%s): a later run checks again",
+                waited,
                 evidence.get("summary") or evidence.get("status"),
             )
         else:
