@@ -147,3 +147,14 @@ def identifiers_hash(key: HashKey, identifiers: SubjectIdentifiers) -> str:
         f"user_id={identifiers.user_id or ''}",
     ]
     return keyed_hash(key, "\n".join(parts))
+
+
+def identifier_hashes(key: HashKey, identifiers: SubjectIdentifiers) -> dict[str, str]:
+    """The keyed hash of each identifier on its own (:func:`identifiers_hash` of a subject with
+    only that identifier), by field name: what lets "was this person erased?" find a request by
+    any one of the identifiers it gave, not only by all of them together."""
+    return {
+        name: identifiers_hash(key, SubjectIdentifiers(**{name: getattr(identifiers, name)}))
+        for name in ("email", "phone", "stripe_customer_id", "user_id")
+        if getattr(identifiers, name)
+    }

@@ -22,7 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import update
 
-from gdpr_erasure.hashing import HashKey, identifiers_hash, keyed_hash, stripe_tag
+from gdpr_erasure.hashing import HashKey, identifier_hashes, identifiers_hash, keyed_hash, stripe_tag
 from gdpr_erasure.identifiers import SubjectIdentifiers
 from gdpr_erasure.store import ComplianceStore, RequestStatus, StepStatus, TaskTry
 from gdpr_erasure.store.schema import erasure_requests
@@ -80,6 +80,7 @@ def seed_request(
     complete: bool = True,
     takes: timedelta = timedelta(days=3),
     where: bool = True,
+    per_identifier: bool = True,
 ) -> str:
     """A request taken through the store as a run does; returns its identifiers hash.
 
@@ -89,7 +90,8 @@ def seed_request(
     one took ``takes`` from received to completed, as its record states. With ``where`` (as since
     store schema 5), the claim records its batch (map index 0), each step the task instance that
     ran it (try 1, the Segment proof try 2) and the record the one that wrote it; without, the
-    request looks as a run of schema 4 left it.
+    request looks as a run of schema 4 left it. With ``per_identifier`` the record carries each
+    identifier's own keyed hash, as records do since they exist; without, it is an older record.
     """
     digest = identifiers_hash(key, identifiers)
     customer = (
@@ -177,6 +179,7 @@ def seed_request(
         "subject": {
             "identifier_types": identifiers.present(),
             "identifiers_hash": digest,
+            **({"identifier_hashes": identifier_hashes(key, identifiers)} if per_identifier else {}),
             "hash_algorithm": "HMAC-SHA256",
             "hash_key_id": key.key_id,
         },

@@ -27,6 +27,8 @@ PEOPLE = {
     "req-phone": {"phone": "+442079460958"},
     "req-both": {"email": "sam.o@example.net", "phone": "+14155550123"},
 }
+#: A record written before records carried each identifier's own hash.
+OLD = ("req-old", {"email": "old.timer@example.org", "phone": "+33142685300"})
 #: What the tests type, in spellings other than the intake stored (case, spaces, brackets).
 TYPED = [
     "JANE.DOE@EXAMPLE.COM",
@@ -58,6 +60,14 @@ def store(request, tmp_path):
         key = load_hash_key()
         for day, (request_id, given) in enumerate(PEOPLE.items(), start=2):
             seed_request(store, key, request_id, SubjectIdentifiers.parse(**given), received_at=november(day))
+        seed_request(
+            store,
+            key,
+            OLD[0],
+            SubjectIdentifiers.parse(**OLD[1]),
+            received_at=november(9),
+            per_identifier=False,
+        )
         try:
             yield store
         finally:
@@ -105,17 +115,24 @@ def test_an_erased_person_is_found_by_phone_spelled_otherwise(site, phone):
     assert_not_echoed(answer.text)
 
 
-def test_a_request_hashed_over_email_and_phone_is_found_when_both_are_entered(site):
-    """The ledger keeps one hash over all the identifiers a request gave: each combination of
-    what is entered is tried, so entering more finds more, and one identifier alone does not
-    find a request that gave two."""
+def test_a_person_is_found_by_any_one_identifier_their_request_gave(site):
+    """Records carry each identifier's own keyed hash: the email alone, or the phone alone, finds
+    a request that gave both."""
     assert found(ask(site, email="sam.o@example.net", phone="+1 415 555 0123")) == ["req-both"]
-    alone = ask(site, email="sam.o@example.net")
-    assert found(alone) == []
-    assert "No record" in alone.text
-    # Two people's identifiers together: each is found by its own combination.
+    assert found(ask(site, email="SAM.O@example.net")) == ["req-both"]
+    assert found(ask(site, phone="+1 (415) 555-0123")) == ["req-both"]
+    # Two people's identifiers together: each is found.
     both = ask(site, email="jane.doe@example.com", phone="+44 20 7946 0958")
     assert sorted(found(both)) == ["req-email", "req-phone"]
+
+
+def test_an_older_record_is_found_only_by_every_identifier_it_gave(site):
+    """A record written before per-identifier hashes holds one hash over all the identifiers:
+    each combination of what is entered is tried, so it is found when all of them are entered."""
+    alone = ask(site, email=OLD[1]["email"])
+    assert found(alone) == []
+    assert "No record" in alone.text
+    assert found(ask(site, email=OLD[1]["email"], phone="+33 1 42 68 53 00")) == ["req-old"]
 
 
 def test_anyone_else_has_no_record(site):

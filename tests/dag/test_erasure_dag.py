@@ -28,7 +28,11 @@ def test_every_request_is_erased_proven_and_audited(pipeline):
         assert all(r["overallStatus"] == "FINISHED" for r in state["segment"]["regulations"]), key
         request = pipeline.store.get(f"req-{key}")
         assert request.identifiers is None  # the intake row forgot the person
-        assert request.identifiers_hash == audit[request.id]["subject"]["identifiers_hash"]
+        subject = audit[request.id]["subject"]
+        assert request.identifiers_hash == subject["identifiers_hash"]
+        # Each identifier's own keyed hash too (the auditor's lookup by any one of them).
+        assert sorted(subject["identifier_hashes"]) == sorted(subject["identifier_types"])
+        assert all(len(h) == 64 for h in subject["identifier_hashes"].values())
 
 
 def test_edge_cases_complete_with_the_right_outcomes(pipeline):

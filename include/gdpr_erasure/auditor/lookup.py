@@ -8,9 +8,10 @@ The input is personal data the ledger exists not to keep, so it is handled like 
 * it is normalised exactly as the intake does (:meth:`SubjectIdentifiers.parse`) and turned
   into keyed hashes at once; nothing stores, logs or returns it, and every error raised on the
   way names the field, never the value (:class:`LookupRefused`, ``from None``);
-* the ledger holds one hash over all the identifiers a request gave (``identifiers_hash``), so
-  each combination of the identifiers entered is hashed and matched: a request that also gave an
-  identifier not entered (say the phone, when only the email is entered) is not found.
+* records hold each identifier's own keyed hash (``identifier_hashes``) and one over all of them
+  (``identifiers_hash``); each combination of the identifiers entered is hashed and matched
+  against both, so any one identifier finds a record that has per-identifier hashes, and an
+  older record (one hash over all) is found when every identifier it gave is entered.
 
 Lookups are rate limited per user (:class:`RateLimiter`), and the form carries a token bound
 to the session cookie on top of a same-origin check (:func:`csrf_refusal`), because a browser

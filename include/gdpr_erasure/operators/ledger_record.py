@@ -16,6 +16,7 @@ from gdpr_erasure.batch import RequestScope, as_request_ids, is_dry_run, run_bat
 from gdpr_erasure.hashing import (
     ALGORITHM,
     HashKey,
+    identifier_hashes,
     identifiers_hash,
     keyed_hash,
     load_hash_key,
@@ -139,6 +140,8 @@ def build_audit_record(
         "subject": {
             "identifier_types": request.identifiers.present() if request.identifiers else [],
             "identifiers_hash": identifiers_hash(key, request.identifiers) if request.identifiers else None,
+            # Each identifier's own keyed hash: the lookup finds the record by any one of them.
+            "identifier_hashes": identifier_hashes(key, request.identifiers) if request.identifiers else {},
             "hash_algorithm": ALGORITHM,
             "hash_key_id": key.key_id,
         },

@@ -858,12 +858,12 @@ class ComplianceStore:
             return [(row[0], row[1], row[2], row[3]) for row in conn.execute(query)]
 
     def audit_entries_by_identifiers_hash(self, hashes: Iterable[str]) -> list[AuditEntry]:
-        """The audit records whose subject's ``identifiers_hash`` is one of ``hashes`` (keyed
+        """The audit records whose subject's ``identifiers_hash``, or one of its per-identifier
+        ``identifier_hashes`` (records written since they exist), is one of ``hashes`` (keyed
         hashes, 64 hex characters), in chain order.
 
-        The hash lives inside the record's canonical JSON (no whitespace, so it reads exactly
-        ``"identifiers_hash":"<hex>"``), which one scan of the ledger matches; each match is then
-        checked on the parsed record.
+        The hashes live inside the record's canonical JSON as quoted strings (``"<hex>"``), which
+        one scan of the ledger matches; each match is then checked on the parsed record.
         """
         wanted = {h for h in hashes if len(h) == 64 and all(c in "0123456789abcdef" for c in h)}
         if not wanted:
@@ -871,12 +871,18 @@ class ComplianceStore:
         # Only hex reaches the pattern: no LIKE wildcard can be smuggled in.
         query = (
             select(AUDIT)
-            .where(or_(*(AUDIT.c.record.like(f'%"identifiers_hash":"{h}"%') for h in sorted(wanted))))
+            .where(or_(*(AUDIT.c.record.like(f'%"{h}"%') for h in sorted(wanted))))
             .order_by(AUDIT.c.seq)
         )
         with self.engine.connect() as conn:
             entries = [_row_to_audit_entry(row) for row in conn.execute(query)]
-        return [e for e in entries if (e.record.get("subject") or {}).get("identifiers_hash") in wanted]
+
+        def matches(entry: AuditEntry) -> bool:
+            subject = entry.record.get("subject") or {}
+            each = subject.get("identifier_hashes") or {}
+            return subject.get("identifiers_hash") in wanted or any(h in wanted for h in each.values())
+
+        return [e for e in entries if matches(e)]
 
     def requests_by_identifiers_hash(self, hashes: Iterable[str]) -> list[ErasureRequest]:
         """Requests whose identifiers were replaced by one of these keyed hashes (completed ones,
