@@ -30,8 +30,9 @@ instead of failing), and requests whose run died (their lease expired). Steps al
 never repeated.
 
 **Trigger by hand** with the Params form: `max_requests` for this run, `batch_size` requests per
-mapped group, `request_ids` to target specific requests, `dry_run` to resolve and report without
-deleting anything.
+mapped group (`auto`: one group per request, labelled by its id, when the run claims at most
+`per_request_up_to`; batches of 50 for a backlog), `request_ids` to target specific requests,
+`dry_run` to resolve and report without deleting anything.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, task_group
 
 from gdpr_erasure.notifiers import ComplianceAlertNotifier
-from gdpr_erasure.operators.claim import RequestClaimOperator
+from gdpr_erasure.operators.claim import PER_REQUEST_UP_TO, RequestClaimOperator
 from gdpr_erasure.operators.ledger_record import LedgerRecordOperator
 from gdpr_erasure.operators.preflight import PreflightCheckOperator
 from gdpr_erasure.operators.resolve import IdentityResolutionOperator
@@ -63,7 +64,8 @@ RETRY_DELAY = timedelta(seconds=float(os.environ.get("GDPR_ERASURE_RETRY_DELAY_S
 # A claimed request whose run dies is claimable again after this lease (crash recovery).
 CLAIM_LEASE = timedelta(seconds=float(os.environ.get("GDPR_ERASURE_LEASE_SECONDS", 6 * 3600)))
 
-# The grid names each mapped group by its batch: first request id and how many more.
+# The grid names each mapped group by its batch: first request id and how many more (a group of
+# one request, the daily run's usual shape, is just its request id).
 BATCH_LABEL = (
     "{{ task.request_ids[0] }}"
     "{% if task.request_ids | length > 1 %} +{{ task.request_ids | length - 1 }}{% endif %}"
@@ -89,7 +91,19 @@ with DAG(
             1000, type="integer", minimum=1, maximum=100_000, description="Requests this run"
         ),
         "batch_size": Param(
-            50, type="integer", minimum=1, maximum=500, description="Requests per mapped group"
+            "auto",
+            type=["string", "integer"],
+            pattern="^(auto|[1-9][0-9]?|[1-4][0-9]{2}|500)$",
+            minimum=1,
+            maximum=500,
+            description="Requests per mapped group, or auto: one per group in a small run, 50 in a backlog",
+        ),
+        "per_request_up_to": Param(
+            PER_REQUEST_UP_TO,
+            type="integer",
+            minimum=0,
+            maximum=1024,
+            description="With batch_size auto: the largest run that gets one mapped group per request",
         ),
         "request_ids": Param([], type="array", items={"type": "string"}, description="Only these requests"),
         "dry_run": Param(False, type="boolean", description="Resolve and report; delete nothing"),
@@ -102,6 +116,7 @@ with DAG(
         task_id="claim_requests",
         max_requests="{{ params.max_requests }}",
         batch_size="{{ params.batch_size }}",
+        per_request_up_to="{{ params.per_request_up_to }}",
         request_ids="{{ params.request_ids }}",
         lease=CLAIM_LEASE,
     )

@@ -10,8 +10,10 @@ Then, for each size: the real DAG drains that many requests (fresh sandbox peopl
 and the floor DAG (include/bench/dags: the same shape with no-op tasks) runs the same number
 of batches. At ``--compare-latency-ms`` (300 ms) the DAG drains ``--compare-requests`` and the
 sequential script (include/bench/sequential.py: same calls, one request after another) erases
-a sample, extrapolated linearly. Prints a table, writes it into docs/benchmarks.md and plots
-docs/benchmarks.png.
+a sample, extrapolated linearly. Then the two shapes of ``batch_size: auto``: for each of
+``--shape-sizes``, the DAG drains that many requests with one mapped group per request and again
+in batches of 50 (the numbers behind the default ``per_request_up_to``). Prints the tables,
+writes them into docs/benchmarks.md and plots docs/benchmarks.png.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import psutil
 from devstack import REPO_ROOT
 from devstack.composestack import ComposeStack, compose_stack
 from devstack.localstack import connection_env, person_identifiers
+from gdpr_erasure.operators.claim import BACKLOG_BATCH_SIZE, PER_REQUEST_UP_TO
 from sandbox.connections import sandbox_connections
 
 ROOT = Path.cwd() / ".bench" / "throughput"
@@ -40,7 +43,10 @@ FLOOR_DAG = Path(__file__).resolve().parent / "dags" / "gdpr_erasure_floor.py"
 APIS = ("stripe", "twilio", "segment")
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
 PLOT = REPO_ROOT / "docs" / "benchmarks.png"
-MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
+MARKS = {
+    "bench": ("<!-- bench:start -->", "<!-- bench:end -->"),
+    "shapes": ("<!-- shapes:start -->", "<!-- shapes:end -->"),
+}
 RUN_TIMEOUT = 1800.0
 
 
@@ -95,7 +101,7 @@ class Meter:
 
 @dataclass
 class Result:
-    kind: str  # pipeline | floor | sequential
+    kind: str  # pipeline | floor | sequential | per-request | batched
     requests: int
     latency_ms: int
     wall: float
@@ -146,10 +152,13 @@ def _cpu(process: psutil.Process) -> float:
     return t.user + t.system
 
 
-def run_pipeline(stack, meter, sandbox, requests: int, latency_ms: int, batch_size: int) -> Result:
+def run_pipeline(
+    stack, meter, sandbox, requests: int, latency_ms: int, batch_size: int, kind: str = "pipeline"
+) -> Result:
     people = _seed(stack, requests, latency_ms)
-    ids = stack.submit([p["key"] for p in people], prefix=f"bench-{latency_ms}ms-{requests}")
-    conf = {"max_requests": requests, "batch_size": batch_size}
+    ids = stack.submit([p["key"] for p in people], prefix=f"bench-{kind}-{latency_ms}ms-{requests}")
+    # per_request_up_to 0: the batch size asked for is the one used, whatever the count.
+    conf = {"max_requests": requests, "batch_size": batch_size, "per_request_up_to": 0}
     run, cpu, sandbox_cpu, peaks = _measure(stack, meter, sandbox, "gdpr_erasure", conf)
     store = stack.store()
     try:
@@ -158,7 +167,7 @@ def run_pipeline(stack, meter, sandbox, requests: int, latency_ms: int, batch_si
         store.dispose()
     if run["state"] != "success" or statuses != {"completed"}:
         raise RuntimeError(f"pipeline run {run['dag_run_id']} {run['state']}: statuses {statuses}")
-    return Result("pipeline", requests, latency_ms, _run_seconds(run), cpu, sandbox_cpu, peaks)
+    return Result(kind, requests, latency_ms, _run_seconds(run), cpu, sandbox_cpu, peaks)
 
 
 def run_floor(stack, meter, sandbox, requests: int, batch_size: int) -> Result:
@@ -239,11 +248,32 @@ def ratios(results: list[Result], latency: int, compare_latency: int) -> list[st
     return lines
 
 
-def write_doc(text: str) -> None:
-    doc = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{MARK_START}\n{MARK_END}\n"
-    before, _, rest = doc.partition(MARK_START)
-    _, _, after = rest.partition(MARK_END)
-    DOC.write_text(f"{before}{MARK_START}\n{text}{MARK_END}{after}")
+def shapes_table(results: list[Result]) -> str:
+    """Per-request groups against batches of 50, size by size."""
+    per = {r.requests: r for r in results if r.kind == "per-request"}
+    batched = {r.requests: r for r in results if r.kind == "batched"}
+    rows = [
+        "| requests | one group per request: wall (s) | batches of 50: wall (s) | extra wall (s) | ratio"
+        " | Airflow CPU s/request: per request / batched |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for n in sorted(set(per) & set(batched)):
+        a, b = per[n], batched[n]
+        rows.append(
+            f"| {n} | {a.wall:.1f} | {b.wall:.1f} | {a.wall - b.wall:+.1f} | {a.wall / b.wall:.2f}x"
+            f" | {a.airflow_cpu / n:.3f} / {b.airflow_cpu / n:.3f} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def write_doc(text: str, section: str = "bench") -> None:
+    start, end = MARKS[section]
+    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    if start not in doc:
+        doc += f"\n{start}\n{end}\n"
+    before, _, rest = doc.partition(start)
+    _, _, after = rest.partition(end)
+    DOC.write_text(f"{before}{start}\n{text}{end}{after}")
 
 
 def plot(results: list[Result], latency: int, path: Path) -> None:
@@ -294,6 +324,12 @@ def main() -> int:
     parser.add_argument("--compare-requests", type=int, default=200, help="requests in the comparison run")
     parser.add_argument("--sample", type=int, default=8, help="requests the sequential script runs")
     parser.add_argument("--batch-size", type=int, default=50, help="the DAG's batch_size param")
+    parser.add_argument(
+        "--shape-sizes", default="8,16,32,64,128", help="requests per run for the two shapes of auto"
+    )
+    parser.add_argument(
+        "--parts", default="throughput,shapes", help="what to run: throughput, shapes or both"
+    )
     parser.add_argument("--parallelism", type=int, default=8, help="[core] parallelism (LocalExecutor)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests at a time per task")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/ alone")
@@ -304,6 +340,8 @@ def main() -> int:
         plot([Result(**r) for r in saved], args.latency_ms, PLOT)
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
+    shape_sizes = [int(s) for s in args.shape_sizes.split(",")]
+    parts = set(args.parts.split(","))
 
     dags = ROOT / "dags"
     dags.mkdir(parents=True, exist_ok=True)
@@ -333,7 +371,7 @@ def main() -> int:
         executor="LocalExecutor",
         dags_folder=dags,
         regulation_seconds=2.0,
-        sandbox_args=["--people", str(max([*sizes, args.compare_requests]))],
+        sandbox_args=["--people", str(max([*sizes, *shape_sizes, args.compare_requests]))],
         extra_env=settings,
     ) as stack:
         print(f"stack up in {time.monotonic() - started:.0f} s", flush=True)
@@ -343,7 +381,7 @@ def main() -> int:
         sandbox = next(p for p in psutil.Process().children() if "sandbox" in " ".join(p.cmdline()))
         meter = Meter({name: proc.pid for name, proc in stack.processes.items()})
         try:
-            for n in sizes:
+            for n in sizes if "throughput" in parts else ():
                 for result in (
                     run_pipeline(stack, meter, sandbox, n, args.latency_ms, args.batch_size),
                     run_floor(stack, meter, sandbox, n, args.batch_size),
@@ -353,21 +391,45 @@ def main() -> int:
                         f"{result.kind} {n}: {result.wall:.1f} s, Airflow CPU {result.airflow_cpu:.0f} s",
                         flush=True,
                     )
-            if args.compare_requests:
+            if args.compare_requests and "throughput" in parts:
                 slow = run_pipeline(
                     stack, meter, sandbox, args.compare_requests, args.compare_latency_ms, args.batch_size
                 )
                 results.append(slow)
                 print(f"pipeline {args.compare_requests} at {args.compare_latency_ms} ms: {slow.wall:.1f} s")
-            for latency in (args.latency_ms, args.compare_latency_ms) if args.sample else ():
+            for latency in (
+                (args.latency_ms, args.compare_latency_ms) if args.sample and "throughput" in parts else ()
+            ):
                 seq = run_sequential(stack, args.compare_requests, args.sample, latency)
                 results.append(seq)
                 print(f"sequential at {latency} ms: {seq.wall / seq.requests:.2f} s per request", flush=True)
+            for n in shape_sizes if "shapes" in parts else ():
+                for kind, size in (("per-request", 1), ("batched", BACKLOG_BATCH_SIZE)):
+                    result = run_pipeline(stack, meter, sandbox, n, args.latency_ms, size, kind)
+                    results.append(result)
+                    print(f"{kind} {n}: {result.wall:.1f} s", flush=True)
         finally:
             meter.close()
     total = time.monotonic() - started
+    if "shapes" in parts:
+        shapes = shapes_table(results) + (
+            f"\nSettings: LocalExecutor, parallelism {args.parallelism}, {args.concurrency} requests at a"
+            f" time per task, sandbox latency {args.latency_ms} ms per call; {os.cpu_count()} cores."
+            f" The DAG's default `per_request_up_to` is {PER_REQUEST_UP_TO}.\n"
+        )
+        print("\n" + shapes)
+        if not args.no_doc:
+            write_doc(shapes, "shapes")
+    if "throughput" not in parts:
+        (ROOT / "shapes.json").write_text(json.dumps([r.__dict__ for r in results], indent=2))
+        return 0
 
-    text = table(results) + "\n" + "\n".join(ratios(results, args.latency_ms, args.compare_latency_ms)) + "\n"
+    text = (
+        table([r for r in results if r.kind in ("pipeline", "floor", "sequential")])
+        + "\n"
+        + "\n".join(ratios(results, args.latency_ms, args.compare_latency_ms))
+        + "\n"
+    )
     text += (
         f"\nSettings: LocalExecutor, parallelism {args.parallelism}, batch_size {args.batch_size},"
         f" {args.concurrency} requests at a time per task, sandbox latency {args.latency_ms} ms per call;"

@@ -29,7 +29,7 @@ def dag(airflow_db):
 
 def test_dag_reads_as_the_business_process(dag):
     assert dag.schedule == "@daily" or str(dag.timetable.summary) == "@daily"
-    assert set(dag.params) == {"max_requests", "batch_size", "request_ids", "dry_run"}
+    assert set(dag.params) == {"max_requests", "batch_size", "per_request_up_to", "request_ids", "dry_run"}
     group = [t.task_id for t in dag.tasks if t.task_id.startswith("erase_batch.")]
     assert group == [
         "erase_batch.resolve_identity",

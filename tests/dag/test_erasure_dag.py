@@ -130,3 +130,30 @@ def test_each_step_and_record_says_which_task_instance_ran_it(pipeline):
             "map_index": position // 2,
             "try_number": 1,
         }
+
+
+def test_a_small_run_gives_each_request_its_own_group_named_by_its_id(pipeline):
+    ids = pipeline.submit("person-002", "no_stripe", "multi_stripe")
+    run = pipeline.run()  # batch_size auto, 3 requests <= per_request_up_to
+    assert run.state == "success"
+    assert [pipeline.store.get(rid).claimed_map_index for rid in ids] == [0, 1, 2]
+    labels = {
+        ti.map_index: ti.rendered_map_index
+        for ti in run.get_task_instances()
+        if ti.task_id == "erase_batch.write_ledger_record"
+    }
+    assert labels == {0: ids[0], 1: ids[1], 2: ids[2]}
+    assert {r["ran_in"]["map_index"] for r in pipeline.audit().values()} == {0, 1, 2}
+
+
+def test_a_run_above_the_threshold_goes_in_batches(pipeline):
+    ids = pipeline.submit("person-002", "no_stripe", "multi_stripe")
+    run = pipeline.run(per_request_up_to=2)
+    assert run.state == "success"
+    assert [pipeline.store.get(rid).claimed_map_index for rid in ids] == [0, 0, 0]
+    labels = [
+        ti.rendered_map_index
+        for ti in run.get_task_instances()
+        if ti.task_id == "erase_batch.write_ledger_record"
+    ]
+    assert labels == [f"{ids[0]} +2"]

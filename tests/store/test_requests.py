@@ -91,6 +91,21 @@ def test_claim_takes_oldest_first_up_to_limit_and_counts_attempts(store):
     assert (got.status, got.attempts, got.claimed_by) == (S.IN_PROGRESS, 1, "run-a")
 
 
+def test_a_claim_sizes_its_batches_by_how_many_it_took(store):
+    # batch_size: auto hands the store a function of the count claimed (RequestClaimOperator).
+    for n in range(3):
+        store.submit(f"req-{n}", ident(n))
+    seen = []
+
+    def size(claimed: int) -> int:
+        seen.append(claimed)
+        return 1 if claimed <= 3 else 50
+
+    claimed = store.claim(10, "gdpr_erasure/run-a", batch_size=size)
+    assert seen == [3]
+    assert sorted(store.get(rid).claimed_map_index for rid in claimed) == [0, 1, 2]
+
+
 def test_a_claim_records_its_time_and_each_request_s_batch(store):
     base = datetime(2026, 1, 1, tzinfo=UTC)
     for n in range(5):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -383,7 +383,7 @@ class ComplianceStore:
         *,
         lease: timedelta = DEFAULT_LEASE,
         request_ids: Sequence[str] | None = None,
-        batch_size: int | None = None,
+        batch_size: int | Callable[[int], int] | None = None,
     ) -> list[str]:
         """Atomically move up to ``limit`` claimable requests to ``in_progress``; return their ids.
 
@@ -395,7 +395,8 @@ class ComplianceStore:
 
         :param batch_size: when the caller splits the returned ids, in order, into batches of this
             size (one mapped task group each), each request also records its batch's position
-            (``claimed_map_index``: the map index of the tasks that will work on it).
+            (``claimed_map_index``: the map index of the tasks that will work on it). A function
+            of the number claimed gives the size when it depends on it (``batch_size: auto``).
         """
         if limit <= 0:
             return []
@@ -432,13 +433,12 @@ class ComplianceStore:
         with self.engine.begin() as conn:
             rows = conn.execute(statement).all()
             ids = [row.id for row in sorted(rows, key=lambda r: (r.received_at, r.id))]
-            if batch_size:
+            size = batch_size(len(ids)) if callable(batch_size) else batch_size
+            if size:
                 # One statement per batch (at most [core] max_map_length), in the claim's transaction.
-                for index, start in enumerate(range(0, len(ids), batch_size)):
+                for index, start in enumerate(range(0, len(ids), size)):
                     conn.execute(
-                        update(R)
-                        .where(R.c.id.in_(ids[start : start + batch_size]))
-                        .values(claimed_map_index=index)
+                        update(R).where(R.c.id.in_(ids[start : start + size])).values(claimed_map_index=index)
                     )
         return ids
 
