@@ -2,7 +2,8 @@
 both backends, keeping every request, step and audit record and every guard the database adds;
 a schema-3 store (steps named purge_*, redact_stripe) to the one verb of schema 4, keeping
 every audit record byte for byte; and a schema-4 store to schema 5, which records where each
-step ran and when a request was claimed, leaving the rows and records already written as they are.
+step ran and when a request was claimed, leaving the rows and records already written as they are;
+and a schema-5 store to schema 6 (legal holds: the ``on_hold`` status and ``legal_holds``).
 
 The version-1 and version-4 tables below are the DDL the package emitted at those schema versions
 (SQLAlchemy's output for each dialect, copied), so the test does not depend on today's table
@@ -177,7 +178,7 @@ def test_db_init_migrates_a_schema_1_store_in_place(v1_store):
     migrated = store.init_db()
 
     assert migrated, "init_db reported no migration"
-    assert store.schema_version() == current.SCHEMA_VERSION == 5
+    assert store.schema_version() == current.SCHEMA_VERSION == 6
     # Every row is kept, field by field; a failure's reason names the step as schema 4 does.
     got = {r.id: r for r in store.list_requests()}
     assert {rid: (r.status.value, r.attempts, r.failures, r.last_error) for rid, r in got.items()} == {
@@ -533,12 +534,13 @@ def test_db_init_adds_where_steps_ran_to_a_schema_4_store(v4_store):
 
     migrated = store.init_db()
 
-    assert store.schema_version() == current.SCHEMA_VERSION == 5
-    assert migrated == [
+    assert store.schema_version() == current.SCHEMA_VERSION == 6
+    assert migrated[:7] == [
         *(f"erasure_steps.{c} added" for c in ("dag_id", "task_id", "run_id", "map_index", "try_number")),
         "erasure_requests.claimed_at added",
         "erasure_requests.claimed_map_index added",
     ]
+    assert migrated[-1] == "ck_erasure_requests_status accepts on_hold"  # schema 6, below
     # The tables are the current ones, columns in the same order.
     inspector = inspect(store.engine)
     for table in (current.erasure_requests, current.erasure_steps):
@@ -572,3 +574,122 @@ def test_the_schema_5_columns_are_added_once(v4_store):
     assert v4_store.init_db()
     assert v4_store.init_db() == []
     assert v4_store.schema_version() == current.SCHEMA_VERSION
+
+
+# -- version 5 to 6: legal holds (the on_hold status, the legal_holds table) ------------------------
+
+#: Schema 5's DDL: version 4's plus the columns schema 5 added at the end of two tables.
+V5_TABLES = (
+    V4_TABLES.replace(
+        "    not_before {ts},\n",
+        "    not_before {ts},\n    claimed_at {ts},\n    claimed_map_index INTEGER,\n",
+    )
+    .replace(
+        "    updated_at {ts} NOT NULL,\n    PRIMARY KEY (request_id, step),",
+        "    updated_at {ts} NOT NULL,\n    dag_id VARCHAR(250),\n    task_id VARCHAR(250),\n"
+        "    run_id VARCHAR(250),\n    map_index INTEGER,\n    try_number INTEGER,\n"
+        "    PRIMARY KEY (request_id, step),",
+    )
+    .replace("VALUES ('schema_version', '4')", "VALUES ('schema_version', '5')")
+)
+
+#: What a run of version 5 left: a request in every status of schema 5.
+V5_STATUSES = ["pending", "in_progress", "verifying", "completed", "failed", "needs_attention", "deferred"]
+
+
+@pytest.fixture
+def v5_store(store_url):
+    engine = create_store_engine(store_url)
+    postgres = engine.dialect.name == "postgresql"
+    ddl = V5_TABLES.format(
+        ts="TIMESTAMP WITH TIME ZONE" if postgres else "DATETIME", bigint="BIGINT" if postgres else "INTEGER"
+    )
+    requests, steps, audit = current.erasure_requests, current.erasure_steps, current.audit_log
+    with engine.begin() as conn:
+        for statement in filter(str.strip, ddl.split(";")):
+            conn.exec_driver_sql(statement)
+        for statement in current.POSTGRES_TRIGGERS if postgres else current.SQLITE_TRIGGERS:
+            conn.exec_driver_sql(statement)
+        for n, status in enumerate(V5_STATUSES, start=1):
+            store_submit(conn, f"r-{status}", n, status)
+            conn.execute(
+                update(requests)
+                .where(requests.c.id == f"r-{status}")
+                .values(claimed_at=RECEIVED, claimed_map_index=0, not_before=None)
+            )
+            conn.execute(
+                insert(steps).values(
+                    request_id=f"r-{status}",
+                    step="resolve",
+                    status="done",
+                    result=canonical_json({"n": n}),
+                    attempts=1,
+                    updated_at=RECEIVED,
+                    task_id="erase_batch.resolve_identity",
+                    try_number=1,
+                )
+            )
+        record_json = canonical_json({"request_id": "r-completed", "outcome": "completed"})
+        conn.execute(
+            insert(audit).values(
+                seq=1,
+                request_id="r-completed",
+                recorded_at=RECEIVED,
+                record=record_json,
+                prev_hash=GENESIS_HASH,
+                record_hash=chain_hash(1, GENESIS_HASH, RECEIVED, record_json),
+            )
+        )
+    store = ComplianceStore(engine)
+    yield store
+    store.dispose()
+
+
+def _request_rows(store) -> dict[str, tuple]:
+    with store.engine.connect() as conn:
+        return {row.id: tuple(row) for row in conn.execute(select(current.erasure_requests))}
+
+
+def test_db_init_adds_legal_holds_to_a_schema_5_store(v5_store):
+    store = v5_store
+    before_requests, before_steps, before_audit = _request_rows(store), _rows(store), store.audit_entries()
+    with pytest.raises(IntegrityError), store.engine.begin() as conn:  # schema 5 has no on_hold
+        conn.execute(
+            update(current.erasure_requests)
+            .where(current.erasure_requests.c.id == "r-pending")
+            .values(status="on_hold")
+        )
+
+    migrated = store.init_db()
+
+    assert store.schema_version() == current.SCHEMA_VERSION == 6
+    assert migrated[-1] == "ck_erasure_requests_status accepts on_hold"
+    if store.dialect == "sqlite":
+        assert migrated == ["erasure_requests rebuilt (no column(s) added)", migrated[-1]]
+    else:
+        assert migrated == [migrated[-1]]
+    # Every request, step and record as it was; the ledger byte for byte.
+    assert _request_rows(store) == before_requests
+    assert _rows(store) == before_steps
+    assert store.audit_entries() == before_audit
+    assert store.verify_audit_chain().ok
+    inspector = inspect(store.engine)
+    assert [c["name"] for c in inspector.get_columns("legal_holds")] == list(current.legal_holds.c.keys())
+    assert [c["name"] for c in inspector.get_columns("erasure_requests")] == list(
+        current.erasure_requests.c.keys()
+    )
+    # The new status is accepted, unknown ones still refused, steps still need their request.
+    assert store.transition("r-pending", S.ON_HOLD).status is S.ON_HOLD
+    with pytest.raises(IntegrityError), store.engine.begin() as conn:
+        conn.execute(update(current.erasure_requests).values(status="deleted"))
+    with pytest.raises(IntegrityError):
+        store.record_step("no-such-request", "resolve", StepStatus.DONE, {})
+    # The ledger is still append-only.
+    with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_log"))
+
+
+def test_the_schema_6_migration_runs_once(v5_store):
+    assert v5_store.init_db()
+    assert v5_store.init_db() == []
+    assert v5_store.schema_version() == 6

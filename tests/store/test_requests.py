@@ -33,7 +33,7 @@ def test_init_db_is_idempotent_and_records_schema_version(store_url):
     store.submit("r1", ident())
     store.init_db()  # a second init keeps data and triggers
     assert store.get("r1").status is S.PENDING
-    assert store.schema_version() == SCHEMA_VERSION == 5
+    assert store.schema_version() == SCHEMA_VERSION == 6
     store.dispose()
 
 
@@ -178,6 +178,7 @@ def _force(store, rid, status):
         S.FAILED: [S.IN_PROGRESS, S.FAILED],
         S.NEEDS_ATTENTION: [S.IN_PROGRESS, S.NEEDS_ATTENTION],
         S.DEFERRED: [S.IN_PROGRESS, S.DEFERRED],
+        S.ON_HOLD: [S.ON_HOLD],
     }[status]
     for step in path:
         if step is S.IN_PROGRESS:

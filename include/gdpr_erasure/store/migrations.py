@@ -32,6 +32,12 @@ request in). Nullable columns added at the end with ``ALTER TABLE ... ADD COLUMN
 backends (SQLite allows that without a rebuild), in one transaction; rows written before keep
 NULL there, which every reader accepts. No privilege changes: the pipeline's role holds its
 privileges per table (store/privileges.py), so they cover the new columns.
+
+Version 5 to 6 adds legal holds: the ``on_hold`` status, which the status CHECK must accept
+(swapped on PostgreSQL, the table rebuilt on SQLite, as for version 2; :func:`accept_every_status`
+does either, and only when a status is missing), and the ``legal_holds`` table, which ``init_db``
+creates. Rerun ``gdpr-erasure db grant`` afterwards: the pipeline's role needs its privileges on
+the new table.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from sqlalchemy import (
     func,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.schema import CreateTable, SetColumnComment
 
@@ -102,6 +109,8 @@ def upgrade(engine: Engine, found: int | None) -> list[str]:
         done += _v4_step_names(engine)
     if found is None or found < 5:
         done += _v5_where_steps_ran(engine)
+    if found is None or found < 6:
+        done += accept_every_status(engine)
     for step in done:
         log.info("compliance store migrated: %s", step)
     return done
@@ -109,6 +118,30 @@ def upgrade(engine: Engine, found: int | None) -> list[str]:
 
 def _columns(conn: Connection, table: str) -> set[str]:
     return {column["name"] for column in inspect(conn).get_columns(table)}
+
+
+# -- version 6: the on_hold status (legal holds) -----------------------------------------------
+
+
+def accept_every_status(engine: Engine) -> list[str]:
+    """Make the status CHECK accept every status of this version (6: ``on_hold``). Idempotent: a
+    CHECK that already names them all is left alone. A later version adding a status calls it too."""
+    if engine.dialect.name != "postgresql":
+        return _v2_sqlite(engine)  # rebuilds the table only when the CHECK lacks a status
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"LOCK TABLE {R.name} IN ACCESS EXCLUSIVE MODE")
+        definition = conn.execute(
+            text(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conname = :name AND conrelid = to_regclass(:table)"
+            ),
+            {"name": _STATUS_CHECK, "table": R.name},
+        ).scalar_one_or_none()
+        missing = [s.value for s in schema.RequestStatus if f"'{s.value}'" not in (definition or "")]
+        if not missing:
+            return []
+        _swap_status_check(conn)
+    return [f"{_STATUS_CHECK} accepts {', '.join(missing)}"]
 
 
 # -- version 5: where each step ran, when a request was claimed ---------------------------------
@@ -184,15 +217,21 @@ def _v2_postgresql(engine: Engine) -> list[str]:
             conn.execute(SetColumnComment(R.c.not_before))
             done.append(f"{R.name}.not_before added")
         # Replace the status CHECK so that it accepts every status of this version (`deferred`).
-        conn.exec_driver_sql(f"ALTER TABLE {R.name} DROP CONSTRAINT IF EXISTS {_STATUS_CHECK}")
-        # Written out rather than with AddConstraint, which (before SQLAlchemy 2.0.39 always, and
-        # since then by default) marks the Table's constraint as added apart: every later CREATE
-        # TABLE of this process (a new store) would leave the CHECK out.
-        conn.exec_driver_sql(
-            f"ALTER TABLE {R.name} ADD CONSTRAINT {_STATUS_CHECK} CHECK ({_status_check().sqltext})"
-        )
+        _swap_status_check(conn)
         done.append(f"{_STATUS_CHECK} accepts {', '.join(s.value for s in schema.RequestStatus)}")
     return done
+
+
+def _swap_status_check(conn: Connection) -> None:
+    """Drop the status CHECK and add it again with every status of this version (PostgreSQL,
+    inside the caller's transaction, which holds the table's lock)."""
+    conn.exec_driver_sql(f"ALTER TABLE {R.name} DROP CONSTRAINT IF EXISTS {_STATUS_CHECK}")
+    # Written out rather than with AddConstraint, which (before SQLAlchemy 2.0.39 always, and
+    # since then by default) marks the Table's constraint as added apart: every later CREATE
+    # TABLE of this process (a new store) would leave the CHECK out.
+    conn.exec_driver_sql(
+        f"ALTER TABLE {R.name} ADD CONSTRAINT {_STATUS_CHECK} CHECK ({_status_check().sqltext})"
+    )
 
 
 def _v2_sqlite(engine: Engine) -> list[str]:

@@ -41,6 +41,9 @@ PIPELINE_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "erasure_requests": ("SELECT", "INSERT", "UPDATE"),
     # record_step: INSERT ... ON CONFLICT DO UPDATE.
     "erasure_steps": ("SELECT", "INSERT", "UPDATE"),
+    # Legal holds: gdpr-erasure hold place (INSERT) and release (UPDATE released_at); the claim
+    # and every erasure step read them. Never deleted.
+    "legal_holds": ("SELECT", "INSERT", "UPDATE"),
     # The ledger and its signed heads: appended to and read, never changed.
     **{table: ("SELECT", "INSERT") for table in schema.APPEND_ONLY_TABLES},
     # schema_version (the preflight); only db init writes it.

@@ -5,6 +5,8 @@
 * ``erasure_steps`` - what each step did for a request (resolved ids, counts, provider ids), and
   where it ran: the Airflow task instance and try that last worked on it, to find its log.
   One row per (request, step) so parallel erasure tasks never overwrite each other's results.
+* ``legal_holds`` - legal holds: each names a request, or one identifier by its keyed hash
+  (never in clear), that must not be erased while the hold is active (:mod:`gdpr_erasure.holds`).
 * ``audit_log`` - the append-only, hash-chained ledger. The database itself rejects UPDATE and
   DELETE (and TRUNCATE on PostgreSQL) through triggers, so not even a buggy or hostile caller
   with the application's credentials can rewrite history through SQL.
@@ -16,6 +18,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -31,8 +34,9 @@ from gdpr_erasure.store.types import UtcDateTime
 #: 2: ``erasure_requests.not_before`` and the ``deferred`` status (a provider's quota is spent).
 #: 3: ``ledger_heads``. 4: the erasure steps renamed to one verb (``erase_*``). 5: where each
 #: step ran (task instance and try) and when, and into which batch, a request was last claimed.
+#: 6: ``legal_holds`` and the ``on_hold`` status.
 #: ``ComplianceStore.init_db`` migrates a store of any earlier version in place.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 metadata = MetaData()
 
@@ -92,11 +96,37 @@ erasure_steps = Table(
     CheckConstraint(_in("status", StepStatus), name="ck_erasure_steps_status"),
 )
 
+#: What a legal hold may name: a request, or one identifier of a person by its keyed hash.
+HOLD_TARGET_TYPES = ("request", "email", "phone")
+
+# Legal holds (schema 6). A hold on a person holds the keyed hash of one identifier, the same
+# per-identifier hash the audit records carry as ``subject.identifier_hashes``, never the value.
+# Rows are never deleted: releasing one sets ``released_at``; placing and releasing are also
+# entries in the audit ledger, which ``audit verify`` matches against these rows.
+legal_holds = Table(
+    "legal_holds",
+    metadata,
+    Column("hold_id", String(32), primary_key=True, comment="hold-<random hex>"),
+    Column("target_type", String(16), nullable=False, comment="request, email or phone"),
+    Column("target", String(64), nullable=False, comment="a request id, or an identifier's keyed hash"),
+    Column("hash_key_id", String(64), comment="the hash key of an identifier's hash (NULL for a request)"),
+    Column("reason", Text, nullable=False, comment="free text from ops; refused if it looks like PII"),
+    Column("placed_at", UtcDateTime(), nullable=False),
+    Column("placed_by", String(128), nullable=False),
+    Column("until", Date(), comment="last day the hold is active (UTC); NULL: until released"),
+    Column("released_at", UtcDateTime()),
+    Column("released_by", String(128)),
+    Column("release_reason", Text),
+    CheckConstraint(_in("target_type", HOLD_TARGET_TYPES), name="ck_legal_holds_target_type"),
+)
+Index("ix_legal_holds_target", legal_holds.c.target)
+
 audit_log = Table(
     "audit_log",
     metadata,
     Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
-    # One record per request, enforced by the database: a rerun cannot write a second one.
+    # One record per request, enforced by the database: a rerun cannot write a second one. A hold
+    # entry (schema 6) keeps its key here, "<hold id>/placed" or "/released": no request id has a '/'.
     Column("request_id", String(64), nullable=False, unique=True),
     Column("recorded_at", UtcDateTime(), nullable=False),
     Column("record", Text, nullable=False, comment="canonical JSON of the record"),

@@ -15,6 +15,10 @@
                                       in_progress <--a run claims it once not_before has passed
                                                      (only the waiting step runs again)
 
+    pending, failed, verifying, deferred --a legal hold is placed, or a run's claim finds one--> on_hold
+    in_progress --an erasure step finds a hold right before it writes--> on_hold
+    on_hold --the last hold on it is released (gdpr-erasure hold release) or expires--> pending
+
 Claimable by a run: ``pending``, ``failed`` (retry), ``verifying`` (re-check), ``deferred``
 once its ``not_before`` has passed, and ``in_progress`` whose lease expired (the run that held
 it died). ``needs_attention`` waits for a person; ``completed`` never changes again.
@@ -24,6 +28,11 @@ monthly regulation quota, answered with a 429 whose reset is days away). The req
 its other steps did, does not count toward ``needs_attention``, and only the waiting step runs
 again when a run claims it after ``not_before``. Ops may send it back to ``pending`` at once
 (``gdpr-erasure requeue``), for instance after Segment raised the quota.
+
+``on_hold`` is not a failure either: a legal hold (:mod:`gdpr_erasure.holds`, docs/holds.md)
+names the request, or one of its identifiers by keyed hash, and no run claims it or writes to a
+provider for it while the hold is active. Steps already done stay recorded, so after the release
+the next run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -39,19 +48,21 @@ class RequestStatus(StrEnum):
     FAILED = "failed"
     NEEDS_ATTENTION = "needs_attention"
     DEFERRED = "deferred"  # waiting for a provider's quota until ``not_before``
+    ON_HOLD = "on_hold"  # a legal hold keeps it from being erased (gdpr_erasure.holds)
 
 
 S = RequestStatus
 
 #: For each target status, the statuses a request may move to it from.
 ALLOWED_SOURCES: dict[RequestStatus, frozenset[RequestStatus]] = {
-    S.PENDING: frozenset({S.FAILED, S.NEEDS_ATTENTION, S.DEFERRED}),
+    S.PENDING: frozenset({S.FAILED, S.NEEDS_ATTENTION, S.DEFERRED, S.ON_HOLD}),
     S.IN_PROGRESS: frozenset({S.PENDING, S.VERIFYING, S.FAILED, S.DEFERRED}),
     S.VERIFYING: frozenset({S.IN_PROGRESS}),
     S.COMPLETED: frozenset({S.IN_PROGRESS, S.VERIFYING}),
     S.FAILED: frozenset({S.IN_PROGRESS, S.VERIFYING}),
     S.NEEDS_ATTENTION: frozenset({S.FAILED, S.IN_PROGRESS, S.VERIFYING}),
     S.DEFERRED: frozenset({S.IN_PROGRESS}),
+    S.ON_HOLD: frozenset({S.PENDING, S.FAILED, S.VERIFYING, S.DEFERRED, S.IN_PROGRESS}),
 }
 
 FINAL_STATUSES = frozenset({S.COMPLETED})

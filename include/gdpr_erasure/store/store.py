@@ -5,7 +5,10 @@ conditional UPDATE (compare-and-set on ``status``), so two workers can never bot
 and claiming is atomic: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite.
 A request may carry a ``not_before`` time (``deferred``: a provider's quota is spent until then):
 no run claims it earlier. Each step's row says where it ran (:class:`TaskTry`), and each request
-when and into which batch it was last claimed, so its task logs can be found.
+when and into which batch it was last claimed, so its task logs can be found. Legal holds
+(:class:`LegalHold`, schema 6) keep the requests they name ``on_hold``: a claim diverts them in
+its own transaction, and each erasure step asks again before it writes
+(:meth:`ComplianceStore.hold_before_write`).
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from __future__ import annotations
 import json
 import os
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -57,6 +60,7 @@ AUDIT_APPEND_LOCK = int.from_bytes(b"gdpraudi", "big")
 R = schema.erasure_requests
 STEPS = schema.erasure_steps
 AUDIT = schema.audit_log
+HOLDS = schema.legal_holds
 
 DEFAULT_LEASE = timedelta(hours=6)
 
@@ -88,6 +92,14 @@ class AuditRecordExists(StoreError):
 
 class SchemaTooNew(StoreError):
     """The store was created by a newer version of this package; this one must not touch it."""
+
+
+class HoldNotFound(StoreError):
+    """No legal hold has that id."""
+
+
+class HoldNotActive(StoreError):
+    """The legal hold was released already."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +170,60 @@ class SubmitResult:
     created: bool
 
 
+#: A request's identifiers to the keyed hash of each, by field name (``hashing.identifier_hashes``
+#: with the key: :class:`gdpr_erasure.holds.IdentifierHasher`): how the store matches holds on a
+#: person without holding the hash key, or keeping any identifier in clear.
+HashesOf = Callable[[SubjectIdentifiers], Mapping[str, str]]
+#: What a request held by a hold says in ``last_error``: the hold, never its target.
+ON_HOLD_REASON = "on hold: {hold_id}"
+
+
+@dataclass(frozen=True)
+class LegalHold:
+    """A row of ``legal_holds``: a request, or one identifier of a person by its keyed hash, that
+    must not be erased while the hold is active (not released, ``until`` not past). ``repr``
+    shows the target's type and a hash prefix only.
+
+    :param hold_id: ``hold-`` and random hex.
+    :param target_type: ``request``, ``email`` or ``phone``.
+    :param target: the request id, or the identifier's keyed hash (64 hex).
+    :param reason: why, from ops (no identifier: :func:`gdpr_erasure.holds.check_reason`).
+    :param placed_at: when it was placed.
+    :param placed_by: who placed it (OS user or ``--by``).
+    :param until: its last active day (UTC); None: until released.
+    :param hash_key_id: the hash key of an identifier's hash (None for a request).
+    """
+
+    hold_id: str
+    target_type: str
+    target: str
+    reason: str
+    placed_at: datetime
+    placed_by: str
+    until: date | None = None
+    hash_key_id: str | None = None
+    released_at: datetime | None = None
+    released_by: str | None = None
+    release_reason: str | None = None
+
+    def is_active(self, today: date | None = None) -> bool:
+        return self.released_at is None and (self.until is None or self.until >= (today or utcnow().date()))
+
+    def state(self, today: date | None = None) -> str:
+        """``active``, ``expired`` (``until`` has passed) or ``released``."""
+        if self.released_at is not None:
+            return "released"
+        return "active" if self.is_active(today) else "expired"
+
+    @property
+    def target_label(self) -> str:
+        """The request id, or the identifier's type and the first 12 hex of its keyed hash."""
+        return self.target if self.target_type == "request" else f"{self.target_type} #{self.target[:12]}"
+
+    def __repr__(self) -> str:
+        return f"LegalHold(hold_id={self.hold_id!r}, target={self.target_label!r}, state={self.state()})"
+
+
 def _row_to_request(row) -> ErasureRequest:
     m = row._mapping
     identifiers = None
@@ -201,6 +267,11 @@ def _row_to_step(row) -> StepResult:
     return StepResult(
         row.step, StepStatus(row.status), json.loads(row.result), row.attempts, row.updated_at, ran_in
     )
+
+
+def _row_to_hold(row) -> LegalHold:
+    m = row._mapping
+    return LegalHold(**{name: m[name] for name in (c.name for c in HOLDS.c)})
 
 
 def _row_to_audit_entry(row) -> AuditEntry:
@@ -359,10 +430,14 @@ class ComplianceStore:
             return [_row_to_request(row) for row in conn.execute(query)]
 
     def open_requests_received_before(self, cutoff: datetime, limit: int = 1000) -> list[ErasureRequest]:
-        """Requests not yet completed that arrived before ``cutoff`` (deadline reporting)."""
+        """Requests not yet completed that arrived before ``cutoff`` (deadline reporting). Requests
+        ``on_hold`` are left out: a legal hold suspends their erasure (GDPR Art. 17(3))."""
+        open_statuses = [
+            s.value for s in RequestStatus if s not in (RequestStatus.COMPLETED, RequestStatus.ON_HOLD)
+        ]
         query = (
             select(R)
-            .where(R.c.status != RequestStatus.COMPLETED.value, R.c.received_at < cutoff)
+            .where(R.c.status.in_(open_statuses), R.c.received_at < cutoff)
             .order_by(R.c.received_at)
             .limit(limit)
         )
@@ -384,6 +459,7 @@ class ComplianceStore:
         lease: timedelta = DEFAULT_LEASE,
         request_ids: Sequence[str] | None = None,
         batch_size: int | Callable[[int], int] | None = None,
+        hashes_of: HashesOf | None = None,
     ) -> list[str]:
         """Atomically move up to ``limit`` claimable requests to ``in_progress``; return their ids.
 
@@ -392,11 +468,15 @@ class ComplianceStore:
         ``in_progress`` whose lease has expired (its run died). A request whose ``not_before`` is
         still ahead is left alone. Oldest first. Concurrent callers never receive the same request.
         Each claimed request records the claim's time (``claimed_at``) and run (``claimed_by``).
+        A candidate that an active legal hold names goes ``on_hold`` instead, in the same
+        transaction (:meth:`_divert_held`).
 
         :param batch_size: when the caller splits the returned ids, in order, into batches of this
             size (one mapped task group each), each request also records its batch's position
             (``claimed_map_index``: the map index of the tasks that will work on it). A function
             of the number claimed gives the size when it depends on it (``batch_size: auto``).
+        :param hashes_of: each identifier's keyed hash, to match holds on a person; needed only
+            while such a hold is active (without it the claim then fails rather than claim blindly).
         """
         if limit <= 0:
             return []
@@ -431,6 +511,8 @@ class ComplianceStore:
             .returning(R.c.id, R.c.received_at)
         )
         with self.engine.begin() as conn:
+            if self._any_active_hold(conn, now):
+                statement = statement.where(R.c.id.in_(self._divert_held(conn, candidates, hashes_of, now)))
             rows = conn.execute(statement).all()
             ids = [row.id for row in sorted(rows, key=lambda r: (r.received_at, r.id))]
             size = batch_size(len(ids)) if callable(batch_size) else batch_size
@@ -632,8 +714,10 @@ class ComplianceStore:
     def requeue(self, request_id: str) -> ErasureRequest:
         """Ops: send a ``needs_attention``, ``failed`` or ``deferred`` request back to ``pending``
         with a fresh failure count (and no ``not_before``: the next run takes it); its recorded
-        steps stay, so work already done is not repeated."""
-        request = self.transition(request_id, RequestStatus.PENDING)
+        steps stay, so work already done is not repeated. Not an ``on_hold`` request: only
+        releasing its hold (:meth:`release_hold`) does that."""
+        sources = ALLOWED_SOURCES[RequestStatus.PENDING] - {RequestStatus.ON_HOLD}
+        request = self.transition(request_id, RequestStatus.PENDING, expected=sources)
         with self.engine.begin() as conn:
             conn.execute(update(R).where(R.c.id == request_id).values(failures=0))
         return self.get(request.id)
@@ -693,38 +777,43 @@ class ComplianceStore:
     def append_audit(self, request_id: str, record: dict[str, Any]) -> AuditEntry:
         """Append the request's audit record to the chain. Raises :class:`AuditRecordExists`
         if it already has one, so a rerun can never write a second record."""
-        record_json = canonical_json(record)
         with self.engine.begin() as conn:
-            if self.dialect == "postgresql":
-                # Appends must be serial for the chain to be linear; readers are not blocked. An
-                # advisory lock needs no privilege (LOCK TABLE would need UPDATE on the ledger).
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_APPEND_LOCK})
-            if conn.execute(select(AUDIT.c.seq).where(AUDIT.c.request_id == request_id)).first():
-                raise AuditRecordExists(f"request {request_id} already has an audit record")
-            head = conn.execute(
-                select(AUDIT.c.seq, AUDIT.c.record_hash).order_by(AUDIT.c.seq.desc()).limit(1)
-            ).first()
-            seq, prev_hash = (head.seq + 1, head.record_hash) if head else (1, GENESIS_HASH)
-            recorded_at = utcnow()
-            entry = AuditEntry(
-                seq=seq,
-                request_id=request_id,
+            return self._append_entry(conn, request_id, record)
+
+    def _append_entry(self, conn: Connection, key: str, record: dict[str, Any]) -> AuditEntry:
+        """Append one entry to the chain in the caller's transaction. ``key`` is the ledger's
+        ``request_id`` column: a request id, or a hold entry's ``<hold id>/<action>``."""
+        record_json = canonical_json(record)
+        if self.dialect == "postgresql":
+            # Appends must be serial for the chain to be linear; readers are not blocked. An
+            # advisory lock needs no privilege (LOCK TABLE would need UPDATE on the ledger).
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_APPEND_LOCK})
+        if conn.execute(select(AUDIT.c.seq).where(AUDIT.c.request_id == key)).first():
+            raise AuditRecordExists(f"request {key} already has an audit record")
+        head = conn.execute(
+            select(AUDIT.c.seq, AUDIT.c.record_hash).order_by(AUDIT.c.seq.desc()).limit(1)
+        ).first()
+        seq, prev_hash = (head.seq + 1, head.record_hash) if head else (1, GENESIS_HASH)
+        recorded_at = utcnow()
+        entry = AuditEntry(
+            seq=seq,
+            request_id=key,
+            recorded_at=recorded_at,
+            record=json.loads(record_json),
+            record_json=record_json,
+            prev_hash=prev_hash,
+            record_hash=chain_hash(seq, prev_hash, recorded_at, record_json),
+        )
+        conn.execute(
+            insert(AUDIT).values(
+                seq=entry.seq,
+                request_id=key,
                 recorded_at=recorded_at,
-                record=json.loads(record_json),
-                record_json=record_json,
+                record=record_json,
                 prev_hash=prev_hash,
-                record_hash=chain_hash(seq, prev_hash, recorded_at, record_json),
+                record_hash=entry.record_hash,
             )
-            conn.execute(
-                insert(AUDIT).values(
-                    seq=entry.seq,
-                    request_id=request_id,
-                    recorded_at=recorded_at,
-                    record=record_json,
-                    prev_hash=prev_hash,
-                    record_hash=entry.record_hash,
-                )
-            )
+        )
         return entry
 
     def audit_entries(self, after_seq: int = 0, limit: int | None = None) -> list[AuditEntry]:
@@ -833,7 +922,7 @@ class ComplianceStore:
     def audit_completion_times(
         self, since: datetime | None = None, until: datetime | None = None
     ) -> list[tuple[int, str, str | None, str | None]]:
-        """``(seq, request_id, received_at, completed_at)`` of the audit records written in
+        """``(seq, request_id, received_at, completed_at)`` of the erasure records written in
         ``[since, until)``, in chain order, the times as the records state them (ISO 8601).
 
         The database extracts the two fields from the record's JSON: charts and deadline figures
@@ -850,6 +939,7 @@ class ComplianceStore:
             record["received_at"].as_string(),
             record["completed_at"].as_string(),
         ).order_by(AUDIT.c.seq)
+        query = query.where(record["kind"].as_string().is_(None))  # erasure records, not hold entries
         if since is not None:
             query = query.where(AUDIT.c.recorded_at >= since)
         if until is not None:
@@ -908,6 +998,199 @@ class ComplianceStore:
 
         return verify_chain(entries())
 
+    # -- legal holds -------------------------------------------------------------------------
+    # The rules (what a hold names, when it is active, the ledger entries) are in
+    # gdpr_erasure.holds; here the table, and the request moves that must share a transaction.
+
+    def place_hold(
+        self, hold: LegalHold, record: dict[str, Any], *, hashes_of: HashesOf | None = None
+    ) -> tuple[AuditEntry, list[str]]:
+        """Store ``hold``, append its ``placed`` entry (``record``) to the ledger, and put the
+        requests it names that wait for a run (``pending``, ``failed``, ``verifying``,
+        ``deferred``) ``on_hold``, in one transaction: a hold never exists without its ledger entry.
+        Requests ``in_progress`` are left to the run working on them: each erasure step asks
+        :meth:`hold_before_write` before it writes. Returns the entry and the requests put on hold.
+
+        :param hashes_of: each identifier's keyed hash (for a hold on a person).
+        """
+        now = utcnow()
+        values = {name: getattr(hold, name) for name in (c.name for c in HOLDS.c)}
+        with self.engine.begin() as conn:
+            conn.execute(insert(HOLDS).values(**values))
+            entry = self._append_entry(conn, f"{hold.hold_id}/placed", record)
+            waiting = [
+                s for s in ALLOWED_SOURCES[RequestStatus.ON_HOLD] if s is not RequestStatus.IN_PROGRESS
+            ]
+            rows = conn.execute(self._hold_candidates([hold], waiting)).all()
+            held = self._put_on_hold(conn, _matching_holds(rows, [hold], hashes_of), waiting, now)
+        return entry, held
+
+    def release_hold(
+        self,
+        hold_id: str,
+        *,
+        released_by: str,
+        reason: str,
+        record: dict[str, Any],
+        hashes_of: HashesOf | None = None,
+    ) -> tuple[AuditEntry, list[str]]:
+        """Release an active hold, append its ``released`` entry (``record``) to the ledger, and
+        send the ``on_hold`` requests that no other active hold names back to ``pending``, in one
+        transaction. Returns the entry and the requests sent back. Raises :class:`HoldNotFound`
+        or :class:`HoldNotActive` (released already; an expired hold may still be released)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            released = conn.execute(
+                update(HOLDS)
+                .where(HOLDS.c.hold_id == hold_id, HOLDS.c.released_at.is_(None))
+                .values(released_at=now, released_by=released_by, release_reason=reason)
+            ).rowcount
+            if not released:
+                if conn.execute(select(HOLDS.c.hold_id).where(HOLDS.c.hold_id == hold_id)).first() is None:
+                    raise HoldNotFound(f"no legal hold {hold_id}")
+                raise HoldNotActive(f"legal hold {hold_id} was released already")
+            entry = self._append_entry(conn, f"{hold_id}/released", record)
+            freed = self._release_unheld(conn, hashes_of, now)
+        return entry, freed
+
+    def release_unheld_requests(self, hashes_of: HashesOf | None = None) -> list[str]:
+        """Send the ``on_hold`` requests that no active hold names any more (their holds expired)
+        back to ``pending``; returns their ids. The claim step runs it before claiming."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            return self._release_unheld(conn, hashes_of, now)
+
+    def hold_before_write(self, request_id: str, hashes_of: HashesOf | None = None) -> str | None:
+        """The id of the hold that keeps ``request_id`` from being erased now, or None: what an
+        erasure step asks right before it writes to a provider. A request an active hold names
+        moves ``on_hold`` (from any status a hold may take it from); one already ``on_hold``
+        stays held even if its hold expired meanwhile (the next claim sends it back)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(R).where(R.c.id == request_id)).one_or_none()
+            if row is None:
+                raise RequestNotFound(f"request {request_id} not found")
+            holds = self._active_holds(conn, now.date())
+            match = _matching_holds([row], holds, hashes_of).get(request_id) if holds else None
+            if match is not None:
+                self._put_on_hold(conn, {request_id: match}, ALLOWED_SOURCES[RequestStatus.ON_HOLD], now)
+                return match.hold_id
+        if row.status == RequestStatus.ON_HOLD.value:
+            return _hold_id_of(row.last_error) or "an expired hold"
+        return None
+
+    def get_hold(self, hold_id: str) -> LegalHold:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(HOLDS).where(HOLDS.c.hold_id == hold_id)).one_or_none()
+        if row is None:
+            raise HoldNotFound(f"no legal hold {hold_id}")
+        return _row_to_hold(row)
+
+    def list_holds(self, *, include_inactive: bool = False) -> list[LegalHold]:
+        """Active holds (with ``include_inactive``, expired and released ones too), oldest first."""
+        query = select(HOLDS).order_by(HOLDS.c.placed_at, HOLDS.c.hold_id)
+        with self.engine.connect() as conn:
+            if not include_inactive:
+                return self._active_holds(conn, utcnow().date())
+            return [_row_to_hold(row) for row in conn.execute(query)]
+
+    def _active_holds(self, conn: Connection, today: date) -> list[LegalHold]:
+        query = select(HOLDS).where(_active_hold(today)).order_by(HOLDS.c.placed_at, HOLDS.c.hold_id)
+        return [_row_to_hold(row) for row in conn.execute(query)]
+
+    def _any_active_hold(self, conn: Connection, now: datetime) -> bool:
+        return (
+            conn.execute(select(HOLDS.c.hold_id).where(_active_hold(now.date())).limit(1)).first() is not None
+        )
+
+    def _divert_held(
+        self, conn: Connection, candidates, hashes_of: HashesOf | None, now: datetime
+    ) -> list[str]:
+        """Inside a claim's transaction: lock the claim's candidates, put those an active hold
+        names ``on_hold``, and return the others, which the claim then takes.
+
+        Why no held request reaches an erasure task: the candidates stay locked (``FOR UPDATE``
+        on PostgreSQL, the write lock of ``BEGIN IMMEDIATE`` on SQLite) from this check until the
+        claim commits, so none can be claimed by anyone else in between; a hold committed while
+        this check runs is not seen here, but every erasure step asks :meth:`hold_before_write`
+        before its first write, and moves the request ``on_hold`` then."""
+        rows = conn.execute(candidates.with_only_columns(*R.c)).all()
+        matches = _matching_holds(rows, self._active_holds(conn, now.date()), hashes_of)
+        claimable = [*CLAIMABLE, RequestStatus.IN_PROGRESS]  # in_progress: a lease that expired
+        self._put_on_hold(conn, matches, claimable, now)
+        return [row.id for row in rows if row.id not in matches]
+
+    def _hold_candidates(self, holds: Sequence[LegalHold], statuses: Iterable[RequestStatus]):
+        """Requests in ``statuses`` that ``holds`` might name: by id, and (holds on a person)
+        every one still holding its identifiers."""
+        query = select(R).where(R.c.status.in_([s.value for s in statuses]))
+        ids = [h.target for h in holds if h.target_type == "request"]
+        if any(h.target_type != "request" for h in holds):
+            return query.where(or_(R.c.id.in_(ids), R.c.pii_erased_at.is_(None)))
+        return query.where(R.c.id.in_(ids))
+
+    def _put_on_hold(
+        self,
+        conn: Connection,
+        matches: dict[str, LegalHold],
+        sources: Iterable[RequestStatus],
+        now: datetime,
+    ) -> list[str]:
+        """Move each request of ``matches`` from one of ``sources`` to ``on_hold`` (compare-and-set);
+        its ``last_error`` names the hold. Returns the requests moved."""
+        moved = []
+        by_hold: dict[str, list[str]] = {}
+        for request_id, hold in matches.items():
+            by_hold.setdefault(hold.hold_id, []).append(request_id)
+        for hold_id, ids in sorted(by_hold.items()):
+            rows = conn.execute(
+                update(R)
+                .where(R.c.id.in_(ids), R.c.status.in_([s.value for s in sources]))
+                .values(
+                    status=RequestStatus.ON_HOLD.value,
+                    last_error=ON_HOLD_REASON.format(hold_id=hold_id),
+                    lease_expires_at=None,
+                    updated_at=now,
+                )
+                .returning(R.c.id)
+            ).all()
+            moved += [row.id for row in rows]
+        return sorted(moved)
+
+    def _release_unheld(self, conn: Connection, hashes_of: HashesOf | None, now: datetime) -> list[str]:
+        """``on_hold`` requests that no active hold names go back to ``pending`` (recorded steps
+        kept, so the next run resumes where they stopped); those still held name the hold that
+        holds them now."""
+        rows = conn.execute(select(R).where(R.c.status == RequestStatus.ON_HOLD.value)).all()
+        if not rows:
+            return []
+        matches = _matching_holds(rows, self._active_holds(conn, now.date()), hashes_of)
+        for row in rows:
+            named = matches.get(row.id)
+            if named is not None and _hold_id_of(row.last_error) != named.hold_id:
+                conn.execute(
+                    update(R)
+                    .where(R.c.id == row.id)
+                    .values(last_error=ON_HOLD_REASON.format(hold_id=named.hold_id), updated_at=now)
+                )
+        free = sorted(row.id for row in rows if row.id not in matches)
+        if free:
+            conn.execute(
+                update(R)
+                .where(R.c.id.in_(free), R.c.status == RequestStatus.ON_HOLD.value)
+                .values(
+                    status=RequestStatus.PENDING.value,
+                    last_error=None,
+                    claimed_by=None,
+                    claimed_at=None,
+                    claimed_map_index=None,
+                    lease_expires_at=None,
+                    not_before=None,
+                    updated_at=now,
+                )
+            )
+        return free
+
     # -- dialect helpers ---------------------------------------------------------------------
 
     def _insert_for(self):
@@ -919,6 +1202,36 @@ class ComplianceStore:
         statement = self._insert_for()(table).values(**values)
         changes = update if update is not None else {k: v for k, v in values.items() if k not in keys}
         conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes))
+
+
+def _active_hold(today: date):
+    """A hold is active until released, through its ``until`` day (UTC) if it has one."""
+    return and_(HOLDS.c.released_at.is_(None), or_(HOLDS.c.until.is_(None), HOLDS.c.until >= today))
+
+
+def _matching_holds(rows, holds: Sequence[LegalHold], hashes_of: HashesOf | None) -> dict[str, LegalHold]:
+    """For each request row that one of ``holds`` names, the oldest such hold. A hold on a person
+    names every request whose identifier of that type has that keyed hash; the hashes come from
+    ``hashes_of``, which a hold on a person requires (matching without it would let them through)."""
+    by_request = {h.target: h for h in reversed(holds) if h.target_type == "request"}
+    on_people = {(h.target_type, h.target): h for h in reversed(holds) if h.target_type != "request"}
+    if on_people and hashes_of is None:
+        raise StoreError("a legal hold names a person: matching it needs the identifier hash key")
+    found: dict[str, LegalHold] = {}
+    for row in rows:
+        named = [by_request[row.id]] if row.id in by_request else []
+        if on_people:
+            request = _row_to_request(row)
+            hashes = hashes_of(request.identifiers) if request.identifiers is not None else {}
+            named += [h for (kind, value), h in on_people.items() if hashes.get(kind) == value]
+        if named:
+            found[row.id] = min(named, key=lambda h: (h.placed_at, h.hold_id))
+    return found
+
+
+def _hold_id_of(reason: str | None) -> str | None:
+    prefix = ON_HOLD_REASON.format(hold_id="")
+    return reason[len(prefix) :] if reason and reason.startswith(prefix) else None
 
 
 def ping(store: ComplianceStore) -> None:
