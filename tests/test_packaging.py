@@ -82,6 +82,18 @@ def test_the_wheel_holds_every_module_of_the_runtime_package(wheel):
     assert expected <= set(wheel.namelist())
 
 
+def test_the_wheel_holds_the_files_the_runtime_package_reads(wheel):
+    """Its data files too: the erasure policy's schema and shipped default are read at every DAG
+    parse, and a wheel without them fails the DAG's import everywhere."""
+    expected = {
+        path.relative_to(RUNTIME.parent).as_posix()
+        for path in RUNTIME.rglob("*")
+        if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts
+    }
+    assert {"gdpr_erasure/policy/schema.json", "gdpr_erasure/policy/default.yaml"} <= expected
+    assert expected <= set(wheel.namelist())
+
+
 def test_the_extra_names_the_sandbox_distribution(wheel):
     [metadata] = [name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")]
     lines = wheel.read(metadata).decode().splitlines()
