@@ -712,6 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gdpr_erasure.intake.cli import register_commands as register_intake_commands
 
     register_intake_commands(commands)
+    from gdpr_erasure.policy.cli import register_commands as register_policy_commands
+
+    register_policy_commands(commands)
     return parser
 
 
