@@ -52,9 +52,14 @@ from gdpr_erasure.operators.segment import SegmentRegulationOperator
 from gdpr_erasure.operators.stripe import StripeCustomerErasureOperator
 from gdpr_erasure.operators.summary import RunSummaryOperator
 from gdpr_erasure.operators.twilio import TwilioHistoryErasureOperator, TwilioMemoryProfileErasureOperator
+from gdpr_erasure.policy import load_policy, policy_location
 from gdpr_erasure.sensors.segment import SegmentRegulationSensor
 from gdpr_erasure.sensors.stripe import StripeCustomerDeletedSensor
 from gdpr_erasure.sensors.twilio import TwilioMemoryProfileDeletedSensor
+
+# The erasure policy (docs/policy.md), validated whole at every parse: a bad file is this DAG's
+# import error naming its line, so no run starts on a policy that would apply only in part.
+ERASURE_POLICY = load_policy(policy_location())
 
 # How long a run waits for a Segment regulation before leaving the request in `verifying` for
 # the next run (regulations can take days; Segment's own SLA is 30).

@@ -37,7 +37,9 @@ def test_check_prints_ok_the_digest_and_each_rule(no_policy_configured, capsys):
     assert rows["live_state.open_dispute"][:4] == ["withhold", "P60D", "Art.", "17(3)(e)"]
 
 
-def test_check_reads_the_configured_policy_or_the_file_given(tmp_path, monkeypatch, capsys):
+def test_check_reads_the_configured_policy_or_the_file_given(
+    no_policy_configured, tmp_path, monkeypatch, capsys
+):
     configured = write(tmp_path, edited("retain_for: P10Y", "retain_for: P8Y"), "configured.yaml")
     monkeypatch.setenv(POLICY_ENV, str(configured))
     assert main(["policy", "check"]) == 0
