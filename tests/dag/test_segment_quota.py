@@ -187,7 +187,7 @@ def test_a_spent_quota_defers_the_request_and_the_first_run_after_the_reset_comp
     assert store.get("req-no_segment").status is RequestStatus.COMPLETED
     assert store.counts_by_status() == {"completed": 1, "deferred": 1}
     # No Airflow retry of the Segment task (nor of any other): the wait is recorded, not raised.
-    assert _try_numbers(first, "erase_segment") == [1]
+    assert set(_try_numbers(first, "erase_segment")) == {1}
     assert set(_try_numbers(first, "write_ledger_record")) == {1}
     # The run summary counts it and says when it is due.
     summary = _run_summary(first)
