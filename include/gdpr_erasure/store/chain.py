@@ -8,6 +8,11 @@ its position and its predecessor's hash::
 Changing, removing or reordering any record changes every later hash, so
 :func:`verify_chain` finds the first break. The database triggers stop edits through SQL; the
 chain catches the rest (restored backups, edits by a superuser with triggers disabled).
+
+Entries have a kind (:func:`entry_kind`): a request's erasure record, or (store schema 6) the
+placing or release of a legal hold (``"kind": "hold"``, :mod:`gdpr_erasure.holds`). Records are
+never rewritten, so the erasure records written before kinds existed carry none: an entry
+without ``kind`` is an erasure record. Both kinds are chained and hashed alike.
 """
 
 from __future__ import annotations
@@ -21,6 +26,15 @@ from typing import Any
 
 GENESIS_HASH = "0" * 64
 _DOMAIN = "gdpr-erasure-audit-v1"
+
+#: The kinds of ledger entries. Erasure records say none (they predate kinds).
+ERASURE = "erasure"
+HOLD = "hold"
+
+
+def entry_kind(record: dict[str, Any]) -> str:
+    """The kind of a ledger entry's record: :data:`HOLD`, or :data:`ERASURE` when it names none."""
+    return str(record.get("kind") or ERASURE)
 
 
 def canonical_json(record: dict[str, Any]) -> str:
@@ -41,6 +55,12 @@ class AuditEntry:
     record_json: str
     prev_hash: str
     record_hash: str
+
+    @property
+    def kind(self) -> str:
+        """:data:`ERASURE` (a request's record; ``request_id`` is the request) or :data:`HOLD`
+        (a legal hold placed or released; ``request_id`` holds ``<hold id>/<action>``)."""
+        return entry_kind(self.record)
 
 
 @dataclass

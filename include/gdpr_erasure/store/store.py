@@ -1032,13 +1032,17 @@ class ComplianceStore:
         released_by: str,
         reason: str,
         record: dict[str, Any],
+        released_at: datetime | None = None,
         hashes_of: HashesOf | None = None,
     ) -> tuple[AuditEntry, list[str]]:
         """Release an active hold, append its ``released`` entry (``record``) to the ledger, and
         send the ``on_hold`` requests that no other active hold names back to ``pending``, in one
         transaction. Returns the entry and the requests sent back. Raises :class:`HoldNotFound`
-        or :class:`HoldNotActive` (released already; an expired hold may still be released)."""
-        now = utcnow()
+        or :class:`HoldNotActive` (released already; an expired hold may still be released).
+
+        :param released_at: the time the record states (default: now).
+        """
+        now = released_at or utcnow()
         with self.engine.begin() as conn:
             released = conn.execute(
                 update(HOLDS)
