@@ -109,8 +109,11 @@ def remaining(state: SandboxState, person: Person) -> dict[str, Any]:
 
 
 def _stripe_remaining(state: SandboxState, person: Person) -> dict[str, Any]:
+    """The person's customers (with their balance and the writes they received since the request
+    log was last cleared), charges, live state (subscriptions, invoices, disputes) and jobs."""
     customer_ids = set(person.stripe_customer_ids)
     customers = [state.customers[cid] for cid in person.stripe_customer_ids]
+    charge_ids = {ch.id for ch in state.charges.values() if ch.customer in customer_ids}
     return {
         "customers": [
             {
@@ -119,13 +122,31 @@ def _stripe_remaining(state: SandboxState, person: Person) -> dict[str, Any]:
                 "redacted": c.redacted,
                 "email": c.email,
                 "metadata": dict(c.metadata),
+                "balance": c.balance,
+                "writes": state.customer_writes[c.id],
             }
             for c in customers
         ],
+        "writes": sum(state.customer_writes[cid] for cid in customer_ids),
         "charges": [
-            {"id": ch.id, "customer": ch.customer, "redacted": ch.redacted}
+            {"id": ch.id, "customer": ch.customer, "redacted": ch.redacted, "disputed": ch.disputed}
             for ch in state.charges.values()
             if ch.customer in customer_ids
+        ],
+        "subscriptions": [
+            {"id": sub.id, "customer": sub.customer, "status": sub.status}
+            for sub in state.subscriptions.values()
+            if sub.customer in customer_ids
+        ],
+        "invoices": [
+            {"id": inv.id, "customer": inv.customer, "status": inv.status, "redacted": inv.redacted}
+            for inv in state.invoices.values()
+            if inv.customer in customer_ids
+        ],
+        "disputes": [
+            {"id": d.id, "charge": d.charge, "status": d.status}
+            for d in state.disputes.values()
+            if d.charge in charge_ids
         ],
         "redaction_jobs": [
             {"id": job.id, "status": job.status}

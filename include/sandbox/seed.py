@@ -29,12 +29,15 @@ from sandbox.state import (
     Conversation,
     ConversationService,
     Customer,
+    Dispute,
+    Invoice,
     MemoryProfile,
     Message,
     Participant,
     Person,
     Recording,
     SegmentProfile,
+    Subscription,
     Transcription,
     isoformat,
 )
@@ -58,7 +61,23 @@ EDGE_CASES = (
     "many_messages",  # more than 50 messages in each direction: list calls need paging
     "in_flight",  # a message and a call still in progress: DELETE answers 20009 until they settle
     "other_service",  # conversations in a Conversation Service that is not the account's default
+    # Stripe live state (issue 15); everyone else has none, so their erasures are unaffected.
+    "active_subscription",  # an active subscription (and the paid invoice of its current period)
+    "open_dispute",  # a charge disputed, the dispute in needs_response
+    "unpaid_invoice",  # an open invoice
+    "customer_balance",  # a non-zero customer balance (a credit of 15.00)
+    "closed_states",  # a canceled subscription, a paid invoice, a won dispute, zero balance: nothing live
 )
+#: The Stripe live state each of those people has (the others have none).
+LIVE_STATE_CASES = (
+    "active_subscription",
+    "open_dispute",
+    "unpaid_invoice",
+    "customer_balance",
+    "closed_states",
+)
+#: The credit on the ``customer_balance`` person's customer, in cents (negative: owed to the customer).
+SEEDED_BALANCE = -1500
 
 FIRST_NAMES = (
     "Ada", "Bruno", "Chiara", "Dmitri", "Elena", "Farid", "Greta", "Hiro", "Ines", "Jonas",
@@ -182,6 +201,8 @@ class _Seeder:
             self._segment_profile(person)
         if "in_flight" in flags:
             self._in_flight(person)
+        if key in LIVE_STATE_CASES:
+            self._live_state(person, key)
 
     def _email(self, first: str, last: str) -> str:
         while True:
@@ -248,6 +269,90 @@ class _Seeder:
             receipt_email=customer.email,
         )
         self.state.charges[charge.id] = charge
+
+    # -- Stripe live state (what must not be erased blindly) ----------------------------------
+
+    def _live_state(self, person: Person, key: str) -> None:
+        customer = self.state.customers[person.stripe_customer_ids[0]]
+        charge = next(c for c in self.state.charges.values() if c.customer == customer.id)
+        if key == "active_subscription":
+            subscription = self._subscription(customer, "active")
+            self._invoice(customer, "paid", subscription)
+        elif key == "open_dispute":
+            self._dispute(charge, "needs_response")
+        elif key == "unpaid_invoice":
+            self._invoice(customer, "open")
+        elif key == "customer_balance":
+            customer.balance = SEEDED_BALANCE
+        elif key == "closed_states":
+            subscription = self._subscription(customer, "canceled")
+            self._invoice(customer, "paid", subscription)
+            self._dispute(charge, "won")
+
+    def _subscription(self, customer: Customer, status: str) -> Subscription:
+        """A monthly subscription; its current period runs from ten days before ``BASE_TIME``."""
+        period_start = int((BASE_TIME - timedelta(days=10)).timestamp())
+        subscription = Subscription(
+            id=self.ids.stripe("sub"),
+            customer=customer.id,
+            created=customer.created + 86400,
+            status=status,
+            item_id=self.ids.stripe("si"),
+            price_id=self.ids.stripe("price"),
+            product_id=self.ids.stripe("prod"),
+            unit_amount=self.rng.choice((990, 1990, 4900)),
+            current_period_start=period_start,
+            current_period_end=period_start + 30 * 86400,
+        )
+        if status == "canceled":
+            subscription.canceled_at = subscription.ended_at = period_start - 20 * 86400
+            subscription.cancellation_reason = "cancellation_requested"
+        self.state.subscriptions[subscription.id] = subscription
+        return subscription
+
+    def _invoice(self, customer: Customer, status: str, subscription: Subscription | None = None) -> Invoice:
+        """A finalized invoice (``open`` or ``paid``) with Stripe's snapshot of the customer."""
+        period_end = subscription.current_period_start if subscription else int(BASE_TIME.timestamp())
+        amount = subscription.unit_amount if subscription else self.rng.choice((4900, 12500))
+        sequence = sum(1 for i in self.state.invoices.values() if i.customer == customer.id) + 1
+        invoice = Invoice(
+            id=self.ids.stripe("in"),
+            customer=customer.id,
+            created=period_end,
+            status=status,
+            amount_due=amount,
+            amount_paid=amount if status == "paid" else 0,
+            number=f"{customer.id[4:11].upper()}-{sequence:04d}",
+            period_start=period_end - 30 * 86400 if subscription else period_end,
+            period_end=period_end,
+            customer_email=customer.email,
+            customer_name=customer.name,
+            customer_phone=customer.phone,
+            customer_address=dict(customer.address) if customer.address else None,
+            subscription=subscription.id if subscription else None,
+            due_date=None if subscription else period_end + 30 * 86400,
+            finalized_at=period_end + 3600,
+            paid_at=period_end + 3600 if status == "paid" else None,
+        )
+        self.state.invoices[invoice.id] = invoice
+        if subscription:
+            subscription.latest_invoice = invoice.id
+        return invoice
+
+    def _dispute(self, charge: Charge, status: str) -> Dispute:
+        dispute = Dispute(
+            id=self.ids.stripe("dp"),
+            charge=charge.id,
+            amount=charge.amount,
+            currency=charge.currency,
+            created=charge.created + 20 * 86400,
+            status=status,
+            reason="product_not_received",
+            evidence_due_by=charge.created + 41 * 86400,
+        )
+        charge.disputed = True
+        self.state.disputes[dispute.id] = dispute
+        return dispute
 
     # -- Twilio ------------------------------------------------------------------------------
 

@@ -109,6 +109,7 @@ class Customer:
     metadata: dict[str, str] = field(default_factory=dict)
     deleted: bool = False
     redacted: bool = False
+    balance: int = 0  # Stripe's customer balance in cents: negative is a credit, positive is owed
 
 
 @dataclass
@@ -122,6 +123,68 @@ class Charge:
     billing_details: dict[str, Any]
     receipt_email: str | None
     redacted: bool = False
+    disputed: bool = False  # Stripe keeps it true once a dispute was opened, whatever its outcome
+
+
+@dataclass
+class Subscription:
+    """A subscription with one item (one recurring price); ``status`` is Stripe's enum."""
+
+    id: str
+    customer: str
+    created: int
+    status: str
+    item_id: str
+    price_id: str
+    product_id: str
+    unit_amount: int
+    current_period_start: int
+    current_period_end: int
+    currency: str = "usd"
+    latest_invoice: str | None = None
+    canceled_at: int | None = None
+    ended_at: int | None = None
+    cancellation_reason: str | None = None
+    trial_start: int | None = None
+    trial_end: int | None = None
+
+
+@dataclass
+class Invoice:
+    """An invoice; ``customer_*`` are the snapshot Stripe takes of the customer at finalization."""
+
+    id: str
+    customer: str
+    created: int
+    status: str
+    amount_due: int
+    amount_paid: int
+    number: str | None
+    period_start: int
+    period_end: int
+    customer_email: str | None
+    customer_name: str | None
+    customer_phone: str | None
+    customer_address: dict[str, str | None] | None
+    currency: str = "usd"
+    subscription: str | None = None
+    due_date: int | None = None
+    finalized_at: int | None = None
+    paid_at: int | None = None
+    marked_uncollectible_at: int | None = None
+    redacted: bool = False
+
+
+@dataclass
+class Dispute:
+    id: str
+    charge: str
+    amount: int
+    currency: str
+    created: int
+    status: str
+    reason: str
+    evidence_due_by: int
 
 
 @dataclass
@@ -303,6 +366,9 @@ class SandboxState:
         self.requests: deque[dict[str, Any]] = deque(maxlen=self.REQUEST_LOG_LIMIT)
         # Exact totals, unlike the log above, which keeps only the newest calls.
         self.request_counts: Counter[tuple[str, str, str, int, bool]] = Counter()
+        # Successful Stripe writes per customer (the customer or one of its objects), replays
+        # excluded: "a withheld customer received no write at all" is a zero here.
+        self.customer_writes: Counter[str] = Counter()
         self.reset(settings or Settings())
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -319,6 +385,9 @@ class SandboxState:
         self.people: dict[str, Person] = {}
         self.customers: dict[str, Customer] = {}
         self.charges: dict[str, Charge] = {}
+        self.subscriptions: dict[str, Subscription] = {}
+        self.invoices: dict[str, Invoice] = {}
+        self.disputes: dict[str, Dispute] = {}
         self.redaction_jobs: dict[str, RedactionJob] = {}
         self.idempotency: dict[str, dict[str, Any]] = {}
         self.messages: dict[str, Message] = {}
@@ -373,6 +442,11 @@ class SandboxState:
     def clear_requests(self) -> None:
         self.requests.clear()
         self.request_counts.clear()
+        self.customer_writes.clear()
+
+    def count_customer_write(self, customer_id: str) -> None:
+        """Record one successful write to a Stripe customer or one of its objects."""
+        self.customer_writes[customer_id] += 1
 
     # -- time-based transitions --------------------------------------------------------------
 
@@ -423,7 +497,11 @@ class SandboxState:
     def _validate_redaction(self, job: RedactionJob) -> list[dict[str, Any]]:
         """The validation errors of ``job``: unknown objects, or objects locked by another job."""
         errors: list[dict[str, Any]] = []
-        known = {"customers": (self.customers, "customer"), "charges": (self.charges, "charge")}
+        known = {
+            "customers": (self.customers, "customer"),
+            "charges": (self.charges, "charge"),
+            "invoices": (self.invoices, "invoice"),
+        }
         if job.account != STRIPE_ACCOUNT_ID:
             known = {}  # another account holds none of the sandbox's objects
         for kind, object_ids in job.objects.items():
@@ -465,7 +543,9 @@ class SandboxState:
         return False
 
     def _redact(self, job: RedactionJob) -> None:
-        """Replace personal data on the job's customers, their charges and listed charges."""
+        """Replace personal data on the job's customers, their charges and invoices, and on the
+        charges and invoices it lists ("all redactable objects associated with these objects will
+        be redacted as well"); amounts, statuses and balances stay."""
         customer_ids = set(job.objects.get("customers", []))
         for customer_id in customer_ids:
             customer = self.customers.get(customer_id)
@@ -482,6 +562,13 @@ class SandboxState:
                 details["address"] = dict.fromkeys(details["address"] or {}, REDACTED)
                 charge.receipt_email = REDACTED if charge.receipt_email else None
                 charge.redacted = True
+        for invoice in self.invoices.values():
+            if invoice.customer in customer_ids or invoice.id in job.objects.get("invoices", []):
+                for name in ("customer_email", "customer_name", "customer_phone"):
+                    if getattr(invoice, name):
+                        setattr(invoice, name, REDACTED)
+                invoice.customer_address = dict.fromkeys(invoice.customer_address or {}, REDACTED) or None
+                invoice.redacted = True
 
     def _settle_regulation(self, regulation: Regulation, now: float) -> None:
         status = regulation.status(now)

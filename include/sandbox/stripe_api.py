@@ -1,16 +1,27 @@
 """Emulation of the Stripe endpoints the pipeline calls (``api.stripe.com``, under ``/stripe``).
 
-The key's own account (``GET /v1/account``), customers (list by email, retrieve, update, delete)
-and the preview Redaction Jobs API. Bodies are form-encoded as stripe-python sends them; responses
-follow ``stripe.subset.json`` and every one carries a ``Request-Id`` header. POST requests honour
-``Idempotency-Key`` the way Stripe documents it: the first result is stored and replayed for the
-same key and parameters, and a reuse with other parameters or on another endpoint is an
-``idempotency_error``.
+The key's own account (``GET /v1/account``), customers (list by email, retrieve, update, delete),
+the live state read before an erasure (subscriptions, with retrieve and cancel; invoices; charges
+and their disputes; the customer's ``balance``) and the preview Redaction Jobs API. Bodies are
+form-encoded as stripe-python sends them; responses follow ``stripe.subset.json`` and every one
+carries a ``Request-Id`` header. POST requests honour ``Idempotency-Key`` the way Stripe documents
+it: the first result is stored and replayed for the same key and parameters, and a reuse with other
+parameters or on another endpoint is an ``idempotency_error``. Stripe ignores the key on GET and
+DELETE; a repeated cancel answers 404 like Stripe's.
 
 A deleted customer answers as Stripe does (``GET``: the ``deleted: true`` object; update and
 delete: a 404 ``resource_missing``) unless the answer knob ``stripe:deleted_customer_answer``
 says otherwise (``not_found``: a 404 ``resource_missing`` for ``GET`` too; ``bare_404``: a 404
 ``invalid_request_error`` without ``code`` for every call, like some Stripe-compatible servers).
+
+Lists filtered by ``customer`` (subscriptions, invoices, charges) answer an id the account does not
+hold with a 400 ``resource_missing`` naming ``param: customer`` (Stripe's answer for an unknown id in
+a parameter; the spec documents none for list filters), never with an empty list, so "no
+subscriptions" cannot be read off a wrong id. A deleted customer's objects stay listable, as on
+Stripe. Every successful write that concerns a customer or one of its objects (update, delete,
+cancel a subscription, create or act on a redaction job naming it) is counted per customer
+(``SandboxState.customer_writes``) and names the customer in the request log
+(``stripe_customers``); reads name it too, and an idempotent replay is no write.
 
 Every key belongs to the sandbox's account (:data:`sandbox.ids.STRIPE_ACCOUNT_ID`) except keys
 starting ``sk_test_other_`` or ``rk_test_other_``: they belong to another account
@@ -27,7 +38,7 @@ from typing import Any
 from starlette.responses import Response
 
 from sandbox import ids
-from sandbox.state import Customer, RedactionJob, SandboxState
+from sandbox.state import Charge, Customer, Dispute, Invoice, RedactionJob, SandboxState, Subscription
 from sandbox.web import Call, Service, json_response, parse_basic_auth
 
 DEFAULT_API_VERSION = "2026-07-29.dahlia"
@@ -51,6 +62,51 @@ OTHER_ACCOUNT_KEY_PREFIXES = ("sk_test_other_", "rk_test_other_")
 #: When the sandbox's accounts were created (fixed, so answers are reproducible).
 ACCOUNT_CREATED = 1735689600
 JOB_STATUSES = ("canceled", "canceling", "created", "failed", "ready", "redacting", "succeeded", "validating")
+# Enums of the spec (latest/openapi.spec3.json @ 19be337d, 2026-07-29.dahlia): the list filters
+# and the objects' statuses.
+SUBSCRIPTION_STATUSES = (
+    "active", "canceled", "incomplete", "incomplete_expired", "past_due", "paused", "trialing", "unpaid",
+)  # fmt: skip
+SUBSCRIPTION_FILTERS = (*SUBSCRIPTION_STATUSES, "all", "ended")
+INVOICE_STATUSES = ("draft", "open", "paid", "uncollectible", "void")
+COLLECTION_METHODS = ("charge_automatically", "send_invoice")
+DISPUTE_CLOSED = frozenset({"lost", "prevented", "warning_closed", "won"})
+#: The fields of a dispute's ``evidence`` (the spec's fixture), all unset: nothing submitted.
+DISPUTE_EVIDENCE_FIELDS = (
+    "access_activity_log",
+    "billing_address",
+    "cancellation_policy",
+    "cancellation_policy_disclosure",
+    "cancellation_rebuttal",
+    "customer_communication",
+    "customer_email_address",
+    "customer_name",
+    "customer_purchase_ip",
+    "customer_signature",
+    "duplicate_charge_documentation",
+    "duplicate_charge_explanation",
+    "duplicate_charge_id",
+    "product_description",
+    "receipt",
+    "refund_policy",
+    "refund_policy_disclosure",
+    "refund_refusal_explanation",
+    "service_date",
+    "service_documentation",
+    "shipping_address",
+    "shipping_carrier",
+    "shipping_date",
+    "shipping_documentation",
+    "shipping_tracking_number",
+    "uncategorized_file",
+    "uncategorized_text",
+)
+CANCELLATION_FEEDBACK = (
+    "", "customer_service", "low_quality", "missing_features", "other", "switched_service", "too_complex",
+    "too_expensive", "unused",
+)  # fmt: skip
+#: Subscriptions a cancel answers 404 for: Stripe reads a canceled one as gone (stripe/stripe-go#1887).
+SUBSCRIPTION_ENDED = frozenset({"canceled", "incomplete_expired"})
 
 
 class StripeError(Exception):
@@ -71,6 +127,13 @@ def missing(kind: str, object_id: str, param: str = "id") -> StripeError:
         doc_url="https://stripe.com/docs/error-codes/resource-missing",
         param=param,
     )
+
+
+def missing_param(kind: str, object_id: str, param: str) -> StripeError:
+    """Stripe's 400 for an unknown id passed as a parameter (not in the path)."""
+    error = missing(kind, object_id, param)
+    error.status = 400
+    return error
 
 
 def bare_missing(kind: str, object_id: str) -> StripeError:
@@ -113,7 +176,7 @@ def customer_body(customer: Customer) -> dict[str, Any]:
         "id": customer.id,
         "object": "customer",
         "address": customer.address,
-        "balance": 0,
+        "balance": customer.balance,
         "created": customer.created,
         "currency": "usd",
         "default_source": None,
@@ -142,6 +205,312 @@ def customer_body(customer: Customer) -> dict[str, Any]:
 
 def deleted_customer_body(customer_id: str) -> dict[str, Any]:
     return {"id": customer_id, "object": "customer", "deleted": True}
+
+
+def subscription_body(sub: Subscription) -> dict[str, Any]:
+    """The ``subscription`` object (field set of the spec's fixture) with its one item."""
+    canceled = sub.status == "canceled"
+    item = {
+        "id": sub.item_id,
+        "object": "subscription_item",
+        "billing_thresholds": None,
+        "created": sub.created,
+        "current_period_end": sub.current_period_end,
+        "current_period_start": sub.current_period_start,
+        "discounts": [],
+        "metadata": {},
+        "price": {
+            "id": sub.price_id,
+            "object": "price",
+            "active": True,
+            "billing_scheme": "per_unit",
+            "created": sub.created - 86400,
+            "currency": sub.currency,
+            "livemode": False,
+            "lookup_key": None,
+            "metadata": {},
+            "nickname": None,
+            "product": sub.product_id,
+            "recurring": {
+                "interval": "month",
+                "interval_count": 1,
+                "meter": None,
+                "trial_period_days": None,
+                "usage_type": "licensed",
+            },
+            "tax_behavior": "unspecified",
+            "tiers_mode": None,
+            "transform_quantity": None,
+            "type": "recurring",
+            "unit_amount": sub.unit_amount,
+            "unit_amount_decimal": str(sub.unit_amount),
+        },
+        "quantity": 1,
+        "subscription": sub.id,
+        "tax_rates": [],
+    }
+    return {
+        "id": sub.id,
+        "object": "subscription",
+        "application": None,
+        "application_fee_percent": None,
+        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
+        "billing_cycle_anchor": sub.created,
+        "billing_cycle_anchor_config": None,
+        "billing_mode": {"type": "classic"},
+        "billing_schedules": [],
+        "billing_thresholds": None,
+        "cancel_at": None,
+        "cancel_at_period_end": False,
+        "canceled_at": sub.canceled_at,
+        "cancellation_details": {
+            "comment": None,
+            "feedback": None,
+            "reason": sub.cancellation_reason if canceled else None,
+        },
+        "collection_method": "charge_automatically",
+        "created": sub.created,
+        "currency": sub.currency,
+        "customer": sub.customer,
+        "customer_account": None,
+        "days_until_due": None,
+        "default_payment_method": None,
+        "default_source": None,
+        "default_tax_rates": [],
+        "description": None,
+        "discounts": [],
+        "ended_at": sub.ended_at,
+        "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
+        "items": {
+            "object": "list",
+            "data": [item],
+            "has_more": False,
+            "url": f"/v1/subscription_items?subscription={sub.id}",
+        },
+        "latest_invoice": sub.latest_invoice,
+        "livemode": False,
+        "metadata": {},
+        "next_pending_invoice_item_invoice": None,
+        "on_behalf_of": None,
+        "pause_collection": None,
+        "payment_settings": None,
+        "pending_invoice_item_interval": None,
+        "pending_setup_intent": None,
+        "pending_update": None,
+        "schedule": None,
+        "start_date": sub.created,
+        "status": sub.status,
+        "test_clock": None,
+        "transfer_data": None,
+        "trial_end": sub.trial_end,
+        "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+        "trial_start": sub.trial_start,
+    }
+
+
+def invoice_body(invoice: Invoice) -> dict[str, Any]:
+    """The ``invoice`` object (the spec's properties; its fixture still has ``subscription``, which
+    the 2026 spec moved to ``parent.subscription_details``, and lacks ``amount_paid_off_stripe``)."""
+    finalized = invoice.status != "draft"
+    url = f"https://invoice.stripe.com/i/acct_sandbox/{invoice.id}" if finalized else None
+    parent = (
+        {
+            "quote_details": None,
+            "subscription_details": {"metadata": {}, "subscription": invoice.subscription},
+            "type": "subscription_details",
+        }
+        if invoice.subscription
+        else None
+    )
+    return {
+        "id": invoice.id,
+        "object": "invoice",
+        "account_country": "US",
+        "account_name": "GDPR erasure sandbox",
+        "account_tax_ids": None,
+        "amount_due": invoice.amount_due,
+        "amount_overpaid": 0,
+        "amount_paid": invoice.amount_paid,
+        "amount_paid_off_stripe": 0,
+        "amount_remaining": invoice.amount_due - invoice.amount_paid,
+        "amount_shipping": 0,
+        "application": None,
+        "attempt_count": 1 if invoice.subscription else 0,
+        "attempted": bool(invoice.subscription),
+        "auto_advance": invoice.status in ("draft", "open"),
+        "automatic_tax": {
+            "disabled_reason": None,
+            "enabled": False,
+            "liability": None,
+            "provider": None,
+            "status": None,
+        },
+        "automatically_finalizes_at": None,
+        "billing_reason": "subscription_cycle" if invoice.subscription else "manual",
+        "collection_method": "charge_automatically" if invoice.subscription else "send_invoice",
+        "created": invoice.created,
+        "currency": invoice.currency,
+        "custom_fields": None,
+        "customer": invoice.customer,
+        "customer_account": None,
+        "customer_address": invoice.customer_address,
+        "customer_email": invoice.customer_email,
+        "customer_name": invoice.customer_name,
+        "customer_phone": invoice.customer_phone,
+        "customer_shipping": None,
+        "customer_tax_exempt": "none",
+        "customer_tax_ids": [],
+        "default_payment_method": None,
+        "default_source": None,
+        "default_tax_rates": [],
+        "description": None,
+        "discounts": [],
+        "due_date": invoice.due_date,
+        "effective_at": invoice.finalized_at,
+        "ending_balance": 0 if finalized else None,
+        "footer": None,
+        "from_invoice": None,
+        "hosted_invoice_url": url,
+        "invoice_pdf": f"{url}/pdf" if url else None,
+        "issuer": {"type": "self"},
+        "last_finalization_error": None,
+        "latest_revision": None,
+        "lines": {"object": "list", "data": [], "has_more": False, "url": f"/v1/invoices/{invoice.id}/lines"},
+        "livemode": False,
+        "metadata": {},
+        "next_payment_attempt": None,
+        "number": invoice.number,
+        "on_behalf_of": None,
+        "parent": parent,
+        "payment_settings": {
+            "default_mandate": None,
+            "payment_method_options": None,
+            "payment_method_types": None,
+        },
+        "period_end": invoice.period_end,
+        "period_start": invoice.period_start,
+        "post_payment_credit_notes_amount": 0,
+        "pre_payment_credit_notes_amount": 0,
+        "receipt_number": None,
+        "rendering": None,
+        "shipping_cost": None,
+        "shipping_details": None,
+        "starting_balance": 0,
+        "statement_descriptor": None,
+        "status": invoice.status,
+        "status_transitions": {
+            "finalized_at": invoice.finalized_at,
+            "marked_uncollectible_at": invoice.marked_uncollectible_at,
+            "paid_at": invoice.paid_at,
+            "voided_at": None,
+        },
+        "subtotal": invoice.amount_due,
+        "subtotal_excluding_tax": invoice.amount_due,
+        "test_clock": None,
+        "total": invoice.amount_due,
+        "total_discount_amounts": [],
+        "total_excluding_tax": invoice.amount_due,
+        "total_pretax_credit_amounts": [],
+        "total_taxes": [],
+        "webhooks_delivered_at": invoice.created,
+    }
+
+
+def charge_body(charge: Charge) -> dict[str, Any]:
+    """The ``charge`` object (field set of the spec's fixture), a captured card payment."""
+    return {
+        "id": charge.id,
+        "object": "charge",
+        "amount": charge.amount,
+        "amount_captured": charge.amount,
+        "amount_refunded": 0,
+        "application": None,
+        "application_fee": None,
+        "application_fee_amount": None,
+        "balance_transaction": "txn_" + charge.id[3:],
+        "billing_details": {**charge.billing_details, "tax_id": None},
+        "calculated_statement_descriptor": "GDPR SANDBOX",
+        "captured": True,
+        "created": charge.created,
+        "currency": charge.currency,
+        "customer": charge.customer,
+        "description": charge.description,
+        "disputed": charge.disputed,
+        "failure_balance_transaction": None,
+        "failure_code": None,
+        "failure_message": None,
+        "fraud_details": {},
+        "livemode": False,
+        "metadata": {},
+        "on_behalf_of": None,
+        "outcome": {
+            "advice_code": None,
+            "network_advice_code": None,
+            "network_decline_code": None,
+            "network_status": "approved_by_network",
+            "reason": None,
+            "risk_level": "normal",
+            "seller_message": "Payment complete.",
+            "type": "authorized",
+        },
+        "paid": True,
+        "payment_intent": None,
+        "payment_method": None,
+        "payment_method_details": {
+            "card": {"brand": "visa", "country": "US", "exp_month": 8, "exp_year": 2030, "last4": "4242"},
+            "type": "card",
+        },
+        "receipt_email": charge.receipt_email,
+        "receipt_number": None,
+        "receipt_url": None,
+        "refunded": False,
+        "refunds": {
+            "object": "list",
+            "data": [],
+            "has_more": False,
+            "url": f"/v1/charges/{charge.id}/refunds",
+        },
+        "review": None,
+        "shipping": None,
+        "source_transfer": None,
+        "statement_descriptor": None,
+        "statement_descriptor_suffix": None,
+        "status": "succeeded",
+        "transfer_data": None,
+        "transfer_group": None,
+    }
+
+
+def dispute_body(dispute: Dispute) -> dict[str, Any]:
+    """The ``dispute`` object (field set of the spec's fixture); no evidence submitted."""
+    return {
+        "id": dispute.id,
+        "object": "dispute",
+        "amount": dispute.amount,
+        "balance_transactions": [],
+        "charge": dispute.charge,
+        "created": dispute.created,
+        "currency": dispute.currency,
+        "enhanced_eligibility_types": [],
+        "evidence": {**dict.fromkeys(DISPUTE_EVIDENCE_FIELDS), "enhanced_evidence": {}},
+        "evidence_details": {
+            "due_by": dispute.evidence_due_by,
+            "enhanced_eligibility": {},
+            "has_evidence": False,
+            "past_due": False,
+            "submission_count": 0,
+        },
+        "is_charge_refundable": dispute.status not in DISPUTE_CLOSED,
+        "livemode": False,
+        "metadata": {},
+        "payment_intent": None,
+        "payment_method_details": {
+            "card": {"brand": "visa", "case_type": "chargeback", "network_reason_code": "13.1"},
+            "type": "card",
+        },
+        "reason": dispute.reason,
+        "status": dispute.status,
+    }
 
 
 def account_body(account_id: str) -> dict[str, Any]:
@@ -241,6 +610,12 @@ class StripeService(Service):
         self.route("GET", "/v1/customers/{customer}", retrieve_customer)
         self.route("POST", "/v1/customers/{customer}", update_customer)
         self.route("DELETE", "/v1/customers/{customer}", delete_customer)
+        self.route("GET", "/v1/subscriptions", list_subscriptions)
+        self.route("GET", "/v1/subscriptions/{subscription_exposed_id}", retrieve_subscription)
+        self.route("DELETE", "/v1/subscriptions/{subscription_exposed_id}", cancel_subscription)
+        self.route("GET", "/v1/invoices", list_invoices)
+        self.route("GET", "/v1/charges", list_charges)
+        self.route("GET", "/v1/disputes", list_disputes)
         self.route("GET", "/v1/privacy/redaction_jobs", list_jobs)
         self.route("POST", "/v1/privacy/redaction_jobs", create_job)
         self.route("GET", "/v1/privacy/redaction_jobs/{job}", retrieve_job)
@@ -369,6 +744,25 @@ def _customers(call: Call) -> dict[str, Customer]:
     return call.state.customers if account_of(call) == ids.STRIPE_ACCOUNT_ID else {}
 
 
+def _holds(call: Call, collection: str) -> dict[str, Any]:
+    """One of the account's collections (``subscriptions``, ``invoices``, ``charges``, ``disputes``):
+    the sandbox's, or none for the other account."""
+    return getattr(call.state, collection) if account_of(call) == ids.STRIPE_ACCOUNT_ID else {}
+
+
+def _names(call: Call, *customer_ids: str) -> None:
+    """Name the customers a call concerned in the request log (ids only, never personal data)."""
+    named = call.log.setdefault("stripe_customers", [])
+    named.extend(c for c in customer_ids if c not in named)
+
+
+def _wrote(call: Call, *customer_ids: str) -> None:
+    """A successful write to these customers or their objects: counted, and named in the log."""
+    _names(call, *customer_ids)
+    for customer_id in dict.fromkeys(customer_ids):
+        call.state.count_customer_write(customer_id)
+
+
 def _api_key(header: str | None) -> str | None:
     """The secret key from ``Bearer <key>`` or from Basic auth with the key as username."""
     if header and header.lower().startswith("bearer "):
@@ -490,6 +884,7 @@ def retrieve_customer(call: Call) -> Response:
         if call.state.faults.answer("stripe", "deleted_customer_answer") == "stub":
             return json_response(deleted_customer_body(customer.id))
         raise _deleted(call.state, customer_id)
+    _names(call, customer.id)
     return json_response(customer_body(customer))
 
 
@@ -518,6 +913,7 @@ def update_customer(call: Call) -> Response:
                 customer.metadata[meta_key] = value
             else:
                 customer.metadata.pop(meta_key, None)
+    _wrote(call, customer.id)
     return json_response(customer_body(customer))
 
 
@@ -540,9 +936,181 @@ def _metadata_changes(raw: Any) -> dict[str, str] | None:
 
 
 def delete_customer(call: Call) -> Response:
+    """Delete the customer; as Stripe documents, this "also immediately cancels any active
+    subscriptions on the customer"."""
     customer = _live_customer(call, call.params["customer"])
     customer.deleted = True
+    for sub in call.state.subscriptions.values():
+        if sub.customer == customer.id and sub.status not in SUBSCRIPTION_ENDED:
+            _end_subscription(call.state, sub)
+    _wrote(call, customer.id)
     return json_response(deleted_customer_body(customer.id))
+
+
+# --- live state: subscriptions, invoices, charges, disputes -------------------------------------
+
+
+def _filter_customer(call: Call, params: dict[str, Any]) -> str | None:
+    """The ``customer`` filter, which must name a customer of the account (deleted ones included)."""
+    customer_id = params.get("customer")
+    if customer_id is None:
+        return None
+    if not isinstance(customer_id, str) or customer_id not in _customers(call):
+        raise missing_param("customer", str(customer_id), "customer")
+    _names(call, customer_id)
+    return customer_id
+
+
+def _choice(params: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str | None:
+    value = params.get(name)
+    if value is not None and value not in allowed:
+        raise StripeError(400, f"Invalid {name}: must be one of {', '.join(allowed)}", param=name)
+    return value
+
+
+def _listed(call: Call, items: list[Any], params: dict[str, Any], kind: str, url: str, body: Any) -> Response:
+    """One page of ``items`` (newest first), in Stripe's list envelope."""
+    ordered = sorted(items, key=lambda item: (-item.created, item.id))
+    page, has_more = _page(ordered, params, lambda item: item.id, kind)
+    return json_response(
+        {"object": "list", "data": [body(i) for i in page], "has_more": has_more, "url": url}
+    )
+
+
+def list_subscriptions(call: Call) -> Response:
+    """``GET /v1/subscriptions``: without ``status``, every subscription not canceled; ``ended`` is
+    canceled and incomplete_expired, ``all`` everything."""
+    params = _params(call)
+    _reject_unknown(
+        params,
+        {
+            "automatic_tax", "collection_method", "created", "current_period_end", "current_period_start",
+            "customer", "customer_account", "ending_before", "expand", "limit", "price", "starting_after",
+            "status", "test_clock",
+        },
+    )  # fmt: skip
+    customer_id = _filter_customer(call, params)
+    status = _choice(params, "status", SUBSCRIPTION_FILTERS)
+    _choice(params, "collection_method", COLLECTION_METHODS)
+    price = params.get("price")
+
+    def wanted(sub: Subscription) -> bool:
+        if customer_id is not None and sub.customer != customer_id:
+            return False
+        if price is not None and sub.price_id != price:
+            return False
+        if status is None:
+            return sub.status != "canceled"
+        if status == "ended":
+            return sub.status in SUBSCRIPTION_ENDED
+        return status == "all" or sub.status == status
+
+    subs = [s for s in _holds(call, "subscriptions").values() if wanted(s)]
+    return _listed(call, subs, params, "subscription", "/v1/subscriptions", subscription_body)
+
+
+def _subscription(call: Call) -> Subscription:
+    sub_id = call.params["subscription_exposed_id"]
+    sub = _holds(call, "subscriptions").get(sub_id)
+    if sub is None:
+        raise missing("subscription", sub_id)
+    return sub
+
+
+def retrieve_subscription(call: Call) -> Response:
+    """``GET /v1/subscriptions/{id}``: canceled subscriptions are still retrieved (status canceled)."""
+    _reject_unknown(_params(call), {"expand"})
+    sub = _subscription(call)
+    _names(call, sub.customer)
+    return json_response(subscription_body(sub))
+
+
+def cancel_subscription(call: Call) -> Response:
+    """``DELETE /v1/subscriptions/{id}``: cancel now; a subscription already canceled answers 404
+    ``No such subscription``, as Stripe does (stripe/stripe-go#1887), so a repeat is no write."""
+    params = _params(call)
+    _reject_unknown(params, {"cancellation_details", "expand", "invoice_now", "prorate"})
+    details = params.get("cancellation_details") or {}
+    if not isinstance(details, dict):
+        raise StripeError(400, "Invalid object", param="cancellation_details")
+    _choice(details, "feedback", CANCELLATION_FEEDBACK)
+    sub = _subscription(call)
+    if sub.status in SUBSCRIPTION_ENDED:
+        raise missing("subscription", sub.id)
+    _end_subscription(call.state, sub)
+    _wrote(call, sub.customer)
+    return json_response(subscription_body(sub))
+
+
+def _end_subscription(state: SandboxState, sub: Subscription) -> None:
+    sub.status = "canceled"
+    sub.canceled_at = sub.ended_at = int(state.wall())
+    sub.cancellation_reason = "cancellation_requested"
+
+
+def list_invoices(call: Call) -> Response:
+    """``GET /v1/invoices``: every status unless ``status`` names one."""
+    params = _params(call)
+    _reject_unknown(
+        params,
+        {
+            "collection_method", "created", "customer", "customer_account", "due_date", "ending_before",
+            "expand", "limit", "starting_after", "status", "subscription",
+        },
+    )  # fmt: skip
+    customer_id = _filter_customer(call, params)
+    status = _choice(params, "status", INVOICE_STATUSES)
+    method = _choice(params, "collection_method", COLLECTION_METHODS)
+    subscription = params.get("subscription")
+    invoices = [
+        i
+        for i in _holds(call, "invoices").values()
+        if (customer_id is None or i.customer == customer_id)
+        and (status is None or i.status == status)
+        and (subscription is None or i.subscription == subscription)
+        and (method is None or invoice_body(i)["collection_method"] == method)
+    ]
+    return _listed(call, invoices, params, "invoice", "/v1/invoices", invoice_body)
+
+
+def list_charges(call: Call) -> Response:
+    """``GET /v1/charges``; the sandbox's charges have no PaymentIntent and no transfer group."""
+    params = _params(call)
+    _reject_unknown(
+        params,
+        {"created", "customer", "ending_before", "expand", "limit", "payment_intent", "starting_after",
+         "transfer_group"},
+    )  # fmt: skip
+    customer_id = _filter_customer(call, params)
+    unmatched = params.get("payment_intent") is not None or params.get("transfer_group") is not None
+    charges = [
+        c
+        for c in _holds(call, "charges").values()
+        if not unmatched and (customer_id is None or c.customer == customer_id)
+    ]
+    return _listed(call, charges, params, "charge", "/v1/charges", charge_body)
+
+
+def list_disputes(call: Call) -> Response:
+    """``GET /v1/disputes``: the spec has no ``customer`` filter; ``charge`` must name a charge of
+    the account (400 ``resource_missing`` otherwise, like an unknown customer)."""
+    params = _params(call)
+    _reject_unknown(
+        params, {"charge", "created", "ending_before", "expand", "limit", "payment_intent", "starting_after"}
+    )
+    charge_id = params.get("charge")
+    if charge_id is not None:
+        charge = _holds(call, "charges").get(charge_id)
+        if charge is None:
+            raise missing_param("charge", str(charge_id), "charge")
+        _names(call, charge.customer)
+    unmatched = params.get("payment_intent") is not None
+    disputes = [
+        d
+        for d in _holds(call, "disputes").values()
+        if not unmatched and (charge_id is None or d.charge == charge_id)
+    ]
+    return _listed(call, disputes, params, "dispute", "/v1/disputes", dispute_body)
 
 
 # --- redaction jobs -----------------------------------------------------------------------------
@@ -603,7 +1171,19 @@ def create_job(call: Call) -> Response:
         account=account_of(call),
     )
     state.redaction_jobs[job.id] = job
+    _wrote(call, *_job_customers(state, job))
     return json_response(job_body(job))
+
+
+def _job_customers(state: SandboxState, job: RedactionJob) -> list[str]:
+    """The sandbox customers a job concerns: those it names and those of the charges and invoices it
+    names (a job of the other account concerns none)."""
+    if job.account != ids.STRIPE_ACCOUNT_ID:
+        return []
+    named = [c for c in job.objects.get("customers", []) if c in state.customers]
+    for kind, store in (("charges", state.charges), ("invoices", state.invoices)):
+        named += [store[i].customer for i in job.objects.get(kind, []) if i in store]
+    return list(dict.fromkeys(named))
 
 
 def retrieve_job(call: Call) -> Response:
@@ -622,6 +1202,7 @@ def _transition(call: Call, allowed: set[str], status: str, action: str) -> Resp
     job.status, job.since = status, call.state.clock()
     if status == "validating":
         job.validation_errors = []
+    _wrote(call, *_job_customers(call.state, job))
     return json_response(job_body(job))
 
 

@@ -44,16 +44,21 @@ def _load(spec_file: str) -> dict[str, Any]:
 
 
 def _null_branches(node: Any) -> Any:
-    """Make OpenAPI 3.0 ``nullable`` effective next to ``anyOf`` (a validator gap, not a spec change).
+    """Make OpenAPI 3.0 ``nullable`` effective next to ``anyOf`` and ``enum`` (a validator gap, not
+    a spec change).
 
     Stripe writes optional objects as ``{"nullable": true, "anyOf": [{"$ref": ...}]}``; the
     validator ignores ``nullable`` on a schema without ``type``, so a documented ``null`` fails.
-    Adding an explicit null branch keeps the spec's meaning.
+    Adding an explicit null branch keeps the spec's meaning. Likewise a nullable enum without
+    ``null`` among its values (``cancellation_details.reason``: "nullable": true, enum of four
+    reasons): the validator checks the enum first, so ``null`` is added to it.
     """
     if isinstance(node, dict):
         node = {key: _null_branches(value) for key, value in node.items()}
         if node.get("nullable") and "anyOf" in node and "type" not in node:
             node["anyOf"] = [*node["anyOf"], {"type": "string", "nullable": True, "enum": [None]}]
+        if node.get("nullable") and "enum" in node and None not in node["enum"]:
+            node["enum"] = [*node["enum"], None]
         return node
     if isinstance(node, list):
         return [_null_branches(item) for item in node]
@@ -246,6 +251,57 @@ def test_stripe_account_matches_the_spec(sandbox, api: Api, contract: Contract):
     contract.spec("stripe", api.stripe("GET", "/v1/account", params={"nickname": "x"}), 400)
     contract.spec("stripe", api.stripe("GET", "/v1/account", key=None), 401)
     contract.spec("stripe", api.stripe("GET", "/v1/account", key="sk_live_abcdefgh1234"), 401)
+
+
+def test_stripe_live_state_operations_match_the_spec(sandbox, api: Api, contract: Contract):
+    """The reads before an erasure (subscriptions, invoices, charges, disputes) and the cancel;
+    every field the sandbox sends is one of the spec's properties (nothing invented)."""
+    schemas = json.loads((SPEC_DIR / "stripe.subset.json").read_text())["components"]["schemas"]
+
+    def fields_of(kind: str, body: dict[str, Any]) -> None:
+        assert not set(body) - set(schemas[kind]["properties"]), set(body) - set(schemas[kind]["properties"])
+
+    active = sandbox.person("active_subscription")["stripe_customer_ids"][0]
+    closed = sandbox.person("closed_states")["stripe_customer_ids"][0]
+    listed = contract.spec("stripe", api.stripe("GET", "/v1/subscriptions", params={"customer": active}), 200)
+    [sub] = listed["data"]
+    fields_of("subscription", sub)
+    every = api.stripe("GET", "/v1/subscriptions", params={"customer": closed, "status": "all", "limit": 100})
+    assert contract.spec("stripe", every, 200)["data"][0]["status"] == "canceled"
+    contract.spec("stripe", api.stripe("GET", f"/v1/subscriptions/{sub['id']}"), 200)
+    canceled = contract.spec("stripe", api.stripe("DELETE", f"/v1/subscriptions/{sub['id']}"), 200)
+    assert canceled["status"] == "canceled"
+    assert (
+        contract.spec("stripe", api.stripe("DELETE", f"/v1/subscriptions/{sub['id']}"), 404)["error"]["code"]
+        == "resource_missing"
+    )
+    contract.spec("stripe", api.stripe("GET", "/v1/subscriptions/sub_unknown0000000"), 404)
+
+    for key, status in (("unpaid_invoice", "open"), ("closed_states", "paid")):
+        customer = sandbox.person(key)["stripe_customer_ids"][0]
+        invoices = api.stripe("GET", "/v1/invoices", params={"customer": customer, "status": status})
+        [invoice] = contract.spec("stripe", invoices, 200)["data"]
+        fields_of("invoice", invoice)
+    disputed = sandbox.person("open_dispute")["stripe_customer_ids"][0]
+    charges = contract.spec("stripe", api.stripe("GET", "/v1/charges", params={"customer": disputed}), 200)
+    fields_of("charge", charges["data"][0])
+    charge = next(ch for ch in charges["data"] if ch["disputed"])
+    disputes = contract.spec(
+        "stripe", api.stripe("GET", "/v1/disputes", params={"charge": charge["id"]}), 200
+    )
+    assert disputes["data"][0]["status"] == "needs_response"
+    fields_of("dispute", disputes["data"][0])
+    contract.spec("stripe", api.stripe("GET", "/v1/disputes", params={"limit": 1}), 200)
+
+    # Errors: an unknown customer or charge filter, an unknown parameter, a bad status, no key.
+    for path in ("/v1/subscriptions", "/v1/invoices", "/v1/charges"):
+        unknown = api.stripe("GET", path, params={"customer": "cus_doesnotexist00"})
+        assert contract.spec("stripe", unknown, 400)["error"]["param"] == "customer"
+        contract.spec("stripe", api.stripe("GET", path, params={"nickname": "x"}), 400)
+        contract.spec("stripe", api.stripe("GET", path, key=None), 401)
+    contract.spec("stripe", api.stripe("GET", "/v1/disputes", params={"charge": "ch_unknown000000"}), 400)
+    contract.spec("stripe", api.stripe("GET", "/v1/subscriptions", params={"status": "live"}), 400)
+    contract.spec("stripe", api.stripe("GET", "/v1/invoices", params={"status": "unpaid"}), 400)
 
 
 def test_stripe_errors_match_the_spec(sandbox, api: Api, contract: Contract):
