@@ -79,11 +79,15 @@ def record_of(seq: int, key: HashKey) -> tuple[dict, datetime, datetime]:
     )
 
 
-def fill(store: ComplianceStore, count: int, key: HashKey) -> None:
-    prev = GENESIS_HASH
-    for start in range(1, count + 1, CHUNK):
+def fill(
+    store: ComplianceStore, count: int, key: HashKey, *, first: int = 1, prev: str = GENESIS_HASH
+) -> str:
+    """Append ``count`` completed requests and their records from seq ``first`` (the ledger's
+    next), chained onto ``prev`` (the last record's hash); returns the new last hash."""
+    end = first + count
+    for start in range(first, end, CHUNK):
         rows, records = [], []
-        for seq in range(start, min(start + CHUNK, count + 1)):
+        for seq in range(start, min(start + CHUNK, end)):
             record, received, completed = record_of(seq, key)
             record_json = canonical_json(record)
             digest = chain_hash(seq, prev, completed, record_json)
@@ -116,3 +120,4 @@ def fill(store: ComplianceStore, count: int, key: HashKey) -> None:
         with store.engine.begin() as conn:
             conn.execute(insert(erasure_requests), rows)
             conn.execute(insert(audit_log), records)
+    return prev
