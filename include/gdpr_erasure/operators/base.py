@@ -25,6 +25,7 @@ from gdpr_erasure.batch import (
     task_try,
     will_retry,
 )
+from gdpr_erasure.holds import IdentifierHasher
 from gdpr_erasure.hooks.errors import PermanentApiError
 from gdpr_erasure.store import StepStatus, TaskTry
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID
@@ -46,6 +47,12 @@ class ErasureStepOperator(ComplianceStoreMixin, BaseOperator):
     of the batch has had its turn the task raises :class:`BatchIncomplete` so Airflow retries it;
     work already recorded is skipped on the retry. On the last try the task succeeds instead, so
     the rest of the batch goes on and ``write_ledger_record`` marks the failed requests.
+
+    Legal holds: right before :meth:`process` runs for a request, a step that writes to a provider
+    (``has_side_effects``) asks the store whether a hold now applies to it (one placed after the
+    claim, or on its identifiers). If so the step writes nothing, the request goes ``on_hold``,
+    and one line names the hold (never the person). That is not a failure: what earlier steps did
+    stays recorded and is not repeated after the release (:mod:`gdpr_erasure.holds`).
 
     :param request_ids: the batch of erasure requests (templated; mapped per batch).
     :param max_concurrency: requests of the batch worked on at the same time.
@@ -71,6 +78,7 @@ class ErasureStepOperator(ComplianceStoreMixin, BaseOperator):
         self.request_ids = request_ids
         self.max_concurrency = max_concurrency
         self.compliance_conn_id = compliance_conn_id
+        self._hashes_of = IdentifierHasher()  # loads the hash key only while a hold names a person
 
     def execute(self, context: Context) -> dict[str, Any]:
         ids = as_request_ids(self.request_ids)
@@ -87,6 +95,13 @@ class ErasureStepOperator(ComplianceStoreMixin, BaseOperator):
         request = RequestScope(self.store, request_id, self.log, ran_in)
         outcome: tuple[str, str] = ("error", "interrupted")
         try:
+            hold = (
+                self.store.hold_before_write(request_id, self._hashes_of) if self.has_side_effects else None
+            )
+            if hold is not None:
+                request.log.info("on hold (%s): nothing written; erasure resumes after its release", hold)
+                outcome = ("held", hold)
+                return outcome
             self.process(request, context)
             outcome = ("ok", "")
         except UpstreamNotDone as exc:

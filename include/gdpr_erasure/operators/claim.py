@@ -10,6 +10,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.configuration import conf
 
 from gdpr_erasure.batch import ComplianceStoreMixin, is_dry_run
+from gdpr_erasure.holds import IdentifierHasher
 from gdpr_erasure.store import RequestStatus
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID
 
@@ -28,7 +29,9 @@ class RequestClaimOperator(ComplianceStoreMixin, BaseOperator):
     mapped group (only ids: this list is XCom, which is stored in clear in Airflow's metadata
     DB). Claimed are pending requests, failed ones (retry), verifying ones (re-check), deferred
     ones whose ``not_before`` has passed (a provider's quota was reset) and those whose run died
-    (lease expired). Deferred requests that are not due yet stay for a later run.
+    (lease expired). Deferred requests that are not due yet stay for a later run. Requests an
+    active legal hold names go ``on_hold`` instead of being claimed, in the claim's transaction;
+    ``on_hold`` requests whose holds expired go back to ``pending`` first (docs/holds.md).
 
     With ``batch_size`` ``auto`` (the default), a run that claims at most ``per_request_up_to``
     requests gives each request its own mapped group, labelled by its request id in the grid, so
@@ -82,12 +85,17 @@ class RequestClaimOperator(ComplianceStoreMixin, BaseOperator):
             ids = [r.id for r in pending if not wanted or r.id in wanted]
             self.log.info("dry run: %d pending request(s) will be resolved, nothing claimed", len(ids))
             return batches(ids, size_for(len(ids)))
+        hashes_of = IdentifierHasher()  # the hash key is loaded only while a hold names a person
+        unheld = self.store.release_unheld_requests(hashes_of)
+        if unheld:
+            self.log.info("%d request(s) back to pending: their legal holds expired", len(unheld))
         ids = self.store.claim(
             limit,
             claimed_by=f"{context['dag'].dag_id}/{context['run_id']}",
             lease=self.lease,
             request_ids=wanted or None,
             batch_size=size_for,  # each request records the map index of the batch it goes to
+            hashes_of=hashes_of,  # held requests go on_hold instead
         )
         size = size_for(len(ids))
         counts = self.store.counts_by_status()
@@ -101,6 +109,11 @@ class RequestClaimOperator(ComplianceStoreMixin, BaseOperator):
             " (one group per request: the run is small)" if size == 1 and len(ids) > 1 else "",
             backlog,
         )
+        if counts.get(RequestStatus.ON_HOLD.value):
+            self.log.info(
+                "%d request(s) on hold (legal holds): not claimed until released; gdpr-erasure hold list",
+                counts[RequestStatus.ON_HOLD.value],
+            )
         if counts.get(RequestStatus.DEFERRED.value):
             due = self.store.deferred_requests(limit=1)[0].not_before
             self.log.info(

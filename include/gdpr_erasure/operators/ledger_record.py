@@ -341,6 +341,11 @@ class LedgerRecordOperator(ErasureStepOperator):
         if request.status is RequestStatus.COMPLETED and entry is not None:
             log.info("already completed (audit seq %d)", entry.seq)
             return "completed", ""
+        if request.status is RequestStatus.ON_HOLD:
+            # A legal hold stopped it before a write (docs/holds.md): not a failure, no record yet;
+            # after the release a run resumes it and closes it then.
+            log.info("on hold (%s): left open until the hold is released", request.last_error or "legal hold")
+            return "on_hold", ""
 
         results = store.steps(scope.id)
         failures, pending, waiting = open_steps(results) if entry is None else ([], [], {})
