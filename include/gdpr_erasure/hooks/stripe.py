@@ -24,6 +24,16 @@ object exists in live/test mode" 404 (a key of the wrong mode), or a 200 without
 A 404 without a code is trusted only once the same server has answered ``GET /v1/customers``
 with a list, so a server that answers every URL with a bare 404 proves nothing.
 
+Live state (issue 15, docs/api-notes.md "Stripe: live state before an erasure"): before any write
+the operator reads what must not be erased blindly, with read-only calls of the official spec
+(``latest/openapi.spec3.json`` @ ``19be337d``): subscriptions (``status=all``), open or uncollectible
+invoices, disputes on the customer's charges (the spec has no ``customer`` filter on disputes:
+``GET /v1/charges?customer=`` and ``GET /v1/disputes?charge=`` for each charge marked ``disputed``)
+and the customer's ``balance``. A list is never read as "none" unless the customer is proven: it
+is retrieved first, the key's account is proven, and every listed object must be that customer's
+(a filter the server dropped would list everyone's). A cancel that Stripe answers 404 (it does for
+a subscription already canceled) is proven by retrieving the subscription.
+
 Which account (docs/no-silent-success.md): a valid key of another Stripe account (another
 project's test key, a sister company's account) lists nobody and answers every customer with a
 404, exactly like a person without data. ``GET /v1/account`` ("Retrieve account" without an id)
@@ -39,9 +49,9 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cached_property
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar
 
 import stripe
 from airflow.sdk import BaseHook
@@ -78,6 +88,26 @@ ACCOUNT_PERMISSION = "connected_account_read"
 #: How Stripe's 403 names the permission a restricted key lacks ("Having the 'x' permission would ...").
 _PERMISSION_NAMED = re.compile(r"Having the '([A-Za-z0-9_]+)' permission")
 
+#: Stripe's largest page (``limit`` "can range between 1 and 100"): fewest calls per customer.
+LIST_PAGE_MAX = 100
+
+# Live-state policy cases (issue 15; the names are shared with the policy and the operator).
+ACTIVE_SUBSCRIPTION = "active_subscription"
+OPEN_INVOICE = "open_invoice"
+OPEN_DISPUTE = "open_dispute"
+CUSTOMER_BALANCE = "customer_balance"
+LIVE_STATE_CASES = (ACTIVE_SUBSCRIPTION, OPEN_INVOICE, OPEN_DISPUTE, CUSTOMER_BALANCE)
+# Status sets, from the enums of latest/openapi.spec3.json @ 19be337d (2026-07-29.dahlia):
+# subscription.status: active, canceled, incomplete, incomplete_expired, past_due, paused, trialing,
+# unpaid; invoice.status: draft, open, paid, uncollectible, void; dispute.status: lost,
+# needs_response, prevented, under_review, warning_closed, warning_needs_response,
+# warning_under_review, won (x-stripeBypassValidation: new values may come, so a dispute is open
+# unless its status is a known closed one).
+ACTIVE_SUBSCRIPTION_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid", "paused"})
+OPEN_INVOICE_STATUSES = ("open", "uncollectible")
+INVOICE_STATUSES = frozenset({"draft", "open", "paid", "uncollectible", "void"})
+CLOSED_DISPUTE_STATUSES = frozenset({"won", "lost", "warning_closed", "prevented"})
+
 _trusted_bases: dict[tuple[str, str | None], float] = {}
 #: (conn_id, api_base, key digest, account_id) -> when the key was proven to be of that account.
 _verified_accounts: dict[tuple[str, str | None, str, str | None], float] = {}
@@ -93,6 +123,31 @@ class StripeAccountError(StripeConfigurationError):
     """The key's account is not proven to be the connection's ``account_id`` (another account,
     ``account_id`` unset, or Stripe refused ``GET /v1/account``): every answer about customers
     would be another account's, so none is read. The detail is one line saying what to do."""
+
+
+class LiveState(TypedDict):
+    """What :meth:`StripeHook.live_state` found on one customer.
+
+    ``customer`` says whether it is there at all (``deleted_stub`` and ``not_found`` have no live
+    state: nothing is listed). The other keys are the policy cases: the ids of the objects in each
+    (for the operator, which tags them before logging), and the non-zero balance in the customer's
+    currency's smallest unit (``None`` when it is zero).
+    """
+
+    customer: Presence
+    active_subscription: list[str]
+    open_invoice: list[str]
+    open_dispute: list[str]
+    customer_balance: int | None
+
+
+def live_state_cases(state: LiveState) -> tuple[str, ...]:
+    """The policy cases present in ``state``, in :data:`LIVE_STATE_CASES` order."""
+    return tuple(
+        case
+        for case in LIVE_STATE_CASES
+        if (state[case] is not None if case == CUSTOMER_BALANCE else bool(state[case]))
+    )
 
 
 def idempotency_key(request_id: str, step: str, *parts: str) -> str:
@@ -258,6 +313,191 @@ class StripeHook(BaseHook):
             "delete customer",
             status=200,
             detail="the answer is not the deleted-customer object (deleted: true): not proof of deletion",
+        )
+
+    # -- live state: what an erasure must not delete blindly (read-only, but the cancel) ------
+
+    def list_subscriptions(self, customer_id: str) -> list[dict[str, Any]]:
+        """Every subscription of the customer whatever its status (``status=all``; without it Stripe
+        leaves out canceled ones), all pages of :data:`LIST_PAGE_MAX`."""
+        return self._list_all(
+            "list subscriptions",
+            self.client.v1.subscriptions.list,
+            {"customer": customer_id, "status": "all"},
+            owner=("customer", customer_id),
+        )
+
+    def list_invoices(
+        self, customer_id: str, statuses: Iterable[str] = OPEN_INVOICE_STATUSES
+    ) -> list[dict[str, Any]]:
+        """The customer's invoices in ``statuses``: one listing per status (the filter takes one
+        value), all pages, newest first within each status.
+
+        :param statuses: values of the spec's invoice ``status`` enum.
+        :raises ValueError: for a status that is not in the enum (Stripe would answer 400).
+        """
+        invoices: list[dict[str, Any]] = []
+        for status in statuses:
+            if status not in INVOICE_STATUSES:
+                raise ValueError(f"not an invoice status: {status!r}")
+            invoices += self._list_all(
+                "list invoices",
+                self.client.v1.invoices.list,
+                {"customer": customer_id, "status": status},
+                owner=("customer", customer_id),
+            )
+        return invoices
+
+    def list_charges(self, customer_id: str) -> list[dict[str, Any]]:
+        """Every charge of the customer, all pages."""
+        return self._list_all(
+            "list charges",
+            self.client.v1.charges.list,
+            {"customer": customer_id},
+            owner=("customer", customer_id),
+        )
+
+    def list_disputes(self, customer_id: str) -> list[dict[str, Any]]:
+        """Every dispute on the customer's charges, whatever its status. Disputes cannot be listed
+        by customer: the customer's charges are listed and, for each one Stripe marks
+        ``disputed`` (true once a dispute was opened, whatever its outcome), its disputes."""
+        disputes: list[dict[str, Any]] = []
+        for charge in self.list_charges(customer_id):
+            if charge.get("disputed") is True:
+                disputes += self._list_all(
+                    "list disputes",
+                    self.client.v1.disputes.list,
+                    {"charge": charge["id"]},
+                    owner=("charge", charge["id"]),
+                )
+        return disputes
+
+    def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
+        """The subscription, canceled ones included. A 404 raises: it never means "canceled"."""
+        return self._call(
+            "retrieve subscription", lambda: self.client.v1.subscriptions.retrieve(subscription_id)
+        )
+
+    def cancel_subscription(self, subscription_id: str, *, customer_id: str) -> dict[str, Any]:
+        """Cancel the subscription now (``DELETE /v1/subscriptions/{id}``); returns the canceled
+        subscription, which must be ``customer_id``'s.
+
+        Stripe answers a second cancel with 404 "No such subscription" (stripe/stripe-go#1887) and
+        ignores ``Idempotency-Key`` on DELETE, so a retried cancel is proven by retrieving the
+        subscription: canceled and the customer's is success, anything else raises.
+
+        :param customer_id: the customer the subscription must belong to (the one being erased).
+        """
+        try:
+            answer = self._call(
+                "cancel subscription", lambda: self.client.v1.subscriptions.cancel(subscription_id)
+            )
+        except PermanentApiError as exc:
+            if (
+                exc.status != 404
+                or exc.code != "resource_missing"
+                or isinstance(exc, StripeConfigurationError)
+            ):
+                raise
+            answer = self.retrieve_subscription(subscription_id)  # canceled before? (a retried task)
+        if not (
+            isinstance(answer, dict)
+            and answer.get("object") == "subscription"
+            and answer.get("id") == subscription_id
+            and answer.get("customer") == customer_id
+            and answer.get("status") == "canceled"
+        ):
+            raise PermanentApiError(
+                "stripe",
+                "cancel subscription",
+                status=200,
+                detail="the answer is not the customer's subscription with status canceled: not proof of "
+                "cancellation",
+            )
+        return answer
+
+    def live_state(self, customer_id: str) -> LiveState:
+        """The policy cases present on the customer (see :class:`LiveState`): the customer is
+        retrieved first (its ``balance``, and proof that lists about it mean something), then its
+        subscriptions, open or uncollectible invoices and disputes are listed."""
+        state: LiveState = {
+            "customer": "not_found",
+            ACTIVE_SUBSCRIPTION: [],
+            OPEN_INVOICE: [],
+            OPEN_DISPUTE: [],
+            CUSTOMER_BALANCE: None,
+        }
+        customer = self.retrieve_customer(customer_id)
+        if customer is None:
+            return state
+        if is_deleted_stub(customer, customer_id):
+            state["customer"] = "deleted_stub"
+            return state
+        balance = customer.get("balance")
+        if customer.get("id") != customer_id or not isinstance(balance, int) or isinstance(balance, bool):
+            raise StripeConfigurationError(
+                "stripe",
+                "retrieve customer",
+                detail="the answer is not the customer with an integer balance: check the api_base extra of "
+                f"connection {self.stripe_conn_id}",
+            )
+        state["customer"] = "present"
+        state[CUSTOMER_BALANCE] = balance or None
+        state[ACTIVE_SUBSCRIPTION] = [
+            s["id"]
+            for s in self.list_subscriptions(customer_id)
+            if s.get("status") in ACTIVE_SUBSCRIPTION_STATUSES
+        ]
+        state[OPEN_INVOICE] = [i["id"] for i in self.list_invoices(customer_id, OPEN_INVOICE_STATUSES)]
+        state[OPEN_DISPUTE] = [
+            d["id"] for d in self.list_disputes(customer_id) if d.get("status") not in CLOSED_DISPUTE_STATUSES
+        ]
+        return state
+
+    def _list_all(
+        self,
+        operation: str,
+        list_page: Callable[[dict[str, Any]], Any],
+        params: dict[str, Any],
+        *,
+        owner: tuple[str, str],
+    ) -> list[dict[str, Any]]:
+        """Every item of a Stripe list, page after page of :data:`LIST_PAGE_MAX` (``starting_after``
+        the last id), each checked to be ``owner``'s (``("customer", id)``: its ``customer`` field).
+
+        An answer that is not a list, an item of another owner or a cursor that does not advance
+        raises :class:`StripeConfigurationError`: the server did not apply the filter or the
+        paging, so its "nothing more" cannot be trusted.
+        """
+        field, owner_id = owner
+        items: list[dict[str, Any]] = []
+        starting_after: str | None = None
+        while True:
+            page_params = {**params, "limit": LIST_PAGE_MAX}
+            if starting_after:
+                page_params["starting_after"] = starting_after
+            page = self._call(operation, lambda p=page_params: list_page(p))
+            data = page.get("data") if isinstance(page, dict) and page.get("object") == "list" else None
+            if not isinstance(data, list):
+                raise self._unfiltered(operation, "did not answer a list")
+            for item in data:
+                if not isinstance(item, dict) or item.get(field) != owner_id or not item.get("id"):
+                    raise self._unfiltered(
+                        operation, f"answered an object whose {field} is not the one asked for"
+                    )
+            items += data
+            if not page.get("has_more") or not data:
+                return items
+            if data[-1]["id"] == starting_after:
+                raise self._unfiltered(operation, "did not move past starting_after")
+            starting_after = data[-1]["id"]
+
+    def _unfiltered(self, operation: str, what: str) -> StripeConfigurationError:
+        return StripeConfigurationError(
+            "stripe",
+            operation,
+            detail=f"the list {what}: the server ignored a filter or the paging, so it proves nothing; check "
+            f"the api_base extra of connection {self.stripe_conn_id}",
         )
 
     # -- redaction jobs (public preview; no SDK class in stripe-python 16) -------------------
