@@ -5,13 +5,16 @@ one the DAG loads."""
 from __future__ import annotations
 
 import runpy
+from pathlib import Path
 
 import pytest
 from support.policy_files import edited, line_of, write
 
 from gdpr_erasure.policy import DEFAULT_POLICY_PATH, POLICY_ENV
 
-DAG_FILE = "dags/gdpr_erasure_dag.py"
+# Absolute, as Airflow's own dags folder names it: a relative path would be a second file to the
+# DagBag, which then reports the same import error under both names.
+DAG_FILE = str(Path(__file__).resolve().parents[2] / "dags" / "gdpr_erasure_dag.py")
 
 
 @pytest.fixture
