@@ -228,3 +228,76 @@ def test_a_head_stored_but_not_published_is_published_by_the_next_call(store, ke
     assert witness.heads() == []
     assert ledger.sign_new_head(key, witness) is None  # nothing new to sign...
     assert witness.heads() == [head]  # ...but the stored head reached the witness
+
+
+# -- legal holds: entries of their own kind ------------------------------------------------------
+
+
+def _with_holds(store):
+    """Six completed requests, and a hold placed on a seventh and released: two hold entries."""
+    from gdpr_erasure.holds import place_hold, release_hold
+
+    complete(store, 3)
+    store.submit("req-held", SubjectIdentifiers.parse(email="held@example.com"))
+    hold = place_hold(store, reason="LEGAL-9 dispute", placed_by="ops", request_id="req-held").hold
+    complete(store, 3, start=3)
+    release_hold(store, hold.hold_id, reason="LEGAL-9 closed", released_by="ops")
+    return hold
+
+
+def test_hold_entries_are_leaves_and_links_and_verify_matches_them_to_their_holds(store, key, witness):
+    signing, public = keys(key)
+    ledger = Ledger(store)
+    hold = _with_holds(store)
+    head = ledger.sign_new_head(signing, witness)
+    assert head.tree_size == 8
+    report = ledger.verify(public, witness.heads())
+    assert report.ok, report.problems
+    assert report.records == 8
+    kinds = [(e.kind, e.request_id) for e in store.audit_entries()]
+    assert kinds[3] == ("hold", f"{hold.hold_id}/placed") and kinds[-1] == (
+        "hold",
+        f"{hold.hold_id}/released",
+    )
+    index, proof, _ = ledger.inclusion(f"{hold.hold_id}/placed")
+    verify_inclusion(ledger.leaves()[index], index, head.tree_size, proof, head.root)
+
+
+def test_an_edited_hold_entry_is_caught(store, key, witness):
+    signing, public = keys(key)
+    ledger = Ledger(store)
+    hold = _with_holds(store)
+    ledger.sign_new_head(signing, witness)
+    entry = store.audit_entry(f"{hold.hold_id}/placed")
+    record = canonical_json({**entry.record, "reason": "no reason"})
+    with Owner(store) as conn:  # the owner rewrites the hold's reason in its ledger entry
+        conn.execute(
+            update(audit_log).where(audit_log.c.request_id == entry.request_id).values(record=record)
+        )
+    problems = ledger.verify(public, witness.heads()).problems
+    assert any("first 8 records do not match the published signed head" in p for p in problems), problems
+    assert any(f"legal hold {hold.hold_id} differs from its placed entry" in p for p in problems), problems
+
+
+def test_a_hold_changed_behind_the_ledgers_back_is_caught(store, key, witness):
+    """The legal_holds table is not append-only (a release updates a row): a row whose target is
+    swapped, or a hold released without its entry, no longer matches the ledger."""
+    from gdpr_erasure.holds import place_hold
+    from gdpr_erasure.store.schema import legal_holds
+
+    _, public = keys(key)
+    hold = _with_holds(store)
+    store.submit("req-other", SubjectIdentifiers.parse(email="other@example.com"))
+    other = place_hold(store, reason="LEGAL-10", placed_by="ops", request_id="req-other").hold
+    with store.engine.begin() as conn:
+        conn.execute(
+            update(legal_holds).where(legal_holds.c.hold_id == hold.hold_id).values(target="req-0002")
+        )
+        conn.execute(
+            update(legal_holds)
+            .where(legal_holds.c.hold_id == other.hold_id)
+            .values(released_at=other.placed_at, release_reason="quietly")
+        )
+    problems = Ledger(store).verify(public).problems
+    assert f"legal hold {hold.hold_id} differs from its placed entry (seq 4): target" in problems
+    assert f"legal hold {other.hold_id} is released but the ledger has no released entry" in problems

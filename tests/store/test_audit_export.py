@@ -71,3 +71,50 @@ def test_csv_and_json_exports_carry_the_chain(store):
     parsed = json.loads(out.getvalue())
     assert [p["seq"] for p in parsed] == [1, 2]
     assert parsed[0]["record"]["subject"]["identifiers_hash"] == "ab" * 32
+
+
+def test_hold_entries_are_exported_as_their_own_kind_and_are_no_completion(store):
+    from gdpr_erasure.holds import place_hold, release_hold
+
+    _complete(store, "a", 1, 2)
+    store.submit(
+        "held-old", SubjectIdentifiers.parse(email="held@example.com"), received_at=NOW - timedelta(days=40)
+    )
+    hold = place_hold(store, reason="LEGAL-5 dispute", placed_by="ops", request_id="held-old").hold
+    _complete(store, "b", 1, 3)
+
+    summary = period_summary(store)
+    assert summary["completed"] == 2  # the hold entry is no completion
+    assert summary["on_hold"] == 1
+    assert summary["open_and_overdue_ids"] == []  # held: the erasure is suspended, not late
+    assert summary["audit_chain"] == {"intact": True, "records": 3, "head": summary["audit_chain"]["head"]}
+
+    release_hold(store, hold.hold_id, reason="LEGAL-5 closed", released_by="ops")
+    entries = store.audit_entries_between()
+    out = io.StringIO()
+    assert write_export(entries, "csv", out) == 4
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [(r["kind"], r["request_id"], r["hold_action"]) for r in rows] == [
+        ("erasure", "a", ""),
+        ("hold", "held-old", "placed"),
+        ("erasure", "b", ""),
+        ("hold", "held-old", "released"),
+    ]
+    placed = rows[1]
+    assert (placed["hold_id"], placed["hold_target_type"], placed["hold_target"]) == (
+        hold.hold_id,
+        "request",
+        "held-old",
+    )
+    assert (placed["hold_reason"], placed["hold_until"], placed["outcome"]) == ("LEGAL-5 dispute", "", "")
+    assert rows[3]["hold_reason"] == "LEGAL-5 closed" and rows[2]["prev_hash"] == rows[1]["record_hash"]
+    out = io.StringIO()
+    write_export(entries, "json", out)
+    items = json.loads(out.getvalue())
+    assert [(i["kind"], i["request_id"]) for i in items] == [
+        ("erasure", "a"),
+        ("hold", f"{hold.hold_id}/placed"),  # the ledger's key, as hashed into the leaf
+        ("erasure", "b"),
+        ("hold", f"{hold.hold_id}/released"),
+    ]
+    assert items[1]["record"]["target"] == "held-old"

@@ -36,6 +36,7 @@ nav { font-size: .85rem; margin-bottom: .5rem; } nav a { margin-right: 1rem; }
 table { border-collapse: collapse; font-size: .8rem; width: 100%; }
 th, td { border-bottom: 1px solid #e2e8f0; padding: .3rem .5rem; text-align: left; vertical-align: top; }
 #records td, #records th, td.when { white-space: nowrap; }
+#records tr.hold td { white-space: normal; background: #fffaf0; }
 th { background: #f7fafc; }
 .charts { display: flex; flex-wrap: wrap; gap: 1.5rem; }
 .charts figure { margin: 0; flex: 1 1 420px; max-width: 720px; }
@@ -197,6 +198,9 @@ def records_table(rows: Sequence[dict[str, Any]]) -> str:
     head = "".join(f"<th>{e(label)}</th>" for _, label in COLUMNS)
     body = []
     for row in rows:
+        if row.get("kind") == "hold":
+            body.append(_hold_row(row))
+            continue
         cells = []
         for key, _ in COLUMNS:
             value = str(row[key])
@@ -208,6 +212,27 @@ def records_table(rows: Sequence[dict[str, Any]]) -> str:
                 cells.append(f"<td>{e(value)}</td>")
         body.append(f'<tr data-seq="{e(str(row["seq"]))}">{"".join(cells)}</tr>')
     return f'<table id="records"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _hold_row(row: dict[str, Any]) -> str:
+    """A legal hold placed or released (docs/holds.md), in the records list: its own kind of
+    entry, no request's erasure. A hold on a request links to it; one on a person shows the
+    identifier's type and a prefix of its keyed hash."""
+    if row["hold_target_type"] == "request":
+        rid = str(row["hold_target"])
+        target = f'request <a href="request/{quote(rid, safe="")}">{e(rid)}</a>'
+    else:
+        target = f"{e(str(row['hold_target_type']))} <code>#{e(str(row['hold_target'])[:12])}</code>"
+    until = f", until {e(str(row['hold_until']))}" if row["hold_until"] else ""
+    what = (
+        f"Legal hold <code>{e(str(row['hold_id']))}</code> {e(str(row['hold_action']))} on {target}{until}: "
+        f"{e(str(row['hold_reason']))}"
+    )
+    span = len(COLUMNS) - 2
+    return (
+        f'<tr class="hold" data-seq="{e(str(row["seq"]))}"><td>{e(str(row["seq"]))}</td>'
+        f'<td colspan="{span}">{what}</td><td><code>{e(str(row["record_hash"])[:16])}…</code></td></tr>'
+    )
 
 
 def pager(page: RecordsPage, since: datetime | None, until: datetime | None, limit: int, default: int) -> str:

@@ -1,5 +1,12 @@
 """The ledger's export: its audit records in the forms auditors ask for, JSON (complete) and CSV
-(one row per request), and the figures of a period (``gdpr-erasure audit export``, the auditor page)."""
+(one row per request), and the figures of a period (``gdpr-erasure audit export``, the auditor page).
+
+Legal holds placed and released are entries of the ledger too, exported as their own kind: each
+JSON item and CSV row says its ``kind`` (``erasure`` or ``hold``); a hold's row fills the
+``hold_*`` columns instead of the erasure's, and its ``request_id`` is the held request (empty
+for a hold on a person). A JSON item keeps the ledger's columns as stored, so the Merkle leaves
+can be recomputed from the export: a hold entry's ``request_id`` there is its ledger key,
+``<hold id>/<action>``."""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from datetime import date, datetime, timedelta
 from typing import IO, Any
 
 from gdpr_erasure.store import AuditEntry, ComplianceStore
+from gdpr_erasure.store.chain import HOLD
 from gdpr_erasure.store.types import utcnow
 
 GDPR_DEADLINE = timedelta(days=30)
@@ -35,11 +43,21 @@ CSV_COLUMNS = [
     "stripe_method",
     "record_hash",
     "prev_hash",
+    # Since legal holds (store schema 6): every entry's kind, and a hold entry's fields.
+    "kind",
+    "hold_id",
+    "hold_action",
+    "hold_target_type",
+    "hold_target",  # the request id, or the identifier's keyed hash: never the identifier
+    "hold_reason",
+    "hold_until",
 ]
 
 
 def export_row(entry: AuditEntry) -> dict[str, object]:
     record = entry.record
+    if entry.kind == HOLD:
+        return hold_row(entry)
     twilio, segment, stripe = record.get("twilio", {}), record.get("segment", {}), record.get("stripe", {})
     deleted = twilio.get("history_deleted") or {}
     return {
@@ -59,6 +77,29 @@ def export_row(entry: AuditEntry) -> dict[str, object]:
         "stripe_method": stripe.get("method") or "",
         "record_hash": entry.record_hash,
         "prev_hash": entry.prev_hash,
+        "kind": entry.kind,
+        **dict.fromkeys(CSV_COLUMNS[CSV_COLUMNS.index("hold_id") :], ""),
+    }
+
+
+def hold_row(entry: AuditEntry) -> dict[str, object]:
+    """The CSV row of a hold entry: the ``hold_*`` columns, the erasure columns empty."""
+    record = entry.record
+    target_type = record.get("target_type")
+    return {
+        **dict.fromkeys(CSV_COLUMNS, ""),
+        "seq": entry.seq,
+        "request_id": record.get("target") if target_type == "request" else "",
+        "recorded_at": entry.recorded_at.isoformat(),
+        "record_hash": entry.record_hash,
+        "prev_hash": entry.prev_hash,
+        "kind": entry.kind,
+        "hold_id": record.get("hold_id") or "",
+        "hold_action": record.get("action") or "",
+        "hold_target_type": target_type or "",
+        "hold_target": record.get("target") or "",
+        "hold_reason": record.get("reason") or "",
+        "hold_until": record.get("until") or "",
     }
 
 
@@ -74,15 +115,7 @@ def write_export(entries: Iterable[AuditEntry], fmt: str, out: IO[str]) -> int:
         return count
     out.write("[")
     for entry in entries:
-        item = {
-            "seq": entry.seq,
-            "request_id": entry.request_id,
-            "recorded_at": entry.recorded_at.isoformat(),
-            "prev_hash": entry.prev_hash,
-            "record_hash": entry.record_hash,
-            "record": entry.record,
-        }
-        out.write(("," if count else "") + "\n  " + json.dumps(item, sort_keys=True))
+        out.write(("," if count else "") + "\n  " + json.dumps(export_item(entry), sort_keys=True))
         count += 1
     out.write("\n]\n" if count else "]\n")
     return count
@@ -132,6 +165,8 @@ def period_figures(
         # Not failures: a provider's quota is spent (Segment's monthly regulations); the first run
         # after not_before takes each of them again.
         "deferred": received.get("deferred", 0),
+        # Not failures either, nor overdue: a legal hold suspends their erasure (docs/holds.md).
+        "on_hold": received.get("on_hold", 0),
         "deferred_requests": [
             {"request_id": r.id, "not_before": r.not_before.isoformat(), "reason": r.last_error}
             for r in deferred
@@ -191,9 +226,10 @@ def completions_per_week(completions: Iterable[Completion]) -> list[tuple[str, i
 
 
 def export_item(entry: AuditEntry) -> dict[str, Any]:
-    """One record as the JSON export holds it: the record with its chain fields."""
+    """One record as the JSON export holds it: the record with its chain fields, and its kind."""
     return {
         "seq": entry.seq,
+        "kind": entry.kind,
         "request_id": entry.request_id,
         "recorded_at": entry.recorded_at.isoformat(),
         "prev_hash": entry.prev_hash,

@@ -7,6 +7,11 @@ compact range with the records appended since (no full rebuild), is stored in ``
 and published to the witness. :meth:`Ledger.verify` recomputes the whole tree and checks it
 against every stored and published head: an edited, inserted, deleted or reordered record, or a
 truncated tail, changes the root at some signed size and is named.
+
+The ledger holds two kinds of entries (:func:`gdpr_erasure.store.chain.entry_kind`): requests'
+erasure records, and the placing and release of legal holds (:mod:`gdpr_erasure.holds`). Both
+are leaves of the tree and links of the chain alike; :meth:`Ledger.verify` matches the first to
+the completed requests and the second to the ``legal_holds`` table.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from gdpr_erasure.ledger.heads import LedgerError, TreeHead, sign_head, verify_h
 from gdpr_erasure.ledger.merkle import CompactRange, consistency_proof, inclusion_proof, leaf_hash
 from gdpr_erasure.ledger.witness import Witness
 from gdpr_erasure.receipts import SigningKey
-from gdpr_erasure.store import AuditEntry, ComplianceStore, RequestStatus
-from gdpr_erasure.store.chain import verify_chain
+from gdpr_erasure.store import AuditEntry, ComplianceStore, LegalHold, RequestStatus
+from gdpr_erasure.store.chain import ERASURE, HOLD, verify_chain
 from gdpr_erasure.store.schema import audit_log, erasure_requests, ledger_heads
 
 LEAF_DOMAIN = "gdpr-erasure-ledger-leaf/1"
@@ -186,6 +191,7 @@ class Ledger:
         wanted = {h.tree_size for h in [*stored, *published]}
         compact = CompactRange()
         record_ids: list[str] = []
+        hold_entries: list[AuditEntry] = []
 
         def tree(entries: Iterable[AuditEntry]) -> Iterator[AuditEntry]:
             # One pass over the records feeds both the Merkle tree and the hash chain's check.
@@ -198,7 +204,12 @@ class Ledger:
                     gap = True
                 if not gap:
                     compact.append(leaf_of(entry))
-                    record_ids.append(entry.request_id)
+                    if entry.kind == ERASURE:
+                        record_ids.append(entry.request_id)
+                    elif entry.kind == HOLD:
+                        hold_entries.append(entry)
+                    else:
+                        report.problems.append(f"record seq {entry.seq} has an unknown kind {entry.kind!r}")
                     if compact.size in wanted:
                         roots[compact.size] = compact.root()
                 yield entry
@@ -247,6 +258,7 @@ class Ledger:
                 "database's owner cannot rewrite"
             )
         self._match_requests(record_ids, report)
+        self._match_holds(hold_entries, report)
         return report
 
     def _match_requests(self, record_ids: list[str], report: LedgerReport) -> None:
@@ -268,7 +280,56 @@ class Ledger:
             report.problems.append(f"request {rid} is completed but has no audit record")
         for rid in sorted(recorded - completed)[:20]:
             report.problems.append(f"audit record of {rid} has no completed request")
-        if total_records != len(record_ids) and not report.problems:
+        if total_records != report.records and not report.problems:
             report.problems.append(
-                f"the ledger holds {total_records} records but only {len(record_ids)} are in sequence"
+                f"the ledger holds {total_records} records but only {report.records} are in sequence"
             )
+
+    def _match_holds(self, entries: list[AuditEntry], report: LedgerReport) -> None:
+        """Every legal hold has its ``placed`` entry, every released one its ``released`` entry,
+        each stating what the ``legal_holds`` row states; and every hold entry has its row. The
+        rows are not append-only (a release updates one): this is what shows a row changed
+        behind the ledger's back, e.g. a hold's target swapped to let a person's erasure through."""
+        holds = {h.hold_id: h for h in self.store.list_holds(include_inactive=True)}
+        seen: set[tuple[str, str]] = set()
+        for entry in entries:
+            record = entry.record
+            hold_id, action = str(record.get("hold_id")), record.get("action")
+            if entry.request_id != f"{hold_id}/{action}" or action not in ("placed", "released"):
+                report.problems.append(f"hold entry seq {entry.seq} is filed as {entry.request_id!r}")
+                continue
+            seen.add((hold_id, action))
+            hold = holds.get(hold_id)
+            if hold is None:
+                report.problems.append(
+                    f"hold entry seq {entry.seq} ({hold_id} {action}) has no legal_holds row"
+                )
+                continue
+            differs = _hold_differs(hold, record, action)
+            if differs:
+                report.problems.append(
+                    f"legal hold {hold_id} differs from its {action} entry (seq {entry.seq}): "
+                    + ", ".join(differs)
+                )
+        for hold_id, hold in sorted(holds.items()):
+            if (hold_id, "placed") not in seen:
+                report.problems.append(f"legal hold {hold_id} has no placed entry in the ledger")
+            if hold.released_at is not None and (hold_id, "released") not in seen:
+                report.problems.append(
+                    f"legal hold {hold_id} is released but the ledger has no released entry"
+                )
+
+
+def _hold_differs(hold: LegalHold, record: dict, action: str) -> list[str]:
+    """The fields of a ``legal_holds`` row that its ledger entry states otherwise."""
+    stated = {
+        "target_type": hold.target_type,
+        "target": hold.target,
+        "until": hold.until.isoformat() if hold.until else None,
+        "reason": hold.reason if action == "placed" else hold.release_reason,
+    }
+    if hold.target_type != "request":
+        stated["hash_key_id"] = hold.hash_key_id
+    if action == "released" and hold.released_at is None:
+        return ["the row is not released"]
+    return sorted(name for name, value in stated.items() if record.get(name) != value)
