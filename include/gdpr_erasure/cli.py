@@ -503,6 +503,149 @@ def _cmd_hash(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hold_identifier(kind: str) -> str:
+    """The email or phone a hold names, from stdin (one line) or a hidden prompt, as ``hash``
+    reads ids: never an argument, which would stay in the shell history."""
+    import getpass
+
+    if sys.stdin.isatty():
+        return getpass.getpass(f"{'Email address' if kind == 'email' else 'Phone number'} (not shown): ")
+    values = [line for line in sys.stdin.read().splitlines() if line.strip()]
+    if len(values) > 1:
+        raise ValueError(f"one {kind} per hold: give one line")
+    return values[0] if values else ""
+
+
+def _hold_by(args: argparse.Namespace) -> str:
+    """Who places or releases a hold: ``--by``, else the OS user ("" when it cannot tell)."""
+    import getpass
+
+    if args.by:
+        return args.by
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no USER and no passwd entry (a bare container)
+        return ""
+
+
+def _cmd_hold_place(args: argparse.Namespace) -> int:
+    """Place a legal hold on a request, or on a person by email or phone (read like ``hash``)."""
+    from datetime import date
+
+    from gdpr_erasure.hashing import MissingHashKey
+    from gdpr_erasure.holds import HoldError, place_hold
+
+    given = [name for name in ("request", "email", "phone") if getattr(args, name) is not None]
+    if len(given) != 1:
+        print("hold place: name exactly one of --request ID, --email or --phone", file=sys.stderr)
+        return 2
+    kind = given[0]
+    if kind != "request" and getattr(args, kind) is not True:
+        print(
+            f"hold place: do not pass the {kind} as an argument (it stays in the shell history): "
+            "pipe it in or answer the prompt",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        until = date.fromisoformat(args.until) if args.until else None
+    except ValueError:
+        print(f"hold place: --until must be a date, YYYY-MM-DD, not {args.until!r}", file=sys.stderr)
+        return 2
+    store = _open_store(args)
+    try:
+        value = _hold_identifier(kind) if kind != "request" else args.request
+        if not value.strip():
+            print(f"hold place: no {kind} given", file=sys.stderr)
+            return 2
+        change = place_hold(
+            store,
+            reason=args.reason,
+            placed_by=_hold_by(args),
+            until=until,
+            **{"request_id" if kind == "request" else kind: value},
+        )
+    except (HoldError, ValueError) as exc:
+        print(f"hold place: {exc}", file=sys.stderr)
+        return 2
+    except MissingHashKey as exc:
+        print(f"hold place: {exc}", file=sys.stderr)
+        return 1
+    hold = change.hold
+    print(hold.hold_id)  # alone on stdout, for scripts: HOLD=$(gdpr-erasure hold place ...)
+    print(
+        f"placed on {hold.target_label}{f' until {hold.until}' if hold.until else ''}; "
+        f"{len(change.requests)} request(s) now on_hold; audit ledger seq {change.entry.seq}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_hold_release(args: argparse.Namespace) -> int:
+    from gdpr_erasure.hashing import MissingHashKey
+    from gdpr_erasure.holds import HoldError, release_hold
+    from gdpr_erasure.store import HoldNotActive, HoldNotFound
+
+    store = _open_store(args)
+    try:
+        change = release_hold(store, args.hold_id, reason=args.reason, released_by=_hold_by(args))
+    except HoldError as exc:
+        print(f"hold release: {exc}", file=sys.stderr)
+        return 2
+    except (HoldNotFound, HoldNotActive, MissingHashKey) as exc:
+        print(f"hold release: {exc} (gdpr-erasure hold list --all shows every hold)", file=sys.stderr)
+        return 1
+    back = f": {', '.join(change.requests)}" if change.requests else ""
+    print(
+        f"{change.hold.hold_id} released; {len(change.requests)} request(s) back to pending{back}; "
+        f"audit ledger seq {change.entry.seq}"
+    )
+    return 0
+
+
+def _cmd_hold_list(args: argparse.Namespace) -> int:
+    """Holds and what they hold: a request id, or the identifier's type and a hash prefix."""
+    from collections import Counter
+
+    from gdpr_erasure.store import RequestStatus
+    from gdpr_erasure.store.store import ON_HOLD_REASON
+
+    store = _open_store(args)
+    holds = store.list_holds(include_inactive=args.all)
+    held = Counter(r.last_error for r in store.list_requests([RequestStatus.ON_HOLD], limit=100_000))
+    rows = [
+        {
+            "hold_id": h.hold_id,
+            "state": h.state(),
+            "target_type": h.target_type,
+            "request_id": h.target if h.target_type == "request" else None,
+            "hash_prefix": None if h.target_type == "request" else h.target[:12],
+            "hash_key_id": h.hash_key_id,
+            "holding": held.get(ON_HOLD_REASON.format(hold_id=h.hold_id), 0),
+            "reason": h.reason,
+            "until": h.until.isoformat() if h.until else None,
+            "placed_at": h.placed_at.isoformat(),
+            "placed_by": h.placed_by,
+            "released_at": h.released_at.isoformat() if h.released_at else None,
+            "released_by": h.released_by,
+            "release_reason": h.release_reason,
+        }
+        for h in holds
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'hold':<22} {'state':<9} {'target':<40} {'until':<10}  {'holding':>7}  placed (UTC)         by")
+    for h, row in zip(holds, rows, strict=True):
+        print(
+            f"{h.hold_id:<22} {row['state']:<9} {h.target_label:<40} {row['until'] or '-':<10}  "
+            f"{row['holding']:>7}  {h.placed_at:%Y-%m-%d %H:%M:%S}  {h.placed_by}"
+        )
+        print(f"{'':22} reason: {h.reason}")
+    print(f"{len(holds)} hold(s){'' if args.all else ' active (--all: expired and released too)'}")
+    return 0
+
+
 def _db_url_after(parser: argparse.ArgumentParser) -> None:
     """``--db-url`` after the subcommand too (``audit head --db-url URL``), as scripts write it;
     SUPPRESS keeps a value given before the subcommand."""
@@ -695,6 +838,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="also bind a non-loopback --host (a private container network only; never a public one)",
     )
     serve.set_defaults(func=_cmd_sandbox_serve)
+
+    hold = commands.add_parser(
+        "hold", help="legal holds: requests or people (by keyed hash) that must not be erased yet"
+    )
+    hold.add_argument("--db-url", help="SQLAlchemy URL of the compliance store (see 'db --help')")
+    hold_sub = hold.add_subparsers(dest="hold_command", required=True)
+    hold_place = hold_sub.add_parser(
+        "place",
+        help="hold one request, or one person by email or phone (read from stdin or a hidden prompt, "
+        "never an argument); prints the hold id",
+    )
+    hold_place.add_argument("--request", metavar="ID", help="the request to hold")
+    for hold_kind in ("email", "phone"):
+        hold_place.add_argument(
+            f"--{hold_kind}",
+            nargs="?",
+            const=True,
+            metavar="",
+            help=f"hold the person with this {hold_kind}: read from stdin (one line) or a hidden prompt",
+        )
+    hold_place.add_argument(
+        "--reason", required=True, help="why (a case or ticket reference; never a name, email or phone)"
+    )
+    hold_place.add_argument(
+        "--until", metavar="YYYY-MM-DD", help="its last day (UTC); default: until released"
+    )
+    hold_place.add_argument("--by", metavar="NAME", help="who places it (default: the OS user)")
+    hold_place.set_defaults(func=_cmd_hold_place)
+    hold_release = hold_sub.add_parser(
+        "release", help="release a hold: the requests it held go back to pending (unless another holds them)"
+    )
+    hold_release.add_argument("hold_id", metavar="HOLD_ID")
+    hold_release.add_argument("--reason", required=True, help="why it is released")
+    hold_release.add_argument("--by", metavar="NAME", help="who releases it (default: the OS user)")
+    hold_release.set_defaults(func=_cmd_hold_release)
+    hold_list = hold_sub.add_parser(
+        "list", help="active holds: request id, or identifier type and keyed-hash prefix; never an identifier"
+    )
+    hold_list.add_argument("--all", action="store_true", help="expired and released holds too")
+    hold_list.add_argument("--json", action="store_true", help="as JSON, for scripts")
+    hold_list.set_defaults(func=_cmd_hold_list)
+    for sub in (hold_place, hold_release, hold_list):
+        _db_url_after(sub)
 
     hash_cmd = commands.add_parser(
         "hash", help="the tag of a Stripe customer id, as the audit export, receipts and logs show it"
