@@ -157,10 +157,20 @@ class IdentifierHasher:
         return (IdentifierHasher, ())
 
     def __call__(self, identifiers: SubjectIdentifiers) -> Mapping[str, str]:
+        return identifier_hashes(self.key, identifiers)
+
+    @property
+    def key(self) -> HashKey:
         with self._lock:
             if self._key is None:
                 self._key = load_hash_key()
-        return identifier_hashes(self._key, identifiers)
+            return self._key
+
+
+def holds_on_another_key(holds: list[LegalHold], key: HashKey) -> list[LegalHold]:
+    """The holds on people whose hash was made with another key than ``key``: after a rotation of
+    ``gdpr_hash_key`` they match no request any more, and must be placed again."""
+    return [h for h in holds if h.target_type != "request" and h.hash_key_id != key.key_id]
 
 
 def hold_record(hold: LegalHold, action: str, at: datetime, reason: str) -> dict[str, Any]:

@@ -65,3 +65,33 @@ def test_a_step_that_only_reads_does_not_stop_for_a_hold():
     """resolve_identity writes nothing at the providers: a hold does not concern it."""
     assert IdentityResolutionOperator.has_side_effects is False
     assert RecordingStep.has_side_effects is True
+
+
+def test_the_claim_step_diverts_held_requests_and_warns_of_holds_on_a_rotated_key(store, key, capsys):
+    from types import SimpleNamespace
+
+    from gdpr_erasure.hashing import HashKey
+    from gdpr_erasure.operators.claim import RequestClaimOperator
+
+    store.submit("req-held", SubjectIdentifiers.parse(email=EMAIL))
+    store.submit("req-free", SubjectIdentifiers.parse(email="someone.else@example.org"))
+    store.submit("req-old", SubjectIdentifiers.parse(phone="+14155550123"))
+    held = place_hold(store, reason="LEGAL-8", placed_by="ops", request_id="req-held").hold
+    old_key = HashKey("retired", b"an-earlier-hash-key-0123456789abcdef")
+    stale = place_hold(store, reason="LEGAL-9", placed_by="ops", phone="+14155550123", key=old_key).hold
+    assert stale.hash_key_id == "retired"
+    claim = RequestClaimOperator(task_id="claim_requests")
+    claim.store = store
+    capsys.readouterr()
+
+    batches = claim.execute(
+        {"dag": SimpleNamespace(dag_id="gdpr_erasure"), "run_id": "manual__1", "params": {}}
+    )
+
+    # The hold made with the retired key matches nobody any more: said loudly, by hold id only.
+    assert batches == [["req-free"], ["req-old"]]
+    assert store.get("req-held").last_error == f"on hold: {held.hold_id}"
+    log = capsys.readouterr().out
+    assert f"legal hold {stale.hold_id} was placed with hash key 'retired', not the current 'test'" in log
+    assert "1 request(s) on hold (legal holds)" in log
+    assert "+1415" not in log

@@ -10,7 +10,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.configuration import conf
 
 from gdpr_erasure.batch import ComplianceStoreMixin, is_dry_run
-from gdpr_erasure.holds import IdentifierHasher
+from gdpr_erasure.holds import IdentifierHasher, holds_on_another_key
 from gdpr_erasure.store import RequestStatus
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID
 
@@ -86,6 +86,17 @@ class RequestClaimOperator(ComplianceStoreMixin, BaseOperator):
             self.log.info("dry run: %d pending request(s) will be resolved, nothing claimed", len(ids))
             return batches(ids, size_for(len(ids)))
         hashes_of = IdentifierHasher()  # the hash key is loaded only while a hold names a person
+        on_people = [h for h in self.store.list_holds() if h.target_type != "request"]
+        for hold in holds_on_another_key(on_people, hashes_of.key) if on_people else []:
+            # A rotated gdpr_hash_key: the hold's hash can no longer match anyone. Loud, since
+            # a hold that matches nobody lets the person's erasure through.
+            self.log.warning(
+                "legal hold %s was placed with hash key %r, not the current %r: it matches no request "
+                "any more; place it again (gdpr-erasure hold place) and release this one",
+                hold.hold_id,
+                hold.hash_key_id,
+                hashes_of.key.key_id,
+            )
         unheld = self.store.release_unheld_requests(hashes_of)
         if unheld:
             self.log.info("%d request(s) back to pending: their legal holds expired", len(unheld))
