@@ -3,7 +3,9 @@ both backends, keeping every request, step and audit record and every guard the 
 a schema-3 store (steps named purge_*, redact_stripe) to the one verb of schema 4, keeping
 every audit record byte for byte; and a schema-4 store to schema 5, which records where each
 step ran and when a request was claimed, leaving the rows and records already written as they are;
-and a schema-5 store to schema 6 (legal holds: the ``on_hold`` status and ``legal_holds``).
+and a schema-5 store to schema 6 (legal holds: the ``on_hold`` status and ``legal_holds``), and a
+schema-6 store to schema 7 (the ``completed_with_exemptions`` status, wider than schema 6's
+``status`` column, and ledger keys long enough for review entries).
 
 The version-1 and version-4 tables below are the DDL the package emitted at those schema versions
 (SQLAlchemy's output for each dialect, copied), so the test does not depend on today's table
@@ -178,7 +180,7 @@ def test_db_init_migrates_a_schema_1_store_in_place(v1_store):
     migrated = store.init_db()
 
     assert migrated, "init_db reported no migration"
-    assert store.schema_version() == current.SCHEMA_VERSION == 6
+    assert store.schema_version() == current.SCHEMA_VERSION == 7
     # Every row is kept, field by field; a failure's reason names the step as schema 4 does.
     got = {r.id: r for r in store.list_requests()}
     assert {rid: (r.status.value, r.attempts, r.failures, r.last_error) for rid, r in got.items()} == {
@@ -534,13 +536,14 @@ def test_db_init_adds_where_steps_ran_to_a_schema_4_store(v4_store):
 
     migrated = store.init_db()
 
-    assert store.schema_version() == current.SCHEMA_VERSION == 6
+    assert store.schema_version() == current.SCHEMA_VERSION == 7
     assert migrated[:7] == [
         *(f"erasure_steps.{c} added" for c in ("dag_id", "task_id", "run_id", "map_index", "try_number")),
         "erasure_requests.claimed_at added",
         "erasure_requests.claimed_map_index added",
     ]
-    assert migrated[-1] == "ck_erasure_requests_status accepts on_hold"  # schema 6, below
+    # Schemas 6 and 7, below.
+    assert migrated[-1] == "ck_erasure_requests_status accepts on_hold, completed_with_exemptions"
     # The tables are the current ones, columns in the same order.
     inspector = inspect(store.engine)
     for table in (current.erasure_requests, current.erasure_steps):
@@ -662,12 +665,12 @@ def test_db_init_adds_legal_holds_to_a_schema_5_store(v5_store):
 
     migrated = store.init_db()
 
-    assert store.schema_version() == current.SCHEMA_VERSION == 6
-    assert migrated[-1] == "ck_erasure_requests_status accepts on_hold"
+    assert store.schema_version() == current.SCHEMA_VERSION == 7
+    assert migrated[-1] == "ck_erasure_requests_status accepts on_hold, completed_with_exemptions"
     if store.dialect == "sqlite":
         assert migrated == ["erasure_requests rebuilt (no column(s) added)", migrated[-1]]
     else:
-        assert migrated == [migrated[-1]]
+        assert migrated == [*WIDENED_V7, migrated[-1]]
     # Every request, step and record as it was; the ledger byte for byte.
     assert _request_rows(store) == before_requests
     assert _rows(store) == before_steps
@@ -692,4 +695,86 @@ def test_db_init_adds_legal_holds_to_a_schema_5_store(v5_store):
 def test_the_schema_6_migration_runs_once(v5_store):
     assert v5_store.init_db()
     assert v5_store.init_db() == []
-    assert v5_store.schema_version() == 6
+    assert v5_store.schema_version() == current.SCHEMA_VERSION
+
+
+# -- version 6 to 7: completed_with_exemptions, review entries in the ledger ----------------------
+
+#: What schema 7 reports on PostgreSQL before the CHECK (SQLite does not enforce the lengths).
+WIDENED_V7 = [
+    "erasure_requests.status widened to 32 characters",
+    "audit_log.request_id widened to 100 characters",
+]
+
+#: Schema 6's DDL: version 5's with on_hold in the status CHECK (legal_holds is the current table).
+V6_TABLES = V5_TABLES.replace("'deferred')),", "'deferred', 'on_hold')),").replace(
+    "VALUES ('schema_version', '5')", "VALUES ('schema_version', '6')"
+)
+
+
+@pytest.fixture
+def v6_store(store_url):
+    engine = create_store_engine(store_url)
+    postgres = engine.dialect.name == "postgresql"
+    ddl = V6_TABLES.format(
+        ts="TIMESTAMP WITH TIME ZONE" if postgres else "DATETIME", bigint="BIGINT" if postgres else "INTEGER"
+    )
+    assert "'on_hold'" in ddl
+    with engine.begin() as conn:
+        for statement in filter(str.strip, ddl.split(";")):
+            conn.exec_driver_sql(statement)
+        current.legal_holds.create(conn)
+        for statement in current.POSTGRES_TRIGGERS if postgres else current.SQLITE_TRIGGERS:
+            conn.exec_driver_sql(statement)
+        for n, status in enumerate([*V5_STATUSES, "on_hold"], start=1):
+            store_submit(conn, f"r-{status}", n, status)
+        record_json = canonical_json({"request_id": "r-completed", "outcome": "completed"})
+        conn.execute(
+            insert(current.audit_log).values(
+                seq=1,
+                request_id="r-completed",
+                recorded_at=RECEIVED,
+                record=record_json,
+                prev_hash=GENESIS_HASH,
+                record_hash=chain_hash(1, GENESIS_HASH, RECEIVED, record_json),
+            )
+        )
+    store = ComplianceStore(engine)
+    yield store
+    store.dispose()
+
+
+def test_db_init_takes_a_schema_6_store_to_completed_with_exemptions(v6_store):
+    store = v6_store
+    before_requests, before_audit = _request_rows(store), store.audit_entries()
+    with pytest.raises((IntegrityError, DBAPIError)), store.engine.begin() as conn:  # not in schema 6
+        conn.execute(
+            update(current.erasure_requests)
+            .where(current.erasure_requests.c.id == "r-pending")
+            .values(status="completed_with_exemptions")
+        )
+
+    migrated = store.init_db()
+
+    assert store.schema_version() == current.SCHEMA_VERSION == 7
+    accepted = "ck_erasure_requests_status accepts completed_with_exemptions"
+    if store.dialect == "sqlite":
+        assert migrated == ["erasure_requests rebuilt (no column(s) added)", accepted]
+    else:
+        assert migrated == [*WIDENED_V7, accepted]
+        widths = {
+            (table, c["name"]): getattr(c["type"], "length", None)
+            for table in ("erasure_requests", "audit_log")
+            for c in inspect(store.engine).get_columns(table)
+        }
+        assert widths[("erasure_requests", "status")] == 32
+        assert widths[("audit_log", "request_id")] == 100
+    assert _request_rows(store) == before_requests
+    assert store.audit_entries() == before_audit and store.verify_audit_chain().ok
+    # The new status is taken; a review entry's key fits; the ledger is still append-only.
+    store.transition("r-in_progress", S.COMPLETED_WITH_EXEMPTIONS)
+    assert store.get("r-in_progress").status is S.COMPLETED_WITH_EXEMPTIONS
+    store.append_audit("r-completed/review/" + "9" * 40, {"kind": "review", "request_id": "r-completed"})
+    with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_log"))
+    assert store.init_db() == []

@@ -33,7 +33,7 @@ def test_init_db_is_idempotent_and_records_schema_version(store_url):
     store.submit("r1", ident())
     store.init_db()  # a second init keeps data and triggers
     assert store.get("r1").status is S.PENDING
-    assert store.schema_version() == SCHEMA_VERSION == 6
+    assert store.schema_version() == SCHEMA_VERSION == 7
     store.dispose()
 
 
@@ -179,6 +179,7 @@ def _force(store, rid, status):
         S.NEEDS_ATTENTION: [S.IN_PROGRESS, S.NEEDS_ATTENTION],
         S.DEFERRED: [S.IN_PROGRESS, S.DEFERRED],
         S.ON_HOLD: [S.ON_HOLD],
+        S.COMPLETED_WITH_EXEMPTIONS: [S.IN_PROGRESS, S.COMPLETED_WITH_EXEMPTIONS],
     }[status]
     for step in path:
         if step is S.IN_PROGRESS:

@@ -483,6 +483,8 @@ def rfc3339(value: datetime) -> str:
 _OPENDSR_STATUS = {
     RequestStatus.PENDING: "pending",
     RequestStatus.COMPLETED: "completed",
+    # Done: what the erasure policy kept (and why) is the intake's to list, not a status.
+    RequestStatus.COMPLETED_WITH_EXEMPTIONS: "completed",
 }
 
 

@@ -38,6 +38,14 @@ Version 5 to 6 adds legal holds: the ``on_hold`` status, which the status CHECK 
 does either, and only when a status is missing), and the ``legal_holds`` table, which ``init_db``
 creates. Rerun ``gdpr-erasure db grant`` afterwards: the pipeline's role needs its privileges on
 the new table.
+
+Version 6 to 7 adds the ``completed_with_exemptions`` status (the erasure policy kept something,
+docs/policy.md): 25 characters, so ``erasure_requests.status`` becomes ``VARCHAR(32)``, and the
+ledger's review entries, keyed ``<request id>/review/<attempt>``, so ``audit_log.request_id``
+becomes ``VARCHAR(100)``. On PostgreSQL two ``ALTER COLUMN ... TYPE`` (a wider ``varchar`` is
+only a catalogue change: no row is rewritten, and no trigger of the append-only ledger fires),
+then the status CHECK as for version 6; on SQLite, which does not enforce a ``VARCHAR``'s length,
+only the CHECK (the table rebuilt as for version 2).
 """
 
 from __future__ import annotations
@@ -75,6 +83,9 @@ STEP_RENAMES_V4 = {
     "redact_stripe": "erase_stripe",
 }
 
+#: Version 7's wider columns: (table, column, length).
+WIDER_V7 = ((R.name, "status", 32), (schema.audit_log.name, "request_id", 100))
+
 #: Version 5's columns, per table, in the order the tables define them (last).
 COLUMNS_V5 = {
     S.name: ("dag_id", "task_id", "run_id", "map_index", "try_number"),
@@ -109,7 +120,9 @@ def upgrade(engine: Engine, found: int | None) -> list[str]:
         done += _v4_step_names(engine)
     if found is None or found < 5:
         done += _v5_where_steps_ran(engine)
-    if found is None or found < 6:
+    if found is None or found < 7:
+        # Version 6's on_hold and version 7's completed_with_exemptions: wide enough, then accepted.
+        done += _v7_wider_columns(engine)
         done += accept_every_status(engine)
     for step in done:
         log.info("compliance store migrated: %s", step)
@@ -120,12 +133,33 @@ def _columns(conn: Connection, table: str) -> set[str]:
     return {column["name"] for column in inspect(conn).get_columns(table)}
 
 
+# -- version 7: completed_with_exemptions, and review entries in the ledger ----------------------
+
+
+def _v7_wider_columns(engine: Engine) -> list[str]:
+    """Widen the columns of :data:`WIDER_V7` on PostgreSQL (SQLite does not enforce the length).
+    Idempotent: a column already that wide is left alone."""
+    if engine.dialect.name != "postgresql":
+        return []
+    done = []
+    with engine.begin() as conn:
+        tables = sorted({table for table, _, _ in WIDER_V7})
+        conn.exec_driver_sql(f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE")
+        for table, column, length in WIDER_V7:
+            width = next(c["type"].length for c in inspect(conn).get_columns(table) if c["name"] == column)
+            if width is not None and width < length:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR({length})")
+                done.append(f"{table}.{column} widened to {length} characters")
+    return done
+
+
 # -- version 6: the on_hold status (legal holds) -----------------------------------------------
 
 
 def accept_every_status(engine: Engine) -> list[str]:
-    """Make the status CHECK accept every status of this version (6: ``on_hold``). Idempotent: a
-    CHECK that already names them all is left alone. A later version adding a status calls it too."""
+    """Make the status CHECK accept every status of this version (6: ``on_hold``, 7:
+    ``completed_with_exemptions``). Idempotent: a CHECK that already names them all is left alone.
+    A later version adding a status calls it too."""
     if engine.dialect.name != "postgresql":
         return _v2_sqlite(engine)  # rebuilds the table only when the CHECK lacks a status
     with engine.begin() as conn:

@@ -34,9 +34,11 @@ from gdpr_erasure.store.types import UtcDateTime
 #: 2: ``erasure_requests.not_before`` and the ``deferred`` status (a provider's quota is spent).
 #: 3: ``ledger_heads``. 4: the erasure steps renamed to one verb (``erase_*``). 5: where each
 #: step ran (task instance and try) and when, and into which batch, a request was last claimed.
-#: 6: ``legal_holds`` and the ``on_hold`` status.
+#: 6: ``legal_holds`` and the ``on_hold`` status. 7: the ``completed_with_exemptions`` status
+#: (``status`` 32 characters wide) and review entries in the ledger (``audit_log.request_id`` 100
+#: wide, for ``<request id>/review/<n>``).
 #: ``ComplianceStore.init_db`` migrates a store of any earlier version in place.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 metadata = MetaData()
 
@@ -56,7 +58,8 @@ erasure_requests = Table(
     Column("user_id", String(255)),
     Column("identifiers_hash", String(64), comment="HMAC-SHA256 of the normalised identifiers"),
     Column("source", String(32), nullable=False, default="api"),
-    Column("status", String(20), nullable=False, default=RequestStatus.PENDING.value),
+    # 32 since schema 7 (completed_with_exemptions has 25 characters).
+    Column("status", String(32), nullable=False, default=RequestStatus.PENDING.value),
     Column("attempts", Integer, nullable=False, default=0, comment="times claimed by a run"),
     Column("failures", Integer, nullable=False, default=0, comment="attempts that ended failed"),
     Column("claimed_by", String(250), comment="run that holds the lease"),
@@ -127,7 +130,9 @@ audit_log = Table(
     Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
     # One record per request, enforced by the database: a rerun cannot write a second one. A hold
     # entry (schema 6) keeps its key here, "<hold id>/placed" or "/released": no request id has a '/'.
-    Column("request_id", String(64), nullable=False, unique=True),
+    # A review entry (schema 7: what the erasure policy kept, checked again) keeps
+    # "<request id>/review/<attempt>", hence 100 characters (request ids have at most 64).
+    Column("request_id", String(100), nullable=False, unique=True),
     Column("recorded_at", UtcDateTime(), nullable=False),
     Column("record", Text, nullable=False, comment="canonical JSON of the record"),
     # UNIQUE prev_hash: the chain cannot fork, two records cannot claim the same predecessor.

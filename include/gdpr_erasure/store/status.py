@@ -19,9 +19,26 @@
     in_progress --an erasure step finds a hold right before it writes--> on_hold
     on_hold --the last hold on it is released (gdpr-erasure hold release) or expires--> pending
 
+    in_progress, verifying --all erased and proven except what the--> completed_with_exemptions
+                              erasure policy kept (docs/policy.md)       |  (final unless a kept
+                                                                         |   object has a review date)
+    in_progress <--a run claims it once its not_before (the earliest review date) has passed--+
+                   (only the kept objects are checked again; done steps are not repeated)
+
 Claimable by a run: ``pending``, ``failed`` (retry), ``verifying`` (re-check), ``deferred``
 once its ``not_before`` has passed, and ``in_progress`` whose lease expired (the run that held
-it died). ``needs_attention`` waits for a person; ``completed`` never changes again.
+it died), and ``completed_with_exemptions`` once its ``not_before`` (a review date) has passed.
+``needs_attention`` waits for a person; ``completed`` never changes again.
+
+``completed_with_exemptions`` is done, like ``completed``, except for what the erasure policy
+kept (:mod:`gdpr_erasure.policy`: a Stripe customer withheld for an open dispute, redacted with
+its amounts kept, held for a person's review). Everything else is erased and proven, and the
+audit record lists each kept object with its reason and legal basis. When a kept object has a
+review date (``withhold``), the earliest is the request's ``not_before``, and the first run after
+it checks only the kept objects again (its audit ledger gets a review entry; the request ends
+``completed`` once nothing is kept). Without a review date (``retain``, ``redact`` with a
+retention period, ``hold_for_review``) no run claims it again; ``gdpr-erasure requeue`` or a
+released legal hold sends it back to ``pending`` for a check now.
 
 ``deferred`` is not a failure: a provider asked us to wait longer than a task should (Segment's
 monthly regulation quota, answered with a 429 whose reset is days away). The request keeps what
@@ -49,26 +66,35 @@ class RequestStatus(StrEnum):
     NEEDS_ATTENTION = "needs_attention"
     DEFERRED = "deferred"  # waiting for a provider's quota until ``not_before``
     ON_HOLD = "on_hold"  # a legal hold keeps it from being erased (gdpr_erasure.holds)
+    #: Done except for what the erasure policy kept; claimable again at ``not_before`` (a review
+    #: date) if it has one.
+    COMPLETED_WITH_EXEMPTIONS = "completed_with_exemptions"
 
 
 S = RequestStatus
 
 #: For each target status, the statuses a request may move to it from.
 ALLOWED_SOURCES: dict[RequestStatus, frozenset[RequestStatus]] = {
-    S.PENDING: frozenset({S.FAILED, S.NEEDS_ATTENTION, S.DEFERRED, S.ON_HOLD}),
-    S.IN_PROGRESS: frozenset({S.PENDING, S.VERIFYING, S.FAILED, S.DEFERRED}),
+    S.PENDING: frozenset({S.FAILED, S.NEEDS_ATTENTION, S.DEFERRED, S.ON_HOLD, S.COMPLETED_WITH_EXEMPTIONS}),
+    S.IN_PROGRESS: frozenset({S.PENDING, S.VERIFYING, S.FAILED, S.DEFERRED, S.COMPLETED_WITH_EXEMPTIONS}),
     S.VERIFYING: frozenset({S.IN_PROGRESS}),
     S.COMPLETED: frozenset({S.IN_PROGRESS, S.VERIFYING}),
     S.FAILED: frozenset({S.IN_PROGRESS, S.VERIFYING}),
     S.NEEDS_ATTENTION: frozenset({S.FAILED, S.IN_PROGRESS, S.VERIFYING}),
     S.DEFERRED: frozenset({S.IN_PROGRESS}),
-    S.ON_HOLD: frozenset({S.PENDING, S.FAILED, S.VERIFYING, S.DEFERRED, S.IN_PROGRESS}),
+    S.ON_HOLD: frozenset(
+        {S.PENDING, S.FAILED, S.VERIFYING, S.DEFERRED, S.IN_PROGRESS, S.COMPLETED_WITH_EXEMPTIONS}
+    ),
+    S.COMPLETED_WITH_EXEMPTIONS: frozenset({S.IN_PROGRESS, S.VERIFYING}),
 }
 
 FINAL_STATUSES = frozenset({S.COMPLETED})
+#: The statuses of a request that was closed, with or without exemptions: it has its audit record.
+CLOSED = frozenset({S.COMPLETED, S.COMPLETED_WITH_EXEMPTIONS})
 #: Statuses a run may claim once their ``not_before`` (if any) has passed, plus ``in_progress``
-#: with an expired lease.
-CLAIMABLE = frozenset({S.PENDING, S.FAILED, S.VERIFYING, S.DEFERRED})
+#: with an expired lease. ``completed_with_exemptions`` only with a ``not_before`` (a review
+#: date): without one it waits for a person (:meth:`ComplianceStore.claim`).
+CLAIMABLE = frozenset({S.PENDING, S.FAILED, S.VERIFYING, S.DEFERRED, S.COMPLETED_WITH_EXEMPTIONS})
 
 
 def can_transition(source: RequestStatus, target: RequestStatus) -> bool:

@@ -51,7 +51,7 @@ from gdpr_erasure.store.chain import (
     verify_chain,
 )
 from gdpr_erasure.store.engine import create_store_engine, resolve_db_url
-from gdpr_erasure.store.status import ALLOWED_SOURCES, CLAIMABLE, RequestStatus, StepStatus
+from gdpr_erasure.store.status import ALLOWED_SOURCES, CLAIMABLE, CLOSED, RequestStatus, StepStatus
 from gdpr_erasure.store.types import utcnow
 
 #: The PostgreSQL advisory lock that serialises ledger appends ("gdpraudi" as a bigint).
@@ -431,13 +431,13 @@ class ComplianceStore:
 
     def open_requests_received_before(self, cutoff: datetime, limit: int = 1000) -> list[ErasureRequest]:
         """Requests not yet completed that arrived before ``cutoff`` (deadline reporting). Requests
-        ``on_hold`` are left out: a legal hold suspends their erasure (GDPR Art. 17(3))."""
-        open_statuses = [
-            s.value for s in RequestStatus if s not in (RequestStatus.COMPLETED, RequestStatus.ON_HOLD)
-        ]
+        ``on_hold`` are left out: a legal hold suspends their erasure (GDPR Art. 17(3)). So are
+        requests closed once (``completed_at``): one ``completed_with_exemptions`` was answered in
+        time, and the review of what the policy kept that a later run does is not overdue."""
+        open_statuses = [s.value for s in RequestStatus if s not in (*CLOSED, RequestStatus.ON_HOLD)]
         query = (
             select(R)
-            .where(R.c.status.in_(open_statuses), R.c.received_at < cutoff)
+            .where(R.c.status.in_(open_statuses), R.c.received_at < cutoff, R.c.completed_at.is_(None))
             .order_by(R.c.received_at)
             .limit(limit)
         )
@@ -464,7 +464,9 @@ class ComplianceStore:
         """Atomically move up to ``limit`` claimable requests to ``in_progress``; return their ids.
 
         Claimable: ``pending``, ``failed`` (retry), ``verifying`` (re-check what is still
-        pending), ``deferred`` whose ``not_before`` has passed (a provider's quota was reset), or
+        pending), ``deferred`` whose ``not_before`` has passed (a provider's quota was reset),
+        ``completed_with_exemptions`` whose ``not_before`` (its review date) has passed (what the
+        erasure policy kept is checked again; one without a review date is never claimed), or
         ``in_progress`` whose lease has expired (its run died). A request whose ``not_before`` is
         still ahead is left alone. Oldest first. Concurrent callers never receive the same request.
         Each claimed request records the claim's time (``claimed_at``) and run (``claimed_by``).
@@ -481,7 +483,12 @@ class ComplianceStore:
         if limit <= 0:
             return []
         now = utcnow()
-        due = or_(R.c.not_before.is_(None), R.c.not_before <= now)
+        # A request closed with exemptions is due only at its review date: without one it waits
+        # for a person (NULL <= now is not true).
+        due = or_(
+            and_(R.c.not_before.is_(None), R.c.status != RequestStatus.COMPLETED_WITH_EXEMPTIONS.value),
+            R.c.not_before <= now,
+        )
         claimable = or_(
             and_(R.c.status.in_([s.value for s in CLAIMABLE]), due),
             and_(R.c.status == RequestStatus.IN_PROGRESS.value, R.c.lease_expires_at < now),
@@ -538,7 +545,9 @@ class ComplianceStore:
         :param error: reason to record (for ``failed`` / ``needs_attention`` / ``deferred``); must
             hold no PII.
         :param expected: narrow the allowed source statuses further (compare-and-set).
-        :param not_before: for ``deferred`` (required): no run claims the request before then.
+        :param not_before: for ``deferred`` (required): no run claims the request before then; for
+            ``completed_with_exemptions``: the earliest review date of what the policy kept (None:
+            nothing kept is reviewed automatically, no run claims it again).
         """
         sources = set(ALLOWED_SOURCES[target])
         if expected is not None:
@@ -547,6 +556,14 @@ class ComplianceStore:
         values: dict[str, Any] = {"status": target.value, "updated_at": now}
         if target is RequestStatus.COMPLETED:
             values |= {"completed_at": now, "lease_expires_at": None, "last_error": None, "not_before": None}
+        elif target is RequestStatus.COMPLETED_WITH_EXEMPTIONS:
+            # completed_at: when it was first closed (a review keeps it: the answer was given then).
+            values |= {
+                "completed_at": func.coalesce(R.c.completed_at, now),
+                "lease_expires_at": None,
+                "last_error": None,
+                "not_before": not_before,
+            }
         elif target in (RequestStatus.FAILED, RequestStatus.NEEDS_ATTENTION):
             values |= {"last_error": error, "lease_expires_at": None}
         elif target is RequestStatus.DEFERRED:
@@ -582,7 +599,8 @@ class ComplianceStore:
         """Replace a request's identifiers in the intake table by their keyed hash. Idempotent;
         True if identifiers were erased now, False if they were already gone.
 
-        Normally for ``completed`` requests. With ``unresolved_reason``, for a ``failed`` or
+        Normally for ``completed`` (or ``completed_with_exemptions``) requests. With
+        ``unresolved_reason``, for a ``failed`` or
         ``needs_attention`` request kept past its limit: it moves to ``needs_attention``
         without identifiers, and the reason says why.
         """
@@ -597,7 +615,7 @@ class ComplianceStore:
             "updated_at": now,
         }
         if unresolved_reason is None:
-            allowed = [RequestStatus.COMPLETED.value]
+            allowed = [s.value for s in CLOSED]
         else:
             allowed = [RequestStatus.FAILED.value, RequestStatus.NEEDS_ATTENTION.value]
             values |= {"status": RequestStatus.NEEDS_ATTENTION.value, "last_error": unresolved_reason}
@@ -615,14 +633,15 @@ class ComplianceStore:
     def identifiers_due_for_erasure(
         self, *, completed_before: datetime, unresolved_before: datetime, limit: int = 1000
     ) -> list[ErasureRequest]:
-        """Requests still holding identifiers although their retention is over: completed before
-        ``completed_before``, or failed / needs_attention and received before ``unresolved_before``."""
+        """Requests still holding identifiers although their retention is over: completed (with or
+        without exemptions) before ``completed_before``, or failed / needs_attention and received
+        before ``unresolved_before``."""
         query = (
             select(R)
             .where(
                 R.c.pii_erased_at.is_(None),
                 or_(
-                    and_(R.c.status == RequestStatus.COMPLETED.value, R.c.completed_at <= completed_before),
+                    and_(R.c.status.in_([s.value for s in CLOSED]), R.c.completed_at <= completed_before),
                     and_(
                         R.c.status.in_([RequestStatus.FAILED.value, RequestStatus.NEEDS_ATTENTION.value]),
                         R.c.received_at <= unresolved_before,
@@ -712,9 +731,10 @@ class ComplianceStore:
             return [_row_to_request(row) for row in conn.execute(query)]
 
     def requeue(self, request_id: str) -> ErasureRequest:
-        """Ops: send a ``needs_attention``, ``failed`` or ``deferred`` request back to ``pending``
-        with a fresh failure count (and no ``not_before``: the next run takes it); its recorded
-        steps stay, so work already done is not repeated. Not an ``on_hold`` request: only
+        """Ops: send a ``needs_attention``, ``failed``, ``deferred`` or ``completed_with_exemptions``
+        request back to ``pending`` with a fresh failure count (and no ``not_before``: the next run
+        takes it; for one closed with exemptions, it checks what the policy kept again now); its
+        recorded steps stay, so work already done is not repeated. Not an ``on_hold`` request: only
         releasing its hold (:meth:`release_hold`) does that."""
         sources = ALLOWED_SOURCES[RequestStatus.PENDING] - {RequestStatus.ON_HOLD}
         request = self.transition(request_id, RequestStatus.PENDING, expected=sources)
