@@ -140,7 +140,33 @@ class SegmentErasure(TypedDict, total=False):
     reason: str
 
 
-StripeOutcome = Literal["pending", "deleted", "already_absent", "tagged_for_redaction", "redacted"]
+#: ``kept``: the erasure policy kept the customer (withhold, retain, hold_for_review): no write.
+StripeOutcome = Literal["pending", "deleted", "already_absent", "tagged_for_redaction", "redacted", "kept"]
+
+
+class StripeCustomerDecision(TypedDict, total=False):
+    """The erasure policy's decision on one Stripe customer, made from its live state right before
+    any write (:meth:`gdpr_erasure.policy.ErasurePolicy.stripe_decision`, docs/policy.md)."""
+
+    #: ``erase``, ``redact``, ``retain``, ``withhold`` or ``hold_for_review``.
+    action: str
+    #: The live-state cases found (``active_subscription``, ``open_invoice``, ...), in policy order.
+    cases: list[str]
+    #: The case whose rule decided; None when the ``stripe.customer`` rule did.
+    deciding_case: str | None
+    #: Subscriptions are cancelled before the write (``active_subscription: cancel_then_erase``).
+    cancel_subscriptions: bool
+    legal_basis: str | None
+    #: ISO 8601: when a withheld customer is checked again (None unless withheld).
+    review_date: str | None
+    #: ISO 8601: until when what is kept stays (``retain``, or ``redact`` with ``retain_for``).
+    retained_until: str | None
+    #: ISO 8601: when the live state was read and the decision made.
+    decided_at: str
+    #: The request's attempt (its claim count) that decided: a rerun within it keeps the decision.
+    attempt: int
+    #: The policy that decided (``sha256:...`` of its file).
+    policy_digest: str
 
 
 class _StripeCustomerRecord(TypedDict):
@@ -152,22 +178,39 @@ class StripeCustomerRecord(_StripeCustomerRecord, total=False):
 
     #: The answer that settled it: ``deleted_stub`` or ``not_found``.
     evidence: str
-    evidence_from: Literal["tag", "delete"]
+    #: ``live_state``: the read before any write already found it gone.
+    evidence_from: Literal["tag", "delete", "live_state"]
     tag_confirmed: bool
     redaction_job_id: str
+    #: Results written before the erasure policy (issue 15) have no decision.
+    decision: StripeCustomerDecision
+    #: Subscriptions this step cancelled before the write (``cancel_then_erase``).
+    subscriptions_canceled: int
+
+
+class PolicyReference(TypedDict):
+    """Which erasure policy decided: its digest, and its file's name (never a full path)."""
+
+    digest: str
+    source: str
 
 
 class StripeErasure(TypedDict, total=False):
     """Step ``erase_stripe``. ``deletion_ts`` is fixed before Stripe sees it, so a rerun sends
     the same tag with the same idempotency key. ``customers`` is keyed by ``cus_`` id until
-    the request is closed, by tag after."""
+    the request is closed, by tag after (a customer kept until a review date keeps its ``cus_``
+    id until it is settled: the review needs it)."""
 
     deletion_ts: int
+    #: The connection's method; a customer the policy redacts goes through a redaction job
+    #: whatever it is (its outcome says ``redacted``).
     method: Literal["delete", "redaction_job"]
     customers: dict[str, StripeCustomerRecord]
     redaction_job_id: str
     redaction_job_status: str
     failed_redaction_job_ids: list[str]
+    #: The erasure policy of the latest attempt (results written before it have none).
+    policy: PolicyReference
     reason: str
 
 

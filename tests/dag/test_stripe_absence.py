@@ -129,8 +129,9 @@ def test_with_deleted_customers_answering_a_bare_404_the_run_completes_with_proo
 
 
 def test_a_customer_gone_between_resolve_and_our_tag_is_already_absent_not_erased(pipeline):
-    """Resolve saw the customer; by the time we tag it, it is gone (someone deleted it, or our own
-    earlier attempt did): the repeated tag reads the bare 404 as "already absent", the run
+    """Resolve saw the customer; by the time we would tag it, it is gone (someone deleted it, or
+    our own earlier attempt did): the live-state read that comes before any write (the erasure
+    policy's) reads the bare 404 as "already absent", so not even the tag is sent; the run
     completes, and the audit does not call it an erasure."""
     pipeline.sandbox.set_faults({"stripe": {"deleted_customer_answer": "bare_404"}})
     person = _generated_with_one_customer(pipeline, skip=1)
@@ -147,7 +148,10 @@ def test_a_customer_gone_between_resolve_and_our_tag_is_already_absent_not_erase
     customer = stripe["customers"][tag(customer_id)]
     assert customer["outcome"] == "already_absent"
     assert customer["evidence"] == "not_found"
-    assert customer["evidence_from"] == "tag"
+    assert customer["evidence_from"] == "live_state"
+    assert not [
+        r for r in pipeline.sandbox.requests_log() if r["method"] == "POST" and r.get("stripe_customers")
+    ]
     assert stripe["already_absent_customer_ids"] == [tag(customer_id)]
     assert stripe["erased_customer_ids"] == []
     assert stripe["purge"] == "already_absent"

@@ -1,4 +1,5 @@
-"""Prove that Stripe deleted the customers, or that their redaction job succeeded."""
+"""Prove that Stripe deleted the customers, or that their redaction job succeeded, or both: the
+erasure policy may redact one customer of a request and the connection's method delete another."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from gdpr_erasure import steps
+from gdpr_erasure.hashing import STRIPE_TAG_PREFIX
 from gdpr_erasure.hooks.stripe import StripeHook
 from gdpr_erasure.proofs.base import ProofCheck
 
@@ -74,17 +76,70 @@ class StripeRedactionJobCheck(ProofCheck):
         return "waiting", {**evidence, "summary": f"redaction job {status}"}
 
 
+class StripeErasureCheck(ProofCheck):
+    """Done when every part is: a request whose customers were partly deleted and partly redacted
+    (the policy redacts a customer with an open invoice whatever the connection's method) needs
+    both the deleted customers read as gone and the redaction job ``succeeded``. Failed as soon as
+    one part fails; waiting while one part waits. The evidence merges both (``customers`` and the
+    job's ``redaction_job_id`` and ``status``).
+
+    :param parts: the checks, each of a different kind.
+    """
+
+    def __init__(self, *parts: ProofCheck) -> None:
+        self.parts = parts
+
+    def check(self) -> tuple[steps.ProofState, steps.StripeProof]:
+        merged: dict = {}
+        waiting: list[str] = []
+        for part in self.parts:
+            state, evidence = part.check()
+            if state == "failed":
+                return "failed", evidence
+            if state == "waiting":
+                waiting.append(evidence.get("summary") or str(evidence.get("status")))
+            merged.update({k: v for k, v in evidence.items() if k != "summary"})
+        if waiting:
+            return "waiting", {**merged, "summary": "; ".join(waiting)}
+        return "done", steps.StripeProof(**merged)
+
+    @classmethod
+    def poll_seconds(cls) -> float:
+        return StripeCustomerDeletedCheck.poll_seconds()
+
+
+#: Outcomes of a customer that the redaction job covers.
+_REDACTING = ("tagged_for_redaction", "redacted")
+
+
 def stripe_proof_check(
     erasure: steps.StripeErasure, conn_id: str, tag: Callable[[str], str]
 ) -> ProofCheck | None:
-    """The check of what ``erase_stripe`` did: its redaction job, or every customer it handled
-    (those already absent too); None if it handled none.
+    """The check of what ``erase_stripe`` did: its redaction job if a customer went through one,
+    and, for the ``delete`` method, every other customer it handled (those already absent too);
+    both when a request has both (:class:`StripeErasureCheck`); None if it handled none.
+
+    Customers the erasure policy kept (``kept``: nothing written) are not checked: they are not
+    erased and must not be "proven". Nor are customers already named by their tag: a request
+    closed with exemptions keeps only the ``cus_`` ids of customers kept until a review, so at the
+    review the others were proven already (in the request's first audit record).
 
     :param erasure: the erasure step's stored result.
     :param conn_id: Stripe connection.
     :param tag: names a customer in the proof: :class:`gdpr_erasure.hashing.StripeTagger`.
     """
-    if erasure.get("method") == "redaction_job" and erasure.get("redaction_job_id"):
-        return StripeRedactionJobCheck(erasure["redaction_job_id"], conn_id)
-    customers = sorted(erasure.get("customers") or {})
-    return StripeCustomerDeletedCheck(customers, conn_id, tag=tag) if customers else None
+    customers = {
+        cid: c
+        for cid, c in (erasure.get("customers") or {}).items()
+        if not cid.startswith(STRIPE_TAG_PREFIX) and c.get("outcome") != "kept"
+    }
+    job_id = erasure.get("redaction_job_id")
+    redacting = bool(job_id) and any(c.get("outcome") in _REDACTING for c in customers.values())
+    if erasure.get("method") == "redaction_job" and redacting:
+        return StripeRedactionJobCheck(job_id, conn_id)  # every customer went through the job
+    gone = sorted(cid for cid, c in customers.items() if c.get("outcome") not in _REDACTING)
+    deleted = StripeCustomerDeletedCheck(gone, conn_id, tag=tag) if gone else None
+    job = StripeRedactionJobCheck(job_id, conn_id) if redacting else None
+    if deleted and job:
+        return StripeErasureCheck(deleted, job)
+    return deleted or job
