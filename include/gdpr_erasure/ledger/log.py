@@ -8,10 +8,12 @@ and published to the witness. :meth:`Ledger.verify` recomputes the whole tree an
 against every stored and published head: an edited, inserted, deleted or reordered record, or a
 truncated tail, changes the root at some signed size and is named.
 
-The ledger holds two kinds of entries (:func:`gdpr_erasure.store.chain.entry_kind`): requests'
-erasure records, and the placing and release of legal holds (:mod:`gdpr_erasure.holds`). Both
-are leaves of the tree and links of the chain alike; :meth:`Ledger.verify` matches the first to
-the completed requests and the second to the ``legal_holds`` table.
+The ledger holds three kinds of entries (:func:`gdpr_erasure.store.chain.entry_kind`): requests'
+erasure records, the placing and release of legal holds (:mod:`gdpr_erasure.holds`), and the
+reviews of what the erasure policy kept of a request closed with exemptions. All are leaves of the
+tree and links of the chain alike; :meth:`Ledger.verify` matches the erasure records to the
+closed requests, the hold entries to the ``legal_holds`` table, and each review to its request's
+erasure record.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from gdpr_erasure.ledger.merkle import CompactRange, consistency_proof, inclusio
 from gdpr_erasure.ledger.witness import Witness
 from gdpr_erasure.receipts import SigningKey
 from gdpr_erasure.store import AuditEntry, ComplianceStore, LegalHold, RequestStatus
-from gdpr_erasure.store.chain import ERASURE, HOLD, verify_chain
+from gdpr_erasure.store.chain import ERASURE, HOLD, REVIEW, verify_chain
 from gdpr_erasure.store.schema import audit_log, erasure_requests, ledger_heads
 
 LEAF_DOMAIN = "gdpr-erasure-ledger-leaf/1"
@@ -192,6 +194,8 @@ class Ledger:
         compact = CompactRange()
         record_ids: list[str] = []
         hold_entries: list[AuditEntry] = []
+        review_entries: list[AuditEntry] = []
+        outcomes: dict[str, str] = {}  # request -> outcome of its latest erasure record or review
 
         def tree(entries: Iterable[AuditEntry]) -> Iterator[AuditEntry]:
             # One pass over the records feeds both the Merkle tree and the hash chain's check.
@@ -206,8 +210,12 @@ class Ledger:
                     compact.append(leaf_of(entry))
                     if entry.kind == ERASURE:
                         record_ids.append(entry.request_id)
+                        outcomes[entry.request_id] = str(entry.record.get("outcome") or "")
                     elif entry.kind == HOLD:
                         hold_entries.append(entry)
+                    elif entry.kind == REVIEW:
+                        review_entries.append(entry)
+                        outcomes[str(entry.record.get("request_id"))] = str(entry.record.get("outcome") or "")
                     else:
                         report.problems.append(f"record seq {entry.seq} has an unknown kind {entry.kind!r}")
                     if compact.size in wanted:
@@ -257,24 +265,38 @@ class Ledger:
                 "no published head was checked: pass --witness or --head for a proof that the "
                 "database's owner cannot rewrite"
             )
-        self._match_requests(record_ids, report)
+        self._match_requests(record_ids, report, outcomes)
         self._match_holds(hold_entries, report)
+        self._match_reviews(review_entries, record_ids, report)
         return report
 
-    def _match_requests(self, record_ids: list[str], report: LedgerReport) -> None:
-        """Every completed request has exactly one record and every record a completed request."""
+    def _match_requests(self, record_ids: list[str], report: LedgerReport, outcomes: dict[str, str]) -> None:
+        """Every completed request has exactly one record and every record a completed request.
+
+        Completed here means closed once: ``completed``, ``completed_with_exemptions``, or claimed
+        again since for the review of what the erasure policy kept (it keeps its ``completed_at``).
+        A request's status agrees with its latest entry: ``completed`` is never left with a last
+        entry that says something is still kept, nor ``completed_with_exemptions`` with one that
+        says nothing is."""
         duplicates = [rid for rid, n in Counter(record_ids).items() if n > 1]
         for rid in sorted(duplicates):
             report.problems.append(f"request {rid} has more than one audit record")
+        closed_statuses = [RequestStatus.COMPLETED.value, RequestStatus.COMPLETED_WITH_EXEMPTIONS.value]
         with self.store.engine.connect() as conn:
-            completed = set(
-                conn.execute(
-                    select(erasure_requests.c.id).where(
-                        erasure_requests.c.status == RequestStatus.COMPLETED.value
-                    )
-                ).scalars()
-            )
+            rows = conn.execute(
+                select(erasure_requests.c.id, erasure_requests.c.status).where(
+                    erasure_requests.c.status.in_(closed_statuses)
+                    | erasure_requests.c.completed_at.is_not(None)
+                )
+            ).all()
             total_records = conn.execute(select(func.count()).select_from(audit_log)).scalar_one()
+        completed = {row.id for row in rows}
+        for row in rows:
+            said = outcomes.get(row.id)
+            if row.status in closed_statuses and said in closed_statuses and said != row.status:
+                report.problems.append(
+                    f"request {row.id} is {row.status} but its latest ledger entry says {said}"
+                )
         recorded = set(record_ids)
         for rid in sorted(completed - recorded)[:20]:
             report.problems.append(f"request {rid} is completed but has no audit record")
@@ -317,6 +339,30 @@ class Ledger:
             if hold.released_at is not None and (hold_id, "released") not in seen:
                 report.problems.append(
                     f"legal hold {hold_id} is released but the ledger has no released entry"
+                )
+
+    def _match_reviews(self, entries: list[AuditEntry], record_ids: list[str], report: LedgerReport) -> None:
+        """Every review entry is filed under ``<request id>/review/<attempt>`` and follows its
+        request's erasure record (by ``seq`` and ``record_hash``), which the ledger holds."""
+        first = {
+            rid: self.store.audit_entry(rid) for rid in {str(e.record.get("request_id")) for e in entries}
+        }
+        for entry in entries:
+            record = entry.record
+            rid, attempt = str(record.get("request_id")), record.get("review")
+            if entry.request_id != f"{rid}/review/{attempt}":
+                report.problems.append(f"review entry seq {entry.seq} is filed as {entry.request_id!r}")
+                continue
+            erasure = first.get(rid)
+            follows = record.get("follows") or {}
+            if rid not in record_ids or erasure is None:
+                report.problems.append(
+                    f"review entry seq {entry.seq} of {rid}: the request has no audit record"
+                )
+            elif (follows.get("seq"), follows.get("record_hash")) != (erasure.seq, erasure.record_hash):
+                report.problems.append(
+                    f"review entry seq {entry.seq} of {rid} does not follow its audit record "
+                    f"(seq {erasure.seq})"
                 )
 
 

@@ -1,5 +1,10 @@
 """The task that writes the ledger record: it closes a request, deciding its outcome from the
-recorded steps, appends its audit record to the ledger and forgets its identifiers."""
+recorded steps, appends its audit record to the ledger and forgets its identifiers.
+
+A request the erasure policy kept something of closes ``completed_with_exemptions``, its record
+listing each object kept (``kept``) and the policy that decided (``policy``). When a later run
+reviews what was kept (its review date passed), the outcome of the review is a new ledger entry of
+kind ``review``: records are never rewritten."""
 
 from __future__ import annotations
 
@@ -27,7 +32,20 @@ from gdpr_erasure.ledger.heads import load_ledger_key
 from gdpr_erasure.ledger.log import Ledger
 from gdpr_erasure.ledger.witness import witness_from_connection
 from gdpr_erasure.operators.base import ErasureStepOperator
+from gdpr_erasure.operators.stripe import KEPT
+from gdpr_erasure.policy import (
+    ACTIVE_SUBSCRIPTION,
+    CUSTOMER_BALANCE,
+    HOLD_FOR_REVIEW,
+    OPEN_DISPUTE,
+    OPEN_INVOICE,
+    REDACT,
+    RETAIN,
+    STRIPE_CUSTOMER,
+    WITHHOLD,
+)
 from gdpr_erasure.store import (
+    AuditEntry,
     AuditRecordExists,
     ErasureRequest,
     RequestStatus,
@@ -35,8 +53,12 @@ from gdpr_erasure.store import (
     StepStatus,
     TaskTry,
 )
+from gdpr_erasure.store.chain import REVIEW
+from gdpr_erasure.store.status import CLOSED
 
 AUDIT_SCHEMA = "gdpr-erasure-audit/1"
+COMPLETED = RequestStatus.COMPLETED.value
+COMPLETED_WITH_EXEMPTIONS = RequestStatus.COMPLETED_WITH_EXEMPTIONS.value
 _ERASURE_OK = {StepStatus.DONE, StepStatus.PENDING, StepStatus.SKIPPED, StepStatus.ALREADY_ABSENT}
 _NEEDS_PROOF = {StepStatus.DONE, StepStatus.PENDING}
 R = TypeVar("R")
@@ -103,6 +125,11 @@ def build_audit_record(
     store's step rows, because a record names no step (docs/glossary.md), and records written
     before carry no ``ran_in``, which every reader accepts.
 
+    ``outcome`` is ``completed``, or ``completed_with_exemptions`` when the erasure policy kept
+    something (records written since the policy, issue 15): ``kept`` lists each object kept
+    (:func:`kept_objects`) and ``policy`` names the policy that decided (its digest and file
+    name). Records written before have neither; readers take a missing ``kept`` as empty.
+
     :param request: the request as stored.
     :param results: its recorded steps.
     :param key: the hash key.
@@ -128,12 +155,15 @@ def build_audit_record(
             "map_index": ran_in.map_index,
             "try_number": ran_in.try_number,
         }
+    kept = kept_objects(stripe, key)
     return {
         "schema": AUDIT_SCHEMA,
         "request_id": request.id,
         "received_at": request.received_at.isoformat(),
         "completed_at": datetime.now(UTC).isoformat(),
-        "outcome": "completed",
+        "outcome": COMPLETED_WITH_EXEMPTIONS if kept else COMPLETED,
+        "kept": kept,
+        "policy": stripe.get("policy"),
         "attempts": request.attempts,
         "run_id": run_id,
         **where,
@@ -253,6 +283,148 @@ def _stripe_audit(
     }
 
 
+#: Why a live-state case keeps a customer, as the ``reason`` of a kept object says it.
+_CASE_REASONS = {
+    ACTIVE_SUBSCRIPTION: "the customer has an active subscription",
+    OPEN_INVOICE: "the customer has an open or uncollectible invoice",
+    OPEN_DISPUTE: "a payment of the customer is disputed",
+    CUSTOMER_BALANCE: "the customer's balance is not zero",
+}
+#: What the policy's action does with what it keeps.
+_ACTION_REASONS = {
+    WITHHOLD: "withheld: no write to it until its review date",
+    HOLD_FOR_REVIEW: "held for a person's review: no write to it",
+    RETAIN: "retained untouched until the end of its retention period",
+    REDACT: "redacted: the person's details removed, the amounts kept until the end of the retention period",
+}
+
+
+def kept_reason(decision: steps.StripeCustomerDecision) -> str:
+    """One line saying why a customer is kept, from the names of its decision (never from the
+    customer's data): the deciding case, or the ``stripe.customer`` rule, and what the action does."""
+    why = _CASE_REASONS.get(decision.get("deciding_case") or "", f"the policy's {STRIPE_CUSTOMER} rule")
+    return f"{why}; {_ACTION_REASONS.get(decision.get('action') or '', 'kept')}"
+
+
+def kept_objects(stripe: steps.StripeErasure, key: HashKey) -> list[dict[str, Any]]:
+    """The objects the erasure policy kept, as the audit record lists them (``kept``), by id:
+    each Stripe customer with no write (``withhold``, ``retain``, ``hold_for_review``), and each
+    one redacted whose rule keeps its amounts for a period (``redact`` with ``retain_for``)::
+
+        {"system": "stripe", "kind": "stripe.customer", "id": "cus#<12 hex>", "action": "withhold",
+         "cases": ["open_dispute"], "reason": "<one line>", "legal_basis": "...",
+         "review_date": "<ISO 8601>" | null, "retained_until": "<ISO 8601>" | null}
+
+    ``review_date`` is when a withheld customer is checked again (the request comes back then);
+    ``retained_until`` until when a retained or redacted one's data stays. No ``cus_`` id: the id
+    is the customer's tag.
+
+    :param stripe: the ``erase_stripe`` step's result.
+    :param key: the hash key (tags).
+    """
+    items = []
+    for customer_id, record in (stripe.get("customers") or {}).items():
+        decision = record.get("decision") or {}
+        outcome = record.get("outcome")
+        if outcome != KEPT and not (outcome == "redacted" and decision.get("retained_until")):
+            continue
+        items.append(
+            {
+                "system": "stripe",
+                "kind": STRIPE_CUSTOMER,
+                "id": stripe_tag(key, customer_id),
+                "action": decision.get("action"),
+                "cases": list(decision.get("cases") or []),
+                "reason": kept_reason(decision),
+                "legal_basis": decision.get("legal_basis"),
+                "review_date": decision.get("review_date"),
+                "retained_until": decision.get("retained_until"),
+            }
+        )
+    return sorted(items, key=lambda item: (item["system"], item["id"]))
+
+
+def next_review(kept: list[dict[str, Any]]) -> datetime | None:
+    """The earliest review date among kept objects (None: nothing kept comes back by itself)."""
+    dates = [datetime.fromisoformat(item["review_date"]) for item in kept if item.get("review_date")]
+    return min(dates) if dates else None
+
+
+def review_key(request_id: str, attempt: int) -> str:
+    """The ledger key of a request's review entry in one attempt (request ids have no '/')."""
+    return f"{request_id}/review/{attempt}"
+
+
+def build_review_record(
+    request: ErasureRequest,
+    results: dict[str, StepResult],
+    key: HashKey,
+    first: AuditEntry,
+    run_id: str,
+    ran_in: TaskTry | None = None,
+) -> dict[str, Any]:
+    """The ledger entry of a review: a request closed ``completed_with_exemptions`` came back at
+    its review date (or was sent back), and the customers its policy kept were checked again.
+    Its erasure record is not rewritten (records never are); this entry follows it::
+
+        {"schema", "kind": "review", "request_id", "review": <attempt>,
+         "follows": {"seq", "record_hash"} (the request's erasure record), "received_at",
+         "reviewed_at", "outcome": "completed" | "completed_with_exemptions", "attempts",
+         "run_id", "ran_in", "stripe": <as in the erasure record, the reviewed customers only>,
+         "kept": <everything still kept, as in the erasure record>, "policy"}
+
+    The reviewed customers are those still named by ``cus_`` id (a closed request keeps only the
+    ids of the customers kept until a review); ``stripe.proof`` is the proof of those the review
+    erased (None when it erased none).
+
+    :param request: the request as stored.
+    :param results: its recorded steps.
+    :param key: the hash key.
+    :param first: the request's erasure record.
+    :param run_id: the DAG run of the review.
+    :param ran_in: the ``write_ledger_record`` task instance and try.
+    """
+    stripe = steps.result_as(steps.StripeErasure, results.get(steps.STRIPE))
+    reviewed = {
+        cid: c
+        for cid, c in (stripe.get("customers") or {}).items()
+        if cid != stripe_tag(key, cid)  # still a cus_ id: kept until this review
+    }
+    part: steps.StripeErasure = {**stripe, "customers": reviewed}
+    job = stripe.get("redaction_job_id")
+    if not any(c.get("redaction_job_id") == job for c in reviewed.values()):
+        part.pop("redaction_job_id", None)  # an earlier attempt's job
+        part.pop("redaction_job_status", None)
+    erased_now = any(c.get("outcome") != KEPT for c in reviewed.values())
+    proof = steps.result_as(steps.StripeProof, results.get(steps.VERIFY_STRIPE)) if erased_now else {}
+    stripe_result = results.get(steps.STRIPE)
+    kept = kept_objects(stripe, key)
+    record: dict[str, Any] = {
+        "schema": AUDIT_SCHEMA,
+        "kind": REVIEW,
+        "request_id": request.id,
+        "review": request.attempts,
+        "follows": {"seq": first.seq, "record_hash": first.record_hash},
+        "received_at": request.received_at.isoformat(),
+        "reviewed_at": datetime.now(UTC).isoformat(),
+        "outcome": COMPLETED_WITH_EXEMPTIONS if kept else COMPLETED,
+        "attempts": request.attempts,
+        "run_id": run_id,
+        "stripe": _stripe_audit({}, part, stripe_result.status.value if stripe_result else None, proof, key),
+        "kept": kept,
+        "policy": stripe.get("policy"),
+    }
+    if ran_in is not None:
+        record["ran_in"] = {
+            "dag_id": ran_in.dag_id,
+            "task_id": ran_in.task_id,
+            "dag_run_id": ran_in.run_id,
+            "map_index": ran_in.map_index,
+            "try_number": ran_in.try_number,
+        }
+    return record
+
+
 class LedgerRecordOperator(ErasureStepOperator):
     """Close the request once every system is erased and proven.
 
@@ -260,8 +432,15 @@ class LedgerRecordOperator(ErasureStepOperator):
     from Airflow task states:
 
     * every erasure succeeded and every deletion that needs proof is proven: append one audit
-      record (the ledger refuses a second one), mark the request ``completed``, and replace its
-      identifiers in the intake table by their keyed hash;
+      record (the ledger refuses a second one), mark the request ``completed``, or
+      ``completed_with_exemptions`` when the erasure policy kept something (``not_before`` at the
+      earliest review date of what it kept, if any), and replace its identifiers in the intake
+      table by their keyed hash (the ``cus_`` ids of customers kept until a review stay in the
+      stored steps: the review needs them, docs/policy.md);
+    * the same for a review of a request closed with exemptions (claimed again at its review
+      date): its record exists already and is never rewritten, so the review appends an entry of
+      its own (kind ``review``, keyed ``<request id>/review/<attempt>``), and the request ends
+      ``completed`` once nothing is kept any more;
     * a provider accepted a deletion but has not finished it (sensor patience ran out): mark it
       ``verifying``; a later run re-checks only that;
     * a provider asked to wait past the retry cap (Segment's monthly regulation quota): mark it
@@ -296,7 +475,7 @@ class LedgerRecordOperator(ErasureStepOperator):
         outcomes = run_batch(ids, lambda rid: self._close_one(rid, key, context), self.max_concurrency)
         counts = Counter(outcome for outcome, _ in outcomes)
         self.log.info("write_ledger_record: %d request(s): %s", len(ids), dict(sorted(counts.items())))
-        if counts.get("completed"):
+        if counts.get(COMPLETED) or counts.get(COMPLETED_WITH_EXEMPTIONS):
             self.sign_tree_head()
         failed = {rid: reason for rid, (outcome, reason) in zip(ids, outcomes, strict=True) if reason}
         if failed:
@@ -338,9 +517,9 @@ class LedgerRecordOperator(ErasureStepOperator):
         store, log = scope.store, scope.log
         request = store.get(scope.id)
         entry = store.audit_entry(scope.id)
-        if request.status is RequestStatus.COMPLETED and entry is not None:
-            log.info("already completed (audit seq %d)", entry.seq)
-            return "completed", ""
+        if request.status in CLOSED and entry is not None:
+            log.info("already %s (audit seq %d)", request.status.value, entry.seq)
+            return request.status.value, ""
         if request.status is RequestStatus.ON_HOLD:
             # A legal hold stopped it before a write (docs/holds.md): not a failure, no record yet;
             # after the release a run resumes it and closes it then.
@@ -348,7 +527,11 @@ class LedgerRecordOperator(ErasureStepOperator):
             return "on_hold", ""
 
         results = store.steps(scope.id)
-        failures, pending, waiting = open_steps(results) if entry is None else ([], [], {})
+        # A record written in an earlier attempt: this attempt reviews what the policy kept.
+        reviewing = entry is not None and entry.record.get("attempts") != request.attempts
+        review = store.audit_entry(review_key(scope.id, request.attempts)) if reviewing else None
+        written = review if reviewing else entry
+        failures, pending, waiting = open_steps(results) if written is None else ([], [], {})
         if failures:  # a failure elsewhere outweighs a wait: the request is retried as failed
             reason = "; ".join(failures)
             after = store.record_failure(scope.id, reason, max_failures=int(self.max_failures))
@@ -383,16 +566,33 @@ class LedgerRecordOperator(ErasureStepOperator):
             )
             return "verifying", ""
 
-        if entry is None:
-            record = build_audit_record(
-                request, results, key, run_id=context["run_id"], ran_in=task_try(context)
-            )
+        if written is None:
+            ran_in = task_try(context)
+            if reviewing:
+                record = build_review_record(request, results, key, entry, context["run_id"], ran_in)
+                ledger_key = review_key(scope.id, request.attempts)
+            else:
+                record = build_audit_record(request, results, key, run_id=context["run_id"], ran_in=ran_in)
+                ledger_key = scope.id
             try:
-                entry = store.append_audit(scope.id, record)
+                written = store.append_audit(ledger_key, record)
             except AuditRecordExists:  # a concurrent rerun got there first
-                entry = store.audit_entry(scope.id)
-        log.info("audit record seq %d, hash %s", entry.seq, entry.record_hash)
-        if request.status is not RequestStatus.COMPLETED:
+                written = store.audit_entry(ledger_key)
+        what = "review entry" if reviewing else "audit record"
+        log.info("%s seq %d, hash %s", what, written.seq, written.record_hash)
+        outcome = written.record.get("outcome") or COMPLETED
+        kept = written.record.get("kept") or []
+        if outcome == COMPLETED_WITH_EXEMPTIONS:
+            review_at = next_review(kept)
+            if request.status is not RequestStatus.COMPLETED_WITH_EXEMPTIONS:
+                store.transition(scope.id, RequestStatus.COMPLETED_WITH_EXEMPTIONS, not_before=review_at)
+            log.info(
+                "%d object(s) kept by the erasure policy: %s; %s",
+                len(kept),
+                ", ".join(f"{item['id']} ({item['action']})" for item in kept),
+                f"checked again from {review_at.isoformat()}" if review_at else "no automatic review",
+            )
+        elif request.status is not RequestStatus.COMPLETED:
             store.transition(scope.id, RequestStatus.COMPLETED)
         # scope.steps, not the snapshot above: each forget records the resolve step, and the
         # second must start from what the first wrote, or it would write the first's ids back.
@@ -401,7 +601,7 @@ class LedgerRecordOperator(ErasureStepOperator):
         if request.identifiers is not None and int(self.retention_days) == 0:
             store.erase_identifiers(scope.id, identifiers_hash(key, request.identifiers))
             log.info("identifiers replaced by their keyed hash")
-        return "completed", ""
+        return outcome, ""
 
     @staticmethod
     def _forget_resolved_user_ids(scope: RequestScope, results: dict[str, StepResult], key: HashKey) -> None:
@@ -428,21 +628,36 @@ class LedgerRecordOperator(ErasureStepOperator):
     ) -> None:
         """Stripe ``cus_`` ids link to charges that can keep PII: once the request is closed, the
         stored steps name customers only by their tag (as the audit record does). Tags are left
-        as they are, so a rerun after a crash changes nothing more."""
+        as they are, so a rerun after a crash changes nothing more.
+
+        Except the customers the erasure policy kept until a review date (``withhold``): their
+        ``cus_`` id stays in the resolve step's ``customer_ids`` and as their key in
+        ``erase_stripe``, because the review reads their live state again and erases them if it
+        may; the review that settles them forgets them. The person's email and phone are forgotten
+        all the same: the review never resolves the person again (docs/policy.md)."""
+        stripe_step = steps.result_as(steps.StripeErasure, results.get(steps.STRIPE))
+        in_review = {
+            cid
+            for cid, c in (stripe_step.get("customers") or {}).items()
+            if c.get("outcome") == KEPT and (c.get("decision") or {}).get("review_date")
+        }
 
         def tagged(mapping: dict[str, Any] | None) -> dict[str, Any]:
-            return {stripe_tag(key, cid): value for cid, value in (mapping or {}).items()}
+            return {
+                cid if cid in in_review else stripe_tag(key, cid): v for cid, v in (mapping or {}).items()
+            }
 
-        def untagged(mapping: dict[str, Any] | None) -> bool:
-            return any(cid != stripe_tag(key, cid) for cid in mapping or {})
+        def untagged(mapping: dict[str, Any] | list[str] | None) -> bool:
+            return any(cid != stripe_tag(key, cid) and cid not in in_review for cid in mapping or {})
 
         resolved = results.get(steps.RESOLVE)
         resolution = steps.result_as(steps.Resolution, resolved)
         stripe = resolution.get("stripe") or {}
         if (
-            stripe.get("customer_ids")
+            untagged(stripe.get("customer_ids"))
             or untagged(stripe.get("matched_by"))
             or untagged(stripe.get("absent_at_resolve"))
+            or (stripe.get("customer_ids") and "customer_tags" not in stripe)
         ):
             tags = {
                 stripe_tag(key, c)
@@ -450,7 +665,7 @@ class LedgerRecordOperator(ErasureStepOperator):
             }
             forgotten: steps.StripeIds = {
                 **stripe,
-                "customer_ids": [],
+                "customer_ids": [c for c in stripe.get("customer_ids", []) if c in in_review],
                 "customer_tags": sorted(tags),
                 "matched_by": tagged(stripe.get("matched_by")),
                 "absent_at_resolve": tagged(stripe.get("absent_at_resolve")),

@@ -11,14 +11,17 @@ from airflow.sdk import BaseOperator, Context, TriggerRule
 from gdpr_erasure.batch import ComplianceStoreMixin, is_dry_run, log_group
 from gdpr_erasure.hashing import identifiers_hash, load_hash_key
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID
+from gdpr_erasure.store.status import CLOSED
 from gdpr_erasure.store.types import utcnow
 
 
 class IdentifierRetentionOperator(ComplianceStoreMixin, BaseOperator):
     """Replace identifiers by their keyed hash where retention is over:
 
-    * completed requests, ``retention_days`` after completion (default 0: ``write_ledger_record``
-      already did it; this catches a crash between completing and forgetting);
+    * completed requests (``completed_with_exemptions`` too: a review of what the policy kept
+      needs only the stored Stripe customer ids), ``retention_days`` after completion (default 0:
+      ``write_ledger_record`` already did it; this catches a crash between completing and
+      forgetting);
     * failed or ``needs_attention`` requests, ``unresolved_retention_days`` after receipt: they
       go to ``needs_attention`` without identifiers, so a stuck request cannot keep a person's
       data forever. Ops then handle it from the audit trail and the hash.
@@ -63,9 +66,11 @@ class IdentifierRetentionOperator(ComplianceStoreMixin, BaseOperator):
         with log_group(self.log, f"Forgetting identifiers of {len(due)} request(s)"):
             for request in due:
                 digest = identifiers_hash(key, request.identifiers)
-                if request.status.value == "completed":
+                if request.status in CLOSED:
                     counts["forgotten"] += self.store.erase_identifiers(request.id, digest)
-                    self.log.info("%s: completed, identifiers replaced by their keyed hash", request.id)
+                    self.log.info(
+                        "%s: %s, identifiers replaced by their keyed hash", request.id, request.status.value
+                    )
                 else:
                     reason = (
                         f"unresolved after {unresolved_days} days: identifiers removed ({request.last_error})"

@@ -10,9 +10,11 @@ Changing, removing or reordering any record changes every later hash, so
 chain catches the rest (restored backups, edits by a superuser with triggers disabled).
 
 Entries have a kind (:func:`entry_kind`): a request's erasure record, or (store schema 6) the
-placing or release of a legal hold (``"kind": "hold"``, :mod:`gdpr_erasure.holds`). Records are
-never rewritten, so the erasure records written before kinds existed carry none: an entry
-without ``kind`` is an erasure record. Both kinds are chained and hashed alike.
+placing or release of a legal hold (``"kind": "hold"``, :mod:`gdpr_erasure.holds`), or (schema 7)
+the review of what the erasure policy kept of a request closed with exemptions (``"kind":
+"review"``, keyed ``<request id>/review/<attempt>``). Records are never rewritten, so the erasure
+records written before kinds existed carry none: an entry without ``kind`` is an erasure record.
+All kinds are chained and hashed alike.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ _DOMAIN = "gdpr-erasure-audit-v1"
 #: The kinds of ledger entries. Erasure records say none (they predate kinds).
 ERASURE = "erasure"
 HOLD = "hold"
+REVIEW = "review"
 
 
 def entry_kind(record: dict[str, Any]) -> str:
-    """The kind of a ledger entry's record: :data:`HOLD`, or :data:`ERASURE` when it names none."""
+    """The kind of a ledger entry's record: :data:`HOLD`, :data:`REVIEW`, or :data:`ERASURE` when it
+    names none."""
     return str(record.get("kind") or ERASURE)
 
 
@@ -58,8 +62,9 @@ class AuditEntry:
 
     @property
     def kind(self) -> str:
-        """:data:`ERASURE` (a request's record; ``request_id`` is the request) or :data:`HOLD`
-        (a legal hold placed or released; ``request_id`` holds ``<hold id>/<action>``)."""
+        """:data:`ERASURE` (a request's record; ``request_id`` is the request), :data:`HOLD`
+        (a legal hold placed or released; ``request_id`` holds ``<hold id>/<action>``) or
+        :data:`REVIEW` (a review of what the erasure policy kept; ``<request id>/review/<n>``)."""
         return entry_kind(self.record)
 
 
