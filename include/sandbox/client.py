@@ -97,6 +97,15 @@ class SandboxClient:
         """
         return self.control("PUT", "/faults", json=faults)
 
+    def set_dispute_status(self, dispute_id: str, status: str) -> dict[str, Any]:
+        """Move a Stripe dispute to ``status`` (``won``, ``lost``, ...), as Stripe does when it is
+        decided: what closes an ``open_dispute`` case.
+
+        :param dispute_id: the dispute (``dp_...``, in :meth:`state`'s ``stripe.disputes``).
+        :param status: a ``dispute.status`` of the official spec.
+        """
+        return self.control("PUT", f"/stripe/disputes/{dispute_id}", json={"status": status})
+
     def clear_requests_log(self) -> None:
         self.control("DELETE", "/requests")
 

@@ -19,6 +19,17 @@ from sandbox.state import Person, SandboxState, Settings
 from sandbox.web import json_response
 
 MAX_PEOPLE = 2000
+#: ``dispute.status`` in the official spec (stripe/openapi latest/openapi.spec3.json @ 19be337d).
+DISPUTE_STATUSES = (
+    "warning_needs_response",
+    "warning_under_review",
+    "warning_closed",
+    "needs_response",
+    "under_review",
+    "won",
+    "lost",
+    "prevented",
+)
 
 
 def _state(request: Request) -> SandboxState:
@@ -248,6 +259,25 @@ async def reset(request: Request) -> Response:
     return json_response({"status": "reset", "settings": vars(settings), "people": len(state.people)})
 
 
+async def put_dispute(request: Request) -> Response:
+    """Move a dispute to another status, as Stripe does when it is answered or decided (a test of
+    the erasure policy's review closes the dispute that withheld a customer). Not a Stripe write:
+    it is counted nowhere, like a change the card network makes."""
+    state = _state(request)
+    dispute = state.disputes.get(request.path_params["dispute"])
+    if dispute is None:
+        return json_response({"error": "no dispute has that id"}, 404)
+    try:
+        body = await _json_body(request) or {}
+        status = body.get("status") if isinstance(body, dict) else None
+    except ValueError:
+        status = None
+    if status not in DISPUTE_STATUSES:
+        return _bad_request(f"status must be one of {', '.join(DISPUTE_STATUSES)}")
+    dispute.status = status
+    return json_response({"id": dispute.id, "charge": dispute.charge, "status": dispute.status})
+
+
 async def get_requests(request: Request) -> Response:
     return json_response(list(_state(request).requests))
 
@@ -283,6 +313,7 @@ routes = [
     Route("/_sandbox/faults", get_faults, methods=["GET"]),
     Route("/_sandbox/faults", put_faults, methods=["PUT"]),
     Route("/_sandbox/reset", reset, methods=["POST"]),
+    Route("/_sandbox/stripe/disputes/{dispute}", put_dispute, methods=["PUT"]),
     Route("/_sandbox/requests", get_requests, methods=["GET"]),
     Route("/_sandbox/requests/counts", request_counts, methods=["GET"]),
     Route("/_sandbox/requests", clear_requests, methods=["DELETE"]),
