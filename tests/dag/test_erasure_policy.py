@@ -10,6 +10,7 @@ ledger still verifies."""
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,10 +19,13 @@ import pytest
 import yaml
 
 from gdpr_erasure import steps
+from gdpr_erasure.batch import RequestScope
 from gdpr_erasure.cli import main as cli
 from gdpr_erasure.hashing import load_hash_key, stripe_tag
 from gdpr_erasure.hooks.stripe import StripeHook
 from gdpr_erasure.identifiers import SubjectIdentifiers
+from gdpr_erasure.operators.resolve import IdentityResolutionOperator
+from gdpr_erasure.operators.stripe import StripeCustomerErasureOperator
 from gdpr_erasure.policy import DEFAULT_POLICY_PATH, POLICY_ENV, load_policy
 from gdpr_erasure.store import RequestStatus, StepStatus
 from gdpr_erasure.store.schema import erasure_requests
@@ -338,3 +342,37 @@ def test_the_sandbox_moves_a_dispute_only_to_a_status_of_the_spec(pipeline):
     with pytest.raises(Exception, match="404"):
         pipeline.sandbox.set_dispute_status("dp_nope", "won")
     assert pipeline.sandbox.state("open_dispute")["stripe"]["disputes"] == [dispute]
+
+
+def test_within_one_attempt_a_decision_stands_and_the_live_state_is_not_read_again(pipeline):
+    """A task retry (same claim) keeps each customer's decision: the dispute closing in between
+    changes nothing until the next attempt, which reads the live state again."""
+    (rid,) = pipeline.submit("open_dispute")
+    assert pipeline.store.claim(1, "by-hand", request_ids=[rid]) == [rid]
+
+    def scope() -> RequestScope:
+        return RequestScope(pipeline.store, rid, logging.getLogger("test"))
+
+    IdentityResolutionOperator(task_id="resolve", request_ids=[rid]).process(scope(), {"params": {}})
+    erase = StripeCustomerErasureOperator(task_id="erase_stripe", request_ids=[rid])
+
+    def live_state_reads() -> int:
+        return sum(1 for r in pipeline.sandbox.requests_log() if r["route"] == "/v1/subscriptions")
+
+    pipeline.sandbox.clear_requests_log()
+    erase.process(scope(), {"params": {}})
+    assert live_state_reads() == 1
+    [dispute] = pipeline.sandbox.state("open_dispute")["stripe"]["disputes"]
+    pipeline.sandbox.set_dispute_status(dispute["id"], "lost")
+    erase.process(scope(), {"params": {}})  # a retry of the task: same attempt
+    assert live_state_reads() == 1 and stripe_writes(pipeline, "open_dispute") == 0
+    [customer] = pipeline.store.steps(rid)[steps.STRIPE].result["customers"].values()
+    assert customer["outcome"] == "kept" and customer["decision"]["attempt"] == 1
+
+    # The next attempt (a new claim) reads it again, and now erases it.
+    pipeline.store.transition(rid, S.FAILED, error="elsewhere")
+    assert pipeline.store.claim(1, "by-hand-2", request_ids=[rid]) == [rid]
+    erase.process(scope(), {"params": {}})
+    assert live_state_reads() == 2 and stripe_writes(pipeline, "open_dispute") == 2  # tag, delete
+    [customer] = pipeline.store.steps(rid)[steps.STRIPE].result["customers"].values()
+    assert customer["outcome"] == "deleted" and customer["decision"]["attempt"] == 2
