@@ -129,6 +129,13 @@ def test_a_withheld_customer_gets_no_write_and_the_rest_is_erased_and_proven(
     assert resolved["customer_ids"] == [customer_id] and resolved["customer_tags"] == [tag(customer_id)]
     assert "audit ledger intact" in audit_verify(pipeline, capsys)
 
+    # requests show: the status, and what was kept and why.
+    capsys.readouterr()
+    assert cli(["requests", "show", rid, "--db-url", os.environ["GDPR_COMPLIANCE_DB_URL"]]) == 0
+    shown = capsys.readouterr().out
+    assert f"request {rid}: completed_with_exemptions" in shown
+    assert f"kept  Stripe {tag(customer_id)}: withhold by the erasure policy ({case}), reviewed from" in shown
+
     # Not due yet: the next run leaves it alone.
     pipeline.sandbox.clear_requests_log()
     assert pipeline.run().state == "success"

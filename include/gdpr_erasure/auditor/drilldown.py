@@ -412,6 +412,19 @@ def _kept(record: dict[str, Any], text: _Redactor) -> list[str]:
     """What the record shows was not erased by this request, or is kept, each with its reason."""
     stripe, twilio, segment = (record.get(k) or {} for k in ("stripe", "twilio", "segment"))
     kept = []
+    for item in record.get("kept") or []:  # what the erasure policy kept (docs/policy.md)
+        until = (
+            f"reviewed from {item['review_date'][:10]}"
+            if item.get("review_date")
+            else f"kept until {item['retained_until'][:10]}"
+            if item.get("retained_until")
+            else "until a person decides"
+        )
+        basis = f"; {text.free(item['legal_basis'])}" if item.get("legal_basis") else ""
+        kept.append(
+            f"Stripe {text.id(item.get('id'))}: {item.get('action')} by the erasure policy "
+            f"({', '.join(item.get('cases') or []) or 'its stripe.customer rule'}), {until}{basis}"
+        )
     if stripe.get("method") == "delete" and stripe.get("customers"):
         kept.append(
             "Stripe keeps the deleted customers' charges and their payment details: method delete "
