@@ -19,9 +19,10 @@ AUTO = "auto"
 #: Requests per mapped group for a backlog under ``auto``: the size tuned in docs/benchmarks.md.
 BACKLOG_BATCH_SIZE = 50
 #: Under ``auto``, runs claiming at most this many requests give each its own mapped group. Chosen
-#: from ``make bench`` (docs/benchmarks.md, "One group per request"): up to here a run of
-#: per-request groups ends within a few seconds of the batched one.
-PER_REQUEST_UP_TO = 64
+#: from ``make bench`` (docs/benchmarks.md, "One group per request or batches"): up to here one
+#: group per request costs at most about two minutes more than batches on 2 cores, and its CPU
+#: per request has not yet started to grow with the run (the scheduler's own load beyond).
+PER_REQUEST_UP_TO = 32
 
 
 class RequestClaimOperator(ComplianceStoreMixin, BaseOperator):
