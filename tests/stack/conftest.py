@@ -3,9 +3,13 @@ processes (see devstack/composestack.py), started once per session and stopped a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from support.browser import chromium_page
 
 from devstack.composestack import ComposeStack, StackError
 from devstack.composestack import celery_stack as start_celery_stack
@@ -21,3 +25,19 @@ def celery_stack(tmp_path_factory) -> Iterator[ComposeStack]:
             yield stack
     except StackError as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def browser_page() -> Iterator[Any]:
+    """A Chromium page for the browser tests (support/browser.py)."""
+    with chromium_page() as page:
+        yield page
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    """Where screenshots go: ``$GDPR_SCREENSHOTS_DIR`` (``make screenshots`` points it at
+    docs/screenshots, which the README shows) or a temporary directory."""
+    directory = Path(os.environ.get("GDPR_SCREENSHOTS_DIR") or tmp_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory

@@ -12,73 +12,18 @@ directory.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
+from support.browser import CHAIN_CHECK_MS, sign_in, to_last_page
 
 from gdpr_erasure.receipts import generate_signing_key
 
-CHROMIUM = "/usr/bin/chromium"
-# The auditor page checks the chain in the background and reloads itself until it has answered.
-CHAIN_CHECK_MS = 60_000
-
-
-def to_last_page(scope) -> None:
-    """The ledger's last page, where the newest records are (the stack's other tests, sharing
-    its store, may have filled earlier pages)."""
-    expect(scope.locator("#page-position")).to_be_visible()  # the page (or frame) has loaded
-    if scope.locator("a#page-last").count():
-        scope.locator("a#page-last").click()
-    expect(scope.locator("span#page-last")).to_be_visible()  # on the last page: no link onwards
-
-
-# Offline machine: no background networking, updates or sync (their connections are refused).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CLI = str(Path(sys.executable).parent / "gdpr-erasure")
 # Email and phone, no Stripe customer: the lookup's two fields are all the request gave.
 PERSON = "no_stripe"
-
-
-def sign_in(page, api_url: str, username: str, password: str) -> None:
-    """Sign in on the auth manager's login page, like a person would (as test_browser_ui.py)."""
-    page.goto(f"{api_url}/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.locator("button[type=submit], input[type=submit]").first.click()
-    page.wait_for_url(f"{api_url}/**")
-    expect(page.locator("input[name=password]")).to_have_count(0)  # not back on the login page
-
-
-@pytest.fixture
-def browser_page():
-    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make test does)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
-        page.set_default_timeout(30_000)
-        yield page
-        browser.close()
-
-
-@pytest.fixture
-def shots(tmp_path) -> Path:
-    directory = Path(os.environ.get("GDPR_SCREENSHOTS_DIR") or tmp_path)
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
 
 
 def test_the_auditor_opens_a_request_looks_a_person_up_and_downloads_a_receipt(

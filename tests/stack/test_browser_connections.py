@@ -11,28 +11,14 @@ docs/provider.md) or to a temporary directory.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import uuid
-from pathlib import Path
 
 import airflow
-import pytest
 from packaging.version import Version
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
+from support.browser import sign_in
 
-CHROMIUM = "/usr/bin/chromium"
-# Offline machine: no background networking, updates or sync (their connections are refused).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SANDBOX_KEY = "sk_test_browser_form_key"  # the sandbox takes any test-mode key
 
 # Airflow 3.3.2's Test button sends port 0 for a connection without a port (Number(null)); its
@@ -42,38 +28,9 @@ PORT_BUG = "The host or port to test differs from the stored connection"
 AIRFLOW_HAS_PORT_BUG = Version(airflow.__version__) <= Version("3.3.2")
 
 
-def sign_in(page, api_url: str, username: str, password: str) -> None:
-    """Sign in on whichever auth manager's login page the stack serves (simple or FAB): both have
-    ``username`` and ``password`` inputs and one submit button."""
-    page.goto(f"{api_url}/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.locator("button[type=submit], input[type=submit]").first.click()
-    page.wait_for_url(f"{api_url}/**")
-    expect(page.locator("input[name=password]")).to_have_count(0)  # no longer on the login page
-
-
-@pytest.fixture
-def browser_page():
-    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make test does)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(30_000)
-        yield page
-        browser.close()
-
-
-@pytest.fixture
-def shots(tmp_path) -> Path:
-    directory = Path(os.environ.get("GDPR_SCREENSHOTS_DIR") or tmp_path)
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
-
-
 def test_add_a_stripe_connection_in_the_form_and_test_it(celery_stack, browser_page, shots):
     stack, page = celery_stack, browser_page
+    page.set_viewport_size({"width": 1400, "height": 1000})  # the whole form in the screenshot
     conn_id = f"stripe_ui_{uuid.uuid4().hex[:8]}"
     account_id = stack.sandbox("GET", "/people")["accounts"]["stripe"]["account_id"]
     try:
