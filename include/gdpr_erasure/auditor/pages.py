@@ -177,10 +177,10 @@ def cards(summary: dict[str, Any]) -> str:
 def lookup_form(csrf: str) -> str:
     """The "was this person erased?" form: POST only, nothing pre-filled, ever."""
     return f"""<form class="lookup" id="lookup-form" method="post" action="lookup" autocomplete="off">
-<p class="muted">Enter the email address or phone number the person gave. A request is hashed over
-all the identifiers it gave together: enter every one you know (each combination is tried). The
-server computes the keyed hashes the way the intake did and looks for them in the ledger; what you
-type is never stored, logged or shown.</p>
+<p class="muted">Enter the email address or phone number the person gave: any one of them finds
+the request (records written before each identifier got its own hash need every one the request
+gave; each combination of what you enter is tried). The server computes the keyed hashes the way
+the intake did and looks for them in the ledger; what you type is never stored, logged or shown.</p>
 <label>Email <input type="email" name="email" id="lookup-email" autocomplete="off"></label>
 <label>Phone <input type="text" name="phone" id="lookup-phone" autocomplete="off"
   placeholder="+ country code, number"></label>
