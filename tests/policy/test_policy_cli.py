@@ -59,6 +59,25 @@ def test_check_of_a_broken_policy_is_its_line_and_exit_1(tmp_path, capsys):
     )
 
 
+def test_check_refuses_a_policy_keeping_what_only_the_stripe_step_could_keep(tmp_path, capsys):
+    """Such a policy used to pass the check while the Twilio step erased the profile anyway."""
+    text = edited(
+        "  twilio.memory_profile:\n    action: erase",
+        "  twilio.memory_profile:\n    action: retain\n"
+        "    legal_basis: Art. 17(3)(b) GDPR\n    retain_for: P1Y",
+    )
+    path = write(tmp_path, text)
+    assert main(["policy", "check", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(
+        f"{path}:{line_of(text, 'action: retain')}: objects.twilio.memory_profile.action: keeping "
+        "twilio.memory_profile (retain) is not supported yet"
+    )
+    assert "write `action: erase`" in captured.err
+    assert len(captured.err.splitlines()) == 1
+
+
 def test_show_prints_the_effective_policy_as_json(no_policy_configured, capsys, tmp_path):
     assert main(["policy", "show"]) == 0
     shown = json.loads(capsys.readouterr().out)

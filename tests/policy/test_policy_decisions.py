@@ -219,12 +219,10 @@ def test_stripe_statuses_make_the_cases():
 
 def test_object_rules_for_every_kind(tmp_path):
     pol = load_policy(write(tmp_path, EVERY_ACTION))
-    assert [pol.object_rule(kind).action for kind in OBJECT_KINDS] == [
-        "erase",
-        "hold_for_review",
-        "erase",
-        "retain",
-    ]
-    # A customer with a dispute waits for a person; a subscription alone is cancelled, then erased.
+    assert [pol.object_rule(kind).action for kind in OBJECT_KINDS] == ["retain", "erase", "erase", "erase"]
+    # Customers are kept for the contract's term; a dispute still waits for a person, and a
+    # customer kept untouched never has its subscriptions cancelled.
+    assert pol.stripe_decision([]).action == "retain"
     assert pol.stripe_decision([OPEN_DISPUTE, ACTIVE_SUBSCRIPTION]).action == "hold_for_review"
-    assert pol.stripe_decision([ACTIVE_SUBSCRIPTION, CUSTOMER_BALANCE]).cancel_subscriptions is True
+    kept = pol.stripe_decision([ACTIVE_SUBSCRIPTION, CUSTOMER_BALANCE])
+    assert (kept.action, kept.cancel_subscriptions) == ("retain", False)

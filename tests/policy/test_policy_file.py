@@ -13,8 +13,10 @@ import pytest
 from support.policy_files import DEFAULT_TEXT, EVERY_ACTION, edited, legal_basis_block, line_of, write
 
 from gdpr_erasure.policy import (
+    ACTIONS,
     CASE_ACTIONS,
     DEFAULT_POLICY_PATH,
+    ERASE_ONLY_KINDS,
     LIVE_STATE_CASES,
     OBJECT_ACTIONS,
     OBJECT_KINDS,
@@ -65,13 +67,14 @@ def test_the_schema_is_draft_2020_12_and_names_exactly_the_kinds_cases_and_actio
 
 def test_a_policy_using_every_action_loads(tmp_path):
     policy = load_policy(write(tmp_path, EVERY_ACTION))
-    assert policy.object_rule("segment.profile") == Rule(
+    assert policy.object_rule("stripe.customer") == Rule(
         action="retain",
-        legal_basis="Art. 17(3)(b) GDPR: consent records kept for the regulator",  # one line
+        legal_basis="Art. 17(3)(b) GDPR: customer records kept for the regulator",  # one line
         retain_for="P3Y",
     )
-    assert policy.object_rule("twilio.memory_profile").note == "The support team checks open tickets first."
+    assert policy.live_state["open_dispute"].note == "The support team checks open tickets first."
     assert policy.live_state["active_subscription"].action == "cancel_then_erase"
+    assert {rule.action for _, rule in policy.rules()} == set(ACTIONS)
     with pytest.raises(ValueError, match=r"no object kind 'stripe\.charge': the kinds are stripe\.customer"):
         policy.object_rule("stripe.charge")
 
@@ -117,7 +120,8 @@ BROKEN = [
         "  twilio.memory_profile:\n    action: erase",
         "  twilio.memory_profile:\n    action: redact",
         "action: redact",
-        "'redact' is not an action for twilio.memory_profile: use one of erase, retain, hold_for_review",
+        "objects.twilio.memory_profile.action: 'redact' is not an action for twilio.memory_profile: use one "
+        "of erase",
     ),
     (
         "withhold without a legal basis",
@@ -142,11 +146,10 @@ BROKEN = [
     ),
     (
         "retain without a period",
-        "  segment.profile:\n    # A Segment SUPPRESS_WITH_DELETE regulation of the profile's user ids.\n"
-        "    action: erase",
-        "  segment.profile:\n    action: retain\n    legal_basis: Art. 17(3)(b) GDPR",
-        "  segment.profile:",
-        "objects.segment.profile: retain needs retain_for: add `retain_for: P10Y`",
+        "    # below decide for one that has).\n    action: erase",
+        "    # below decide for one that has).\n    action: retain\n    legal_basis: Art. 17(3)(b) GDPR",
+        "  stripe.customer:",
+        "objects.stripe.customer: retain needs retain_for: add `retain_for: P10Y`",
     ),
     (
         "a review period on a rule that is never reviewed",
@@ -239,8 +242,7 @@ BROKEN = [
         "  twilio.memory_profile:\n    action: erase\n",
         "  twilio.memory_profile:\n    note: to do\n",
         "  twilio.memory_profile:",
-        "objects.twilio.memory_profile: the rule has no action: add `action:` with one of erase, retain, "
-        "hold_for_review",
+        "objects.twilio.memory_profile: the rule has no action: add `action:` with one of erase",
     ),
     (
         "a rule written as a word",
@@ -312,6 +314,50 @@ def test_a_broken_rule_fails_the_whole_file_naming_its_line(tmp_path, old, new, 
     assert message.startswith(f"{path}:{line}: "), message
     assert says in message
     assert (raised.value.source, raised.value.line) == (str(path), line)
+
+
+# Each object kind whose step does not apply the policy yet (only Stripe's does), with each way
+# of keeping it, written in full (legal basis and period): refused, never validated and ignored.
+NOT_KEPT_YET = [
+    (kind, action, step)
+    for kind, step in (
+        ("twilio.memory_profile", "Twilio"),
+        ("twilio.communication_history", "Twilio"),
+        ("segment.profile", "Segment"),
+    )
+    for action in ("retain", "hold_for_review")
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "action", "step"), NOT_KEPT_YET, ids=[f"{k} {a}" for k, a, _ in NOT_KEPT_YET]
+)
+def test_keeping_a_twilio_or_segment_object_is_refused_until_its_step_applies_the_policy(
+    tmp_path, kind, action, step
+):
+    lines = DEFAULT_TEXT.splitlines(keepends=True)
+    start = lines.index(f"  {kind}:\n")
+    at = next(i for i in range(start, len(lines)) if lines[i] == "    action: erase\n")
+    kept = f"    action: {action}\n"
+    if action == "retain":
+        kept += "    legal_basis: Art. 17(3)(b) GDPR\n    retain_for: P1Y\n"
+    text = "".join([*lines[:at], kept, *lines[at + 1 :]])
+    path = write(tmp_path, text)
+    with pytest.raises(PolicyError) as raised:
+        load_policy(path)
+    assert str(raised.value) == (
+        f"{path}:{at + 1}: objects.{kind}.action: keeping {kind} ({action}) is not supported yet: only "
+        f"the Stripe step applies the policy, the {step} step erases it whatever this says; write "
+        "`action: erase` (to keep one person's data, place a legal hold: gdpr-erasure hold place, "
+        "docs/holds.md)"
+    )
+
+
+def test_only_the_stripe_customer_can_be_kept():
+    for kind in OBJECT_KINDS:
+        kept = set(OBJECT_ACTIONS[kind]) - {"erase"}
+        assert bool(kept) == (kind == "stripe.customer"), kind
+    assert set(ERASE_ONLY_KINDS) == set(OBJECT_KINDS) - {"stripe.customer"}
 
 
 def test_one_error_is_named_and_the_others_counted(tmp_path):

@@ -27,24 +27,25 @@ def write(directory: Path, text: str, name: str = "policy.yaml") -> Path:
     return path
 
 
-# A policy that uses every action somewhere: the company cancels subscriptions, keeps Segment
-# profiles for a contract's term and has a person look at every dispute.
+# A policy that uses every action somewhere: the company keeps its Stripe customers for a
+# contract's term, cancels subscriptions, redacts open invoices, withholds a customer with a
+# balance and has a person look at every dispute. (Only the Stripe customer can be kept in this
+# release: the Twilio and Segment kinds take erase only.)
 EVERY_ACTION = """\
 version: 1
 objects:
   stripe.customer:
-    action: erase
+    action: retain
+    legal_basis: |
+      Art. 17(3)(b) GDPR: customer records
+      kept for the regulator
+    retain_for: P3Y
   twilio.memory_profile:
-    action: hold_for_review
-    note: The support team checks open tickets first.
+    action: erase
   twilio.communication_history:
     action: erase
   segment.profile:
-    action: retain
-    legal_basis: |
-      Art. 17(3)(b) GDPR: consent records
-      kept for the regulator
-    retain_for: P3Y
+    action: erase
 live_state:
   active_subscription:
     action: cancel_then_erase
@@ -54,8 +55,11 @@ live_state:
     retain_for: P6Y
   open_dispute:
     action: hold_for_review
+    note: The support team checks open tickets first.
   customer_balance:
-    action: erase
+    action: withhold
+    legal_basis: Art. 17(3)(b) GDPR
+    review_after: P30D
 """
 
 

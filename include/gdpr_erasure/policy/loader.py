@@ -24,12 +24,14 @@ from jsonschema.exceptions import ValidationError
 from gdpr_erasure.policy.model import ErasurePolicy, Rule
 from gdpr_erasure.policy.names import (
     CASE_ACTIONS,
+    ERASE_ONLY_KINDS,
     HOLD_FOR_REVIEW,
     LIVE_STATE_CASES,
     OBJECT_ACTIONS,
     OBJECT_KINDS,
     REDACT,
     RETAIN,
+    SEGMENT_PROFILE,
     WITHHOLD,
 )
 
@@ -312,6 +314,15 @@ def _describe(error: ValidationError, root: yaml.Node) -> tuple[int, str]:
     if validator == "enum" and last == "action":
         allowed = list(error.validator_value)
         subject = path[1] if len(path) == 3 else "this rule"
+        if path[0] == "objects" and subject in ERASE_ONLY_KINDS and instance in (RETAIN, HOLD_FOR_REVIEW):
+            # A way of keeping it that this kind's step cannot apply yet: say so, not "unknown".
+            step = "Segment" if subject == SEGMENT_PROFILE else "Twilio"
+            return (
+                line,
+                f"{where}: keeping {subject} ({instance}) is not supported yet: only the Stripe step "
+                f"applies the policy, the {step} step erases it whatever this says; write `action: erase` "
+                "(to keep one person's data, place a legal hold: gdpr-erasure hold place, docs/holds.md)",
+            )
         near = _close(instance, allowed)
         return (
             line,
