@@ -92,6 +92,7 @@ def test_one_table_of_poll_intervals_one_entry_per_check(monkeypatch):
         "SegmentRegulationCheck": 900.0,
         "StripeCustomerDeletedCheck": 5.0,
         "StripeRedactionJobCheck": 5.0,
+        "StripeErasureCheck": 5.0,
     }
     monkeypatch.setenv(POLL_SECONDS_ENV, "0.2")  # the sandbox's knob replaces every one
     assert {check.poll_seconds() for check in checks.values()} == {0.2}

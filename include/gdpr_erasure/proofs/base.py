@@ -26,6 +26,7 @@ POLL_SECONDS: dict[str, float] = {
     "SegmentRegulationCheck": 900.0,
     "StripeCustomerDeletedCheck": 5.0,
     "StripeRedactionJobCheck": 5.0,
+    "StripeErasureCheck": 5.0,  # deleted and redacted customers of one request
 }
 
 

@@ -103,10 +103,6 @@ class StripeErasureCheck(ProofCheck):
             return "waiting", {**merged, "summary": "; ".join(waiting)}
         return "done", steps.StripeProof(**merged)
 
-    @classmethod
-    def poll_seconds(cls) -> float:
-        return StripeCustomerDeletedCheck.poll_seconds()
-
 
 #: Outcomes of a customer that the redaction job covers.
 _REDACTING = ("tagged_for_redaction", "redacted")
