@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import IO, Any
 
-from gdpr_erasure.store import AuditEntry, ComplianceStore
-from gdpr_erasure.store.chain import HOLD
+from gdpr_erasure.policy import HOLD_FOR_REVIEW, REDACT, RETAIN, WITHHOLD
+from gdpr_erasure.store import AuditEntry, ComplianceStore, RequestStatus
+from gdpr_erasure.store.chain import HOLD, REVIEW
 from gdpr_erasure.store.types import utcnow
 
 GDPR_DEADLINE = timedelta(days=30)
+COMPLETED_WITH_EXEMPTIONS = RequestStatus.COMPLETED_WITH_EXEMPTIONS.value
 
 CSV_COLUMNS = [
     "seq",
@@ -124,10 +126,11 @@ def write_export(entries: Iterable[AuditEntry], fmt: str, out: IO[str]) -> int:
 def period_summary(
     store: ComplianceStore, since: datetime | None = None, until: datetime | None = None
 ) -> dict[str, Any]:
-    """What an auditor asks first about a period: how many requests came in and how they ended,
-    how long completion took, what was or is late against the 30-day limit, and which requests
-    wait for a provider's quota (``deferred``) and until when; and whether the audit chain is
-    intact."""
+    """What an auditor asks first about a period: how many requests came in and how they ended
+    (``completed``, or ``completed_with_exemptions`` with what the erasure policy kept, by action,
+    and when it is reviewed), how long completion took, what was or is late against the 30-day
+    limit, which requests wait for a provider's quota (``deferred``) or a legal hold
+    (``on_hold``), and until when; and whether the audit chain is intact."""
     summary = period_figures(store, since, until)
     chain = store.verify_audit_chain()
     summary["audit_chain"] = {"intact": chain.ok, "records": chain.checked, "head": chain.head_hash}
@@ -152,6 +155,12 @@ def period_figures(
     now = utcnow()
     open_overdue = [r.id for r in store.open_requests_received_before(now - GDPR_DEADLINE)]
     deferred = store.deferred_requests(received_since=since, received_until=until)
+    exemptions = exemptions_between(store, since, until)
+    held = [
+        r
+        for r in store.list_requests([RequestStatus.ON_HOLD])
+        if (since is None or r.received_at >= since) and (until is None or r.received_at < until)
+    ]
     return {
         "period": {
             "since": since.isoformat() if since else None,
@@ -159,7 +168,18 @@ def period_figures(
         },
         "received": sum(received.values()),
         "received_by_current_status": dict(sorted(received.items())),
-        "completed": len(completions),
+        # Answered in the period, as their erasure records say: everything erased and proven
+        # (completed), or all but what the erasure policy kept (completed_with_exemptions). The
+        # times to complete and the deadline figures below measure both: each was answered.
+        "answered": len(completions),
+        "completed": len(completions) - exemptions.requests,
+        "completed_with_exemptions": exemptions.requests,
+        # What the policy keeps now of those requests (their latest ledger entry: a review may
+        # have erased what its record kept), per action, and when the withheld ones come back.
+        "kept_objects": sum(exemptions.kept_by_action.values()),
+        "kept_by_action": exemptions.kept_by_action,
+        "exemptions_settled_by_review": exemptions.settled,
+        "next_reviews": exemptions.next_reviews,
         "failed": received.get("failed", 0),
         "needs_attention": received.get("needs_attention", 0),
         # Not failures: a provider's quota is spent (Segment's monthly regulations); the first run
@@ -167,6 +187,7 @@ def period_figures(
         "deferred": received.get("deferred", 0),
         # Not failures either, nor overdue: a legal hold suspends their erasure (docs/holds.md).
         "on_hold": received.get("on_hold", 0),
+        "on_hold_requests": [{"request_id": r.id, "reason": r.last_error} for r in held],
         "deferred_requests": [
             {"request_id": r.id, "not_before": r.not_before.isoformat(), "reason": r.last_error}
             for r in deferred
@@ -194,6 +215,65 @@ class Completion:
         if self.received_at is None or self.completed_at is None:
             return None
         return self.completed_at - self.received_at
+
+
+#: What the reports count kept objects by: the actions that keep a Stripe customer (``redact``
+#: counts one whose amounts are kept for a period, ``kept`` lists no other).
+KEPT_ACTIONS = (WITHHOLD, REDACT, RETAIN, HOLD_FOR_REVIEW)
+
+
+@dataclass(frozen=True)
+class Exemptions:
+    """What the erasure policy kept of the requests a period's records closed with exemptions.
+
+    :param requests: erasure records of the period with ``outcome`` ``completed_with_exemptions``.
+    :param kept_by_action: objects kept now (each request's latest entry, the record or its last
+        review), per action of :data:`KEPT_ACTIONS`.
+    :param settled: of those requests, how many a review since closed ``completed`` (nothing
+        kept any more).
+    :param next_reviews: ``{"request_id", "review_date"}`` of each request still withholding
+        something, its earliest review date (ISO 8601), soonest first; kept objects without a
+        review date (``retain``, ``hold_for_review``) come back only by hand.
+    """
+
+    requests: int
+    kept_by_action: dict[str, int]
+    settled: int
+    next_reviews: list[dict[str, str]]
+
+
+def exemptions_between(
+    store: ComplianceStore, since: datetime | None = None, until: datetime | None = None
+) -> Exemptions:
+    """:class:`Exemptions` of the erasure records written in ``[since, until)``: only those
+    records and the reviews since are read (:meth:`ComplianceStore.audit_exemption_entries`)."""
+    latest: dict[str, AuditEntry] = {}
+    for entry in store.audit_exemption_entries(since, until):  # chain order: later entries win
+        if entry.kind == REVIEW:
+            rid = str(entry.record.get("request_id") or "")
+            if rid in latest:  # a review of a record of the period
+                latest[rid] = entry
+        else:
+            latest[entry.request_id] = entry
+    kept_by_action = dict.fromkeys(KEPT_ACTIONS, 0)
+    reviews = []
+    settled = 0
+    for rid, entry in latest.items():
+        kept = entry.record.get("kept") or []
+        settled += entry.record.get("outcome") != COMPLETED_WITH_EXEMPTIONS
+        for item in kept:
+            action = str(item.get("action"))
+            kept_by_action[action] = kept_by_action.get(action, 0) + 1
+        dates = [datetime.fromisoformat(item["review_date"]) for item in kept if item.get("review_date")]
+        if dates:
+            reviews.append((min(dates), rid))
+    reviews.sort()
+    return Exemptions(
+        requests=len(latest),
+        kept_by_action=kept_by_action,
+        settled=settled,
+        next_reviews=[{"request_id": rid, "review_date": when.isoformat()} for when, rid in reviews],
+    )
 
 
 def completions_between(

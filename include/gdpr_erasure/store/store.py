@@ -967,6 +967,38 @@ class ComplianceStore:
         with self.engine.connect() as conn:
             return [(row[0], row[1], row[2], row[3]) for row in conn.execute(query)]
 
+    def audit_exemption_entries(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[AuditEntry]:
+        """The erasure records written in ``[since, until)`` whose ``outcome`` is
+        ``completed_with_exemptions``, and the review entries written since ``since`` (a review
+        follows its record, so none before; any after may say what is kept now), in chain order.
+
+        As :meth:`audit_completion_times`, the database reads the fields it selects on, so only
+        these entries are parsed: the period's report counts what the erasure policy kept.
+        """
+        record = (
+            AUDIT.c.record.cast(JSON) if self.dialect == "postgresql" else type_coerce(AUDIT.c.record, JSON)
+        )
+        kind = record["kind"].as_string()
+        exempted = and_(kind.is_(None), record["outcome"].as_string() == "completed_with_exemptions")
+        if since is not None:
+            exempted = and_(exempted, AUDIT.c.recorded_at >= since)
+        if until is not None:
+            exempted = and_(exempted, AUDIT.c.recorded_at < until)
+        reviews = kind == "review"
+        if since is not None:
+            reviews = and_(reviews, AUDIT.c.recorded_at >= since)
+        # Records are canonical JSON (no spaces): a text match first spares nearly every record
+        # the JSON parse (PostgreSQL's cast of 100,000 records takes a second or more).
+        text_match = or_(
+            AUDIT.c.record.like('%"outcome":"completed_with_exemptions"%'),
+            AUDIT.c.record.like('%"kind":"review"%'),
+        )
+        query = select(AUDIT).where(and_(text_match, or_(exempted, reviews))).order_by(AUDIT.c.seq)
+        with self.engine.connect() as conn:
+            return [_row_to_audit_entry(row) for row in conn.execute(query)]
+
     def audit_entries_by_identifiers_hash(self, hashes: Iterable[str]) -> list[AuditEntry]:
         """The audit records whose subject's ``identifiers_hash``, or one of its per-identifier
         ``identifier_hashes`` (records written since they exist), is one of ``hashes`` (keyed
