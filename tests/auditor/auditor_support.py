@@ -24,7 +24,7 @@ from sqlalchemy import update
 
 from gdpr_erasure.hashing import HashKey, identifier_hashes, identifiers_hash, keyed_hash, stripe_tag
 from gdpr_erasure.identifiers import SubjectIdentifiers
-from gdpr_erasure.store import ComplianceStore, RequestStatus, StepStatus, TaskTry
+from gdpr_erasure.store import AuditEntry, ComplianceStore, RequestStatus, StepStatus, TaskTry
 from gdpr_erasure.store.schema import erasure_requests
 
 RUN_ID = "manual__2026-11-02T09:00:00+00:00"
@@ -213,6 +213,163 @@ def seed_request(
     store.transition(request_id, RequestStatus.COMPLETED)
     store.erase_identifiers(request_id, digest)
     return digest
+
+
+#: The decision the default policy takes on a customer with an open dispute (docs/policy.md).
+LEGAL_BASIS = "Art. 17(3)(e) GDPR: the establishment, exercise or defence of legal claims"
+POLICY = {"digest": "sha256:" + "5e" * 32, "source": "default.yaml"}
+
+
+def _decision(action: str, cases: list[str], attempt: int, review_date: datetime | None) -> dict[str, Any]:
+    return {
+        "action": action,
+        "cases": cases,
+        "deciding_case": cases[0] if cases else None,
+        "cancel_subscriptions": False,
+        "legal_basis": LEGAL_BASIS if action != "erase" else None,
+        "review_date": review_date.isoformat() if review_date else None,
+        "retained_until": None,
+        "decided_at": datetime.now(UTC).isoformat(),
+        "attempt": attempt,
+        "policy_digest": POLICY["digest"],
+    }
+
+
+def _ran_in(task: str, try_number: int = 1) -> TaskTry:
+    return TaskTry("gdpr_erasure", f"erase_batch.{task}", RUN_ID, 0, try_number)
+
+
+def seed_with_exemptions(
+    store: ComplianceStore,
+    key: HashKey,
+    request_id: str,
+    identifiers: SubjectIdentifiers,
+    *,
+    received_at: datetime,
+    review_date: datetime,
+) -> tuple[str, str]:
+    """A request closed ``completed_with_exemptions`` the way ``write_ledger_record`` closes one:
+    its steps recorded as ``erase_stripe`` records them under the erasure policy (one customer
+    deleted and proven, one withheld for an open dispute until ``review_date``), its audit record
+    built by :func:`build_audit_record` itself, the request closed with its review date, its
+    identifiers forgotten and the deleted customer's ``cus_`` id replaced by its tag (the withheld
+    one keeps its id: the review needs it). Returns the (deleted, withheld) ``cus_`` ids."""
+    from gdpr_erasure.operators.ledger_record import build_audit_record, next_review
+
+    seed_request(store, key, request_id, identifiers, received_at=received_at, complete=False)
+    # The customer seed_request resolved, deleted this time; and one the policy withheld.
+    deleted = (
+        identifiers.stripe_customer_id or "cus_Seed" + hashlib.sha256(request_id.encode()).hexdigest()[:12]
+    )
+    withheld = "cus_Kept" + hashlib.sha256(request_id.encode()).hexdigest()[:12]
+    erased_tag = stripe_tag(key, deleted)
+    store.record_step(
+        request_id,
+        "erase_stripe",
+        StepStatus.DONE,
+        {
+            "method": "delete",
+            "policy": POLICY,
+            "customers": {
+                deleted: {
+                    "outcome": "deleted",
+                    "evidence": "deleted_stub",
+                    "decision": _decision("erase", [], 1, None),
+                },
+                withheld: {
+                    "outcome": "kept",
+                    "decision": _decision("withhold", ["open_dispute"], 1, review_date),
+                },
+            },
+        },
+        ran_in=_ran_in("erase_stripe"),
+    )
+    done = received_at + timedelta(hours=2)
+    for name, result in (
+        ("verify_segment", {"status": "FINISHED", "finished_at": done.isoformat()}),
+        ("verify_stripe", {"customers": {erased_tag: {"state": "deleted", "evidence": "deleted_stub"}}}),
+        ("verify_twilio_profile", {"gone_at": done.isoformat()}),
+    ):
+        store.record_step(request_id, name, StepStatus.DONE, result, ran_in=_ran_in(name, 2))
+    request = store.get(request_id)
+    record = build_audit_record(
+        request, store.steps(request_id), key, run_id=RUN_ID, ran_in=_ran_in("write_ledger_record")
+    )
+    store.append_audit(request_id, record)
+    store.transition(
+        request_id, RequestStatus.COMPLETED_WITH_EXEMPTIONS, not_before=next_review(record["kept"])
+    )
+    store.erase_identifiers(request_id, identifiers_hash(key, identifiers))
+    stripe_step = store.steps(request_id)["erase_stripe"]
+    customers = {
+        erased_tag if cid == deleted else cid: c for cid, c in stripe_step.result["customers"].items()
+    }
+    store.record_step(
+        request_id, "erase_stripe", StepStatus.DONE, {**stripe_step.result, "customers": customers}
+    )
+    return deleted, withheld
+
+
+def seed_review(
+    store: ComplianceStore, key: HashKey, request_id: str, withheld: str, *, erase: bool, run_id: str = RUN_ID
+) -> AuditEntry:
+    """The review of :func:`seed_with_exemptions`'s request at its review date, as a run does it:
+    claimed again (attempt 2), the withheld customer decided again (deleted and proven once its
+    dispute is closed, ``erase``; withheld to a new review date otherwise), the review entry built
+    by :func:`build_review_record` and appended under ``<request id>/review/2``, the request closed
+    again. Returns the review entry."""
+    from gdpr_erasure.operators.ledger_record import build_review_record, next_review, review_key
+
+    with store.engine.begin() as conn:
+        conn.execute(
+            update(erasure_requests)
+            .where(erasure_requests.c.id == request_id)
+            .values(not_before=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    assert store.claim(1, f"gdpr_erasure/{run_id}", request_ids=[request_id]) == [request_id]
+    stripe_step = store.steps(request_id)["erase_stripe"]
+    customers = dict(stripe_step.result["customers"])
+    tag = stripe_tag(key, withheld)
+    if erase:
+        customers[withheld] = {
+            "outcome": "deleted",
+            "evidence": "deleted_stub",
+            "decision": _decision("erase", [], 2, None),
+        }
+        proof = {"customers": {tag: {"state": "deleted", "evidence": "deleted_stub"}}}
+        store.record_step(
+            request_id, "verify_stripe", StepStatus.DONE, proof, ran_in=_ran_in("verify_stripe")
+        )
+    else:
+        again = datetime.now(UTC) + timedelta(days=60)
+        customers[withheld] = {
+            "outcome": "kept",
+            "decision": _decision("withhold", ["open_dispute"], 2, again),
+        }
+    store.record_step(
+        request_id,
+        "erase_stripe",
+        StepStatus.DONE,
+        {**stripe_step.result, "customers": customers},
+        ran_in=_ran_in("erase_stripe"),
+    )
+    request = store.get(request_id)
+    record = build_review_record(
+        request,
+        store.steps(request_id),
+        key,
+        store.audit_entry(request_id),
+        run_id,
+        _ran_in("write_ledger_record"),
+    )
+    entry = store.append_audit(review_key(request_id, request.attempts), record)
+    if record["kept"]:
+        store.transition(
+            request_id, RequestStatus.COMPLETED_WITH_EXEMPTIONS, not_before=next_review(record["kept"])
+        )
+    else:
+        store.transition(request_id, RequestStatus.COMPLETED)
+    return entry
 
 
 def november(day: int, hour: int = 10) -> datetime:

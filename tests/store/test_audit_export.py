@@ -118,3 +118,112 @@ def test_hold_entries_are_exported_as_their_own_kind_and_are_no_completion(store
         ("hold", f"{hold.hold_id}/released"),
     ]
     assert items[1]["record"]["target"] == "held-old"
+
+
+def test_what_the_policy_kept_is_in_each_row_and_reviews_are_rows_of_their_request(store):
+    """Records and the review entry as ``write_ledger_record`` builds them (tests/auditor's
+    seeding): the CSV summarises ``kept`` per entry, a review is a row of the request it reviewed
+    (kind ``review``, never a request named ``<id>/review/<n>``); JSON keeps every entry whole,
+    filed under its ledger key, so its leaf can be recomputed."""
+    from auditor.auditor_support import november, seed_review, seed_with_exemptions
+
+    from gdpr_erasure.hashing import load_hash_key, stripe_tag
+
+    key = load_hash_key()
+    review_date = NOW + timedelta(days=30)  # the review keeps it to now + 60 days
+    _complete(store, "plain", 1, 2)
+    _, withheld = seed_with_exemptions(
+        store,
+        key,
+        "kept",
+        SubjectIdentifiers.parse(email="k@example.com"),
+        received_at=november(1),
+        review_date=review_date,
+    )
+    seed_review(store, key, "kept", withheld, erase=False)  # the dispute is still open: kept again
+    _, erased = seed_with_exemptions(
+        store,
+        key,
+        "reviewed",
+        SubjectIdentifiers.parse(email="r@example.com"),
+        received_at=november(2),
+        review_date=review_date,
+    )
+    seed_review(store, key, "reviewed", erased, erase=True)
+    entries = store.audit_entries()
+    out = io.StringIO()
+    assert write_export(entries, "csv", out) == 5
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [(r["kind"], r["request_id"], r["outcome"], r["review"]) for r in rows] == [
+        ("erasure", "plain", "completed", ""),
+        ("erasure", "kept", "completed_with_exemptions", ""),
+        ("review", "kept", "completed_with_exemptions", "2"),
+        ("erasure", "reviewed", "completed_with_exemptions", ""),
+        ("review", "reviewed", "completed", "2"),
+    ]
+    kept, kept_again = (
+        store.audit_entry("kept").record["kept"],
+        store.audit_entry("kept/review/2").record["kept"],
+    )
+    assert rows[0]["kept"] == ""
+    assert rows[1]["kept"] == f"{stripe_tag(key, withheld)} withhold open_dispute review {review_date.date()}"
+    again = kept_again[0]["review_date"][:10]
+    assert again != kept[0]["review_date"][:10]  # the review set the next review date
+    assert rows[2]["kept"] == f"{stripe_tag(key, withheld)} withhold open_dispute review {again}"
+    assert rows[4]["kept"] == ""  # erased at its review: nothing kept any more
+    review = rows[4]
+    assert (review["follows_seq"], review["stripe_customer_ids"]) == (rows[3]["seq"], stripe_tag(key, erased))
+    assert (
+        review["reviewed_at"]
+        and review["completed_at"] == ""
+        and review["prev_hash"] == rows[3]["record_hash"]
+    )
+
+    out = io.StringIO()
+    write_export(entries, "json", out)
+    items = json.loads(out.getvalue())
+    assert [(i["kind"], i["request_id"]) for i in items] == [
+        ("erasure", "plain"),
+        ("erasure", "kept"),
+        ("review", "kept/review/2"),  # the ledger's key, as hashed into the leaf
+        ("erasure", "reviewed"),
+        ("review", "reviewed/review/2"),
+    ]
+    assert items[1]["record"]["kept"] == kept and items[2]["record"]["kept"] == kept_again
+    assert items[4]["record"]["follows"] == {"seq": items[3]["seq"], "record_hash": items[3]["record_hash"]}
+
+
+def test_a_kept_summary_names_the_action_the_cases_or_the_rule_and_the_date():
+    from gdpr_erasure.ledger.export import kept_summary
+
+    assert kept_summary(None) == kept_summary([]) == ""
+    kept = [
+        {
+            "id": "cus#aaa",
+            "action": "withhold",
+            "cases": ["open_dispute", "customer_balance"],
+            "kind": "stripe.customer",
+            "review_date": "2027-01-28T09:30:00+00:00",
+            "retained_until": None,
+        },
+        {
+            "id": "cus#bbb",
+            "action": "redact",
+            "cases": ["open_invoice"],
+            "kind": "stripe.customer",
+            "review_date": None,
+            "retained_until": "2036-11-29T09:30:00+00:00",
+        },
+        {
+            "id": "cus#ccc",
+            "action": "hold_for_review",
+            "cases": [],
+            "kind": "stripe.customer",
+            "review_date": None,
+            "retained_until": None,
+        },
+    ]
+    assert kept_summary(kept) == (
+        "cus#aaa withhold open_dispute+customer_balance review 2027-01-28; "
+        "cus#bbb redact open_invoice until 2036-11-29; cus#ccc hold_for_review stripe.customer"
+    )

@@ -2,11 +2,20 @@
 (one row per request), and the figures of a period (``gdpr-erasure audit export``, the auditor page).
 
 Legal holds placed and released are entries of the ledger too, exported as their own kind: each
-JSON item and CSV row says its ``kind`` (``erasure`` or ``hold``); a hold's row fills the
-``hold_*`` columns instead of the erasure's, and its ``request_id`` is the held request (empty
+JSON item and CSV row says its ``kind`` (``erasure``, ``hold`` or ``review``); a hold's row fills
+the ``hold_*`` columns instead of the erasure's, and its ``request_id`` is the held request (empty
 for a hold on a person). A JSON item keeps the ledger's columns as stored, so the Merkle leaves
 can be recomputed from the export: a hold entry's ``request_id`` there is its ledger key,
-``<hold id>/<action>``."""
+``<hold id>/<action>``, and a review's ``<request id>/review/<attempt>``.
+
+What the erasure policy kept (docs/policy.md) is in each JSON item's record (``outcome``, ``kept``);
+in CSV the ``kept`` column summarises it, one object after the other, joined by ``"; "``:
+``cus#0f58afa1ab99 withhold open_dispute review 2026-03-02`` (the tag, the action, its cases or the
+rule's kind, then ``review`` and the review date, or ``until`` and the end of its retention).
+A review of what was kept (kind ``review``) is a row of the request it reviewed: its
+``request_id`` is that request's, ``review`` the attempt, ``follows_seq`` the ``seq`` of the
+request's erasure record, ``reviewed_at`` its time, ``outcome`` and ``kept`` what holds after it,
+and ``stripe_customer_ids`` the customers it checked again."""
 
 from __future__ import annotations
 
@@ -53,6 +62,11 @@ CSV_COLUMNS = [
     "hold_target",  # the request id, or the identifier's keyed hash: never the identifier
     "hold_reason",
     "hold_until",
+    # Since the erasure policy (store schema 7): what each entry keeps, and a review's fields.
+    "kept",
+    "review",
+    "follows_seq",
+    "reviewed_at",
 ]
 
 
@@ -60,6 +74,8 @@ def export_row(entry: AuditEntry) -> dict[str, object]:
     record = entry.record
     if entry.kind == HOLD:
         return hold_row(entry)
+    if entry.kind == REVIEW:
+        return review_row(entry)
     twilio, segment, stripe = record.get("twilio", {}), record.get("segment", {}), record.get("stripe", {})
     deleted = twilio.get("history_deleted") or {}
     return {
@@ -81,7 +97,50 @@ def export_row(entry: AuditEntry) -> dict[str, object]:
         "prev_hash": entry.prev_hash,
         "kind": entry.kind,
         **dict.fromkeys(CSV_COLUMNS[CSV_COLUMNS.index("hold_id") :], ""),
+        "kept": kept_summary(record.get("kept")),
     }
+
+
+def review_row(entry: AuditEntry) -> dict[str, object]:
+    """The CSV row of a review entry: a row of the request it reviewed (its ``request_id``), the
+    review's fields, the erasure columns it has no part in empty."""
+    record = entry.record
+    stripe = record.get("stripe") or {}
+    return {
+        **dict.fromkeys(CSV_COLUMNS, ""),
+        "seq": entry.seq,
+        "request_id": record.get("request_id") or "",
+        "recorded_at": entry.recorded_at.isoformat(),
+        "received_at": record.get("received_at") or "",
+        "outcome": record.get("outcome") or "",
+        "stripe_customer_ids": " ".join(stripe.get("customer_ids") or []),
+        "stripe_method": stripe.get("method") or "",
+        "record_hash": entry.record_hash,
+        "prev_hash": entry.prev_hash,
+        "kind": entry.kind,
+        "kept": kept_summary(record.get("kept")),
+        "review": record.get("review") if record.get("review") is not None else "",
+        "follows_seq": (record.get("follows") or {}).get("seq") or "",
+        "reviewed_at": record.get("reviewed_at") or "",
+    }
+
+
+def kept_summary(kept: list[dict[str, Any]] | None) -> str:
+    """What an entry's ``kept`` lists, compact for one CSV cell: per object its id, action, cases
+    (or, kept by an object rule, the kind) and ``review DATE`` or ``until DATE``, joined by "; "."""
+    items = []
+    for item in kept or []:
+        words = [
+            str(item.get("id")),
+            str(item.get("action")),
+            "+".join(item.get("cases") or []) or str(item.get("kind")),
+        ]
+        if item.get("review_date"):
+            words.append(f"review {str(item['review_date'])[:10]}")
+        elif item.get("retained_until"):
+            words.append(f"until {str(item['retained_until'])[:10]}")
+        items.append(" ".join(words))
+    return "; ".join(items)
 
 
 def hold_row(entry: AuditEntry) -> dict[str, object]:
