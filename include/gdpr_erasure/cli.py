@@ -368,9 +368,11 @@ def _cmd_requeue(args: argparse.Namespace) -> int:
 def _cmd_receipt_issue(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gdpr_erasure.ledger.commands import ledger_section
+    from gdpr_erasure.ledger.commands import issue_receipt
+    from gdpr_erasure.ledger.entries import CLOSED_OUTCOMES
     from gdpr_erasure.ledger.heads import LedgerError
-    from gdpr_erasure.receipts import build_receipt, dumps, load_signing_key, sign_receipt
+    from gdpr_erasure.receipts import dumps, load_signing_key
+    from gdpr_erasure.store.chain import ERASURE
 
     store = _open_store(args)
     key = load_signing_key()
@@ -380,15 +382,15 @@ def _cmd_receipt_issue(args: argparse.Namespace) -> int:
         return 1
     out_dir = Path(args.out_dir) if args.out_dir else None
     for entry in entries:
-        if entry.record.get("outcome") != "completed":
+        # A receipt per request closed (with exemptions or not), from its erasure record; its
+        # reviews and the legal holds' entries are no requests of their own.
+        if entry.kind != ERASURE or entry.record.get("outcome") not in CLOSED_OUTCOMES:
             continue
-        content = build_receipt(entry)
-        try:  # the record's inclusion proof and signed head, so the receipt verifies offline
-            content["ledger"] = ledger_section(store, entry)
+        try:  # the latest entry's inclusion proof and signed head, so the receipt verifies offline
+            document = dumps(issue_receipt(store, entry, key))
         except LedgerError as exc:
             print(f"receipt issue: {exc}", file=sys.stderr)
             return 1
-        document = dumps(sign_receipt(content, key))
         if out_dir is None:
             sys.stdout.write(document)
         else:
@@ -404,7 +406,7 @@ def _cmd_receipt_verify(args: argparse.Namespace) -> int:
 
     from gdpr_erasure.ledger.commands import public_keys, verify_receipt_ledger
     from gdpr_erasure.ledger.heads import LedgerError
-    from gdpr_erasure.receipts import ReceiptError, verify_receipt
+    from gdpr_erasure.receipts import ReceiptError, receipt_lines, verify_receipt
 
     public_pem = Path(args.public_key).read_text()
     try:
@@ -418,6 +420,8 @@ def _cmd_receipt_verify(args: argparse.Namespace) -> int:
         f"valid receipt for {content['request_id']} (audit seq {content['audit']['seq']}, "
         f"completed {content['completed_at']}): {proven}"
     )
+    for line in receipt_lines(content):  # the outcome, what was kept and why, the reviews
+        print(line)
     return 0
 
 
@@ -789,7 +793,9 @@ def build_parser() -> argparse.ArgumentParser:
     receipt = commands.add_parser("receipt", help="signed erasure receipts (Ed25519)")
     receipt.add_argument("--db-url", help="SQLAlchemy URL of the compliance store (see 'db --help')")
     receipt_sub = receipt.add_subparsers(dest="receipt_command", required=True)
-    issue = receipt_sub.add_parser("issue", help="sign a receipt for a completed request")
+    issue = receipt_sub.add_parser(
+        "issue", help="sign a receipt for a completed request (with exemptions or not)"
+    )
     target = issue.add_mutually_exclusive_group(required=True)
     target.add_argument("request_id", nargs="?", help="the request")
     target.add_argument("--all", action="store_true", help="every completed request")

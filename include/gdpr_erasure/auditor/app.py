@@ -329,26 +329,28 @@ def _buffered(pieces: Iterator[str], size: int = 1 << 16) -> Iterator[str]:
 
 
 def _receipt(store: ComplianceStore, request_id: str) -> Response:
-    """The request's signed receipt, built as ``gdpr-erasure receipt issue`` builds it; what is
-    missing (no record, no key) is one line of text, never a traceback."""
-    from gdpr_erasure.ledger.commands import ledger_section
+    """The request's signed receipt, built as ``gdpr-erasure receipt issue`` builds it (for a
+    request completed with exemptions too, and covering its latest review); what is missing (no
+    record, no key) is one line of text, never a traceback."""
+    from gdpr_erasure.ledger.commands import issue_receipt
+    from gdpr_erasure.ledger.entries import CLOSED_OUTCOMES
     from gdpr_erasure.ledger.heads import LedgerError
-    from gdpr_erasure.receipts import build_receipt, dumps, load_signing_key, sign_receipt
+    from gdpr_erasure.receipts import dumps, load_signing_key
+    from gdpr_erasure.store.chain import ERASURE
 
     entry = store.audit_entry(request_id)
-    if entry is None:
+    if entry is None or entry.kind != ERASURE:
         return PlainTextResponse(
             f"request {request_id} has no audit record: receipts exist for completed requests\n", 404
         )
-    if entry.record.get("outcome") != "completed":
+    if entry.record.get("outcome") not in CLOSED_OUTCOMES:
         return PlainTextResponse(f"request {request_id} is not completed: no receipt\n", 409)
     try:
         key = load_signing_key()
     except Exception as exc:
         return PlainTextResponse(_receipt_key_problem(exc) + "\n", 503)
-    content = build_receipt(entry)
-    try:  # the inclusion proof and signed head, so the receipt verifies offline
-        content["ledger"] = ledger_section(store, entry)
+    try:  # the inclusion proof of its latest entry and a signed head, so it verifies offline
+        document = issue_receipt(store, entry, key)
     except LedgerError as exc:
         return PlainTextResponse(f"no receipt for {request_id}: {exc}\n", 503)
     except Exception as exc:
@@ -357,7 +359,7 @@ def _receipt(store: ComplianceStore, request_id: str) -> Response:
             f"no receipt for {request_id}: the ledger proof could not be built ({type(exc).__name__})\n", 503
         )
     return Response(
-        dumps(sign_receipt(content, key)),
+        dumps(document),
         media_type="application/json",
         headers={
             "Content-Disposition": f'attachment; filename="{request_id}.receipt.json"',

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from gdpr_erasure import steps
+from gdpr_erasure.ledger.entries import request_entries
 from gdpr_erasure.ledger.heads import TreeHead
 from gdpr_erasure.ledger.log import Ledger
 from gdpr_erasure.pii import REDACTED, scrub
@@ -140,6 +142,8 @@ class RequestView:
     head: TreeHead | None
     #: The task instance that wrote the audit record (None: no record, or one from before schema 5).
     record_log: TaskTry | None = None
+    #: The review entries that followed the record (what the erasure policy kept, checked again).
+    reviews: list[AuditEntry] = field(default_factory=list)
 
     @property
     def covered_by_head(self) -> bool:
@@ -156,9 +160,11 @@ def request_view(store: ComplianceStore, request_id: str) -> RequestView | None:
         request: ErasureRequest | None = store.get(request_id)
     except RequestNotFound:
         request = None
-    entry = store.audit_entry(request_id)
+    entries = request_entries(store, request_id, request.attempts if request is not None else None)
+    entry = entries.record if entries else None
     if request is None and entry is None:
         return None
+    reviews = list(entries.reviews) if entries else []
     results = store.steps(request_id) if request is not None else {}
     record = entry.record if entry else {}
     subject = record.get("subject") or {}
@@ -169,15 +175,17 @@ def request_view(store: ComplianceStore, request_id: str) -> RequestView | None:
         request_id=request_id,
         request=request,
         entry=entry,
-        timeline=_timeline(request, results, entry, text),
+        timeline=_timeline(request, results, entry, text, reviews),
         identifier_types=types or list(subject.get("identifier_types") or []),
         identifiers_hash=(request.identifiers_hash if request else None) or subject.get("identifiers_hash"),
         hash_key_id=subject.get("hash_key_id"),
         evidence=_evidence(record, text) if entry else [],
-        kept=_kept(record, text) if entry else [],
+        # What is kept now: the latest review's list, else the record's.
+        kept=_kept(record, text, reviews[-1].record if reviews else None) if entry else [],
         runs=_runs(request, record),
         head=Ledger(store).latest_head() if entry else None,
         record_log=record_ran_in(record),
+        reviews=reviews,
     )
     return view
 
@@ -221,7 +229,11 @@ def _time(value: Any, text: _Redactor) -> str:
 
 
 def _timeline(
-    request: ErasureRequest | None, results: dict[str, StepResult], entry: AuditEntry | None, text: _Redactor
+    request: ErasureRequest | None,
+    results: dict[str, StepResult],
+    entry: AuditEntry | None,
+    text: _Redactor,
+    reviews: Sequence[AuditEntry] = (),
 ) -> list[Event]:
     first: list[Event] = []
     timed: list[Event] = []
@@ -282,6 +294,17 @@ def _timeline(
                 None,
                 f"record hash {entry.record_hash[:16]}…",
                 record_ran_in(entry.record),
+            )
+        )
+    for review in reviews:
+        timed.append(
+            Event(
+                review.recorded_at,
+                f"Review {review.record.get('review')} entry written",
+                f"ledger seq {review.seq}: {review.record.get('outcome')}",
+                None,
+                f"record hash {review.record_hash[:16]}…",
+                record_ran_in(review.record),
             )
         )
     timed.sort(key=lambda event: event.at)  # every event here has a time
@@ -408,11 +431,12 @@ def _evidence(record: dict[str, Any], text: _Redactor) -> list[Section]:
     return sections
 
 
-def _kept(record: dict[str, Any], text: _Redactor) -> list[str]:
-    """What the record shows was not erased by this request, or is kept, each with its reason."""
+def _kept(record: dict[str, Any], text: _Redactor, latest: dict[str, Any] | None = None) -> list[str]:
+    """What the record shows was not erased by this request, or is kept, each with its reason;
+    what the erasure policy keeps as ``latest`` (the last review entry) states it, if any."""
     stripe, twilio, segment = (record.get(k) or {} for k in ("stripe", "twilio", "segment"))
     kept = []
-    for item in record.get("kept") or []:  # what the erasure policy kept (docs/policy.md)
+    for item in (latest or record).get("kept") or []:  # what the erasure policy kept (docs/policy.md)
         until = (
             f"reviewed from {item['review_date'][:10]}"
             if item.get("review_date")

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 from gdpr_erasure.auditor.checks import ChainState, PeriodView
 from gdpr_erasure.auditor.drilldown import RequestView, task_log_path
 from gdpr_erasure.auditor.lookup import CSRF_FIELD, LookupAnswer
+from gdpr_erasure.ledger.entries import CLOSED_OUTCOMES
 from gdpr_erasure.store import AuditEntry, TaskTry
 
 e = html.escape
@@ -37,6 +38,9 @@ table { border-collapse: collapse; font-size: .8rem; width: 100%; }
 th, td { border-bottom: 1px solid #e2e8f0; padding: .3rem .5rem; text-align: left; vertical-align: top; }
 #records td, #records th, td.when { white-space: nowrap; }
 #records tr.hold td { white-space: normal; background: #fffaf0; }
+#records tr.review td { white-space: normal; background: #f0f7ff; }
+.badge { display: inline-block; padding: 0 .4rem; border-radius: 9px; font-size: .75rem;
+  background: #fefcbf; border: 1px solid #d69e2e; color: #744210; }
 th { background: #f7fafc; }
 .charts { display: flex; flex-wrap: wrap; gap: 1.5rem; }
 .charts figure { margin: 0; flex: 1 1 420px; max-width: 720px; }
@@ -117,6 +121,7 @@ COLUMNS = [
     ("request_id", "Request"),
     ("received_at", "Received"),
     ("completed_at", "Completed"),
+    ("kept", "Kept"),
     ("stripe_customer_ids", "Stripe customers"),
     ("stripe_method", "Stripe method"),
     ("twilio_memory_profile_ids", "Twilio profiles"),
@@ -201,6 +206,9 @@ def records_table(rows: Sequence[dict[str, Any]]) -> str:
         if row.get("kind") == "hold":
             body.append(_hold_row(row))
             continue
+        if row.get("kind") == "review":
+            body.append(_review_row(row))
+            continue
         cells = []
         for key, _ in COLUMNS:
             value = str(row[key])
@@ -208,6 +216,8 @@ def records_table(rows: Sequence[dict[str, Any]]) -> str:
                 cells.append(f"<td><code>{e(value[:16])}…</code></td>")
             elif key == "request_id":
                 cells.append(f'<td><a href="request/{quote(value, safe="")}">{e(value)}</a></td>')
+            elif key == "kept":
+                cells.append(f"<td>{kept_badge(value)}</td>")
             else:
                 cells.append(f"<td>{e(value)}</td>")
         body.append(f'<tr data-seq="{e(str(row["seq"]))}">{"".join(cells)}</tr>')
@@ -231,6 +241,32 @@ def _hold_row(row: dict[str, Any]) -> str:
     span = len(COLUMNS) - 2
     return (
         f'<tr class="hold" data-seq="{e(str(row["seq"]))}"><td>{e(str(row["seq"]))}</td>'
+        f'<td colspan="{span}">{what}</td><td><code>{e(str(row["record_hash"])[:16])}…</code></td></tr>'
+    )
+
+
+def kept_badge(summary: str) -> str:
+    """The exemptions badge of a record whose erasure policy kept something: how many objects,
+    and the export's summary of them (tag, action, cases, date) on hover. Empty when nothing is."""
+    if not summary:
+        return ""
+    count = len(summary.split("; "))
+    return f'<span class="badge" title="{e(summary)}">{count} kept</span>'
+
+
+def _review_row(row: dict[str, Any]) -> str:
+    """A review of what the erasure policy kept (docs/policy.md), in the records list: an entry of
+    the request it reviewed, linked to that request's drill-down, never a request of its own."""
+    rid = str(row["request_id"])
+    checked = f", checked {e(str(row['stripe_customer_ids']))}" if row["stripe_customer_ids"] else ""
+    still = f"; still kept: {e(str(row['kept']))}" if row["kept"] else "; nothing kept any more"
+    what = (
+        f'Review {e(str(row["review"]))} of request <a href="request/{quote(rid, safe="")}">{e(rid)}</a> '
+        f"(follows record #{e(str(row['follows_seq']))}{checked}): {e(str(row['outcome']))}{still}"
+    )
+    span = len(COLUMNS) - 2
+    return (
+        f'<tr class="review" data-seq="{e(str(row["seq"]))}"><td>{e(str(row["seq"]))}</td>'
         f'<td colspan="{span}">{what}</td><td><code>{e(str(row["record_hash"])[:16])}…</code></td></tr>'
     )
 
@@ -332,6 +368,33 @@ def _log_link(ran: TaskTry | None, link_id: str = "") -> str:
     return f'<a class="log"{attribute} href="../../{e(task_log_path(ran))}">log: {e(", ".join(where))}</a>'
 
 
+def _reviews(view: RequestView) -> list[str]:
+    """The reviews of what the erasure policy kept (docs/policy.md): each entry with its outcome,
+    the customers it erased and what it still keeps. The receipt covers the latest of them."""
+    if not view.reviews:
+        return []
+    rows = []
+    for review in view.reviews:
+        record = review.record
+        stripe = record.get("stripe") or {}
+        erased = ", ".join(stripe.get("erased_customer_ids") or []) or "-"
+        still = ", ".join(str(item.get("id")) for item in record.get("kept") or []) or "nothing"
+        rows.append(
+            f'<tr data-seq="{review.seq}"><td>{_cell(record.get("review"))}</td>'
+            f'<td class="when">{_cell(_when(review.recorded_at))}</td><td>{review.seq:,}</td>'
+            f"<td>{_cell(record.get('outcome'))}</td><td>{e(erased)}</td><td>{e(still)}</td>"
+            f"<td><code>{e(review.record_hash[:16])}…</code></td></tr>"
+        )
+    return [
+        '<h3>Reviews of what was kept</h3><table id="reviews"><thead><tr><th>Review</th><th>Written (UTC)'
+        "</th><th>Ledger seq</th><th>Outcome</th><th>Erased</th><th>Still kept</th><th>Record hash</th>"
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>",
+        '<p class="muted">A review is an entry of its own that follows the record (records are never '
+        "rewritten). The receipt covers the latest entry: its inclusion proof is that review's, and it "
+        "names the record and the earlier reviews by seq and hash.</p>",
+    ]
+
+
 def request_page(view: RequestView) -> str:
     rid = view.request_id
     quoted = quote(rid, safe="")
@@ -400,10 +463,11 @@ def request_page(view: RequestView) -> str:
             '<h2 id="evidence">Evidence</h2>',
             f'<div class="systems">{systems}</div>',
             f'<h3>Kept, and why</h3><ul id="kept">{kept}</ul>',
+            *_reviews(view),
             '<h2 id="ledger">In the ledger</h2>',
             f'<dl class="facts">{_facts(ledger)}</dl><p class="muted" id="inclusion">{inclusion}</p>',
         ]
-        if entry.record.get("outcome") == "completed":
+        if entry.record.get("outcome") in CLOSED_OUTCOMES:  # with exemptions too: what was kept is in it
             parts.append(
                 f'<p><a class="button" id="receipt-download" href="{quoted}/receipt" download>'
                 "Download the signed receipt (JSON)</a> "

@@ -1,4 +1,4 @@
-"""The ledger's command line: ``audit head``, ``audit verify``, and the proof inside receipts.
+"""The ledger's command line: ``audit head``, ``audit verify``, and receipts with their ledger proof.
 
 Every error is one line and a non-zero exit; nothing here prints an identifier (records hold
 keyed hashes only).
@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from gdpr_erasure.ledger.entries import request_entries, review_ledger_key
 from gdpr_erasure.ledger.heads import (
     ANY_KEY_ID,
     LEDGER_KEY_CONN_ID,
@@ -25,7 +26,9 @@ from gdpr_erasure.ledger.heads import (
 from gdpr_erasure.ledger.log import Ledger, leaf_of
 from gdpr_erasure.ledger.merkle import ProofError, verify_consistency, verify_inclusion
 from gdpr_erasure.ledger.witness import Witness, witness_from_connection
+from gdpr_erasure.receipts import KEPT_FIELDS, ReceiptError, SigningKey, build_receipt, sign_receipt
 from gdpr_erasure.store import AuditEntry
+from gdpr_erasure.store.chain import REVIEW, chain_hash
 
 
 def head_document(ledger: Ledger, from_size: int | None = None) -> dict[str, Any]:
@@ -97,9 +100,29 @@ def cmd_audit_verify(args: argparse.Namespace, store) -> int:
 # -- receipts ------------------------------------------------------------------------------
 
 
+def issue_receipt(store, record: AuditEntry, key: SigningKey) -> dict[str, Any]:
+    """The signed receipt of a closed request (``gdpr-erasure receipt issue``, the auditor page's
+    download): built from its erasure record and the reviews that followed it, with the inclusion
+    proof of its latest entry (:func:`ledger_section`).
+
+    :param store: the compliance store.
+    :param record: the request's erasure record.
+    :param key: the receipt signing key.
+    :raises ReceiptError: the request is not closed.
+    :raises LedgerError: no signed head covers its latest entry, and none can be signed here.
+    """
+    entries = request_entries(store, record.request_id)
+    if entries is None:
+        raise ReceiptError(f"request {record.request_id} has no audit record")
+    content = build_receipt(entries.record, reviews=entries.reviews)
+    content["ledger"] = ledger_section(store, entries.latest)
+    return sign_receipt(content, key)
+
+
 def ledger_section(store, entry: AuditEntry) -> dict[str, Any]:
-    """What a receipt carries so it verifies offline: the record as hashed into the tree, its
-    inclusion proof, and the signed head that covers it (signed now if none does yet)."""
+    """What a receipt carries so it verifies offline: the entry as hashed into the tree, its
+    inclusion proof, and the signed head that covers it (signed now if none does yet). ``entry``
+    is the request's latest entry: its erasure record, or the review that followed it last."""
     ledger = Ledger(store)
     try:
         index, proof, head = ledger.inclusion(entry.request_id)
@@ -123,7 +146,9 @@ def ledger_section(store, entry: AuditEntry) -> dict[str, Any]:
 
 
 def verify_receipt_ledger(content: dict[str, Any], keys: dict[str, Any], later: str | None) -> str:
-    """Check the receipt's record is in its signed head, and that a later head extends it."""
+    """Check the receipt's latest entry is in its signed head, that it is the entry the receipt
+    names (its chain hash), that it states what the receipt states (outcome, kept), that a review
+    follows the receipt's erasure record, and that a later head extends the receipt's."""
     section = content.get("ledger")
     if not section:
         raise LedgerError("the receipt carries no ledger proof (issued before signed heads)")
@@ -141,16 +166,28 @@ def verify_receipt_ledger(content: dict[str, Any], keys: dict[str, Any], later: 
         head = TreeHead.from_dict(section["tree_head"])
         proof = [bytes.fromhex(p) for p in section["inclusion_proof"]]
         index = int(section["leaf_index"])
-    except (KeyError, TypeError, ValueError) as exc:
+        named = _named_entry(content, entry)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise LedgerError(f"the receipt's ledger proof is malformed: {type(exc).__name__}") from None
-    if entry.request_id != content.get("request_id") or index != entry.seq - 1:
+    if named is None or index != entry.seq - 1:
         raise LedgerError("the receipt's ledger proof is about another record")
+    if chain_hash(entry.seq, str(named.get("prev_hash")), entry.recorded_at, entry.record_json) != named.get(
+        "record_hash"
+    ):
+        raise LedgerError(f"the receipt's ledger entry {entry.seq} does not hash to the record hash it names")
+    _states_the_same(content, entry.record)
     verify_head(head, keys)
     try:
         verify_inclusion(leaf_of(entry), index, head.tree_size, proof, head.root)
     except ProofError as exc:
         raise LedgerError(f"the record is not in the receipt's signed head: {exc}") from None
-    summary = f"record {entry.seq} is in the signed head of size {head.tree_size}"
+    if entry.kind == REVIEW:
+        summary = (
+            f"its latest entry, review {entry.record.get('review')} (seq {entry.seq}), is in the signed "
+            f"head of size {head.tree_size} and follows record {content['audit']['seq']}"
+        )
+    else:
+        summary = f"record {entry.seq} is in the signed head of size {head.tree_size}"
     if later is None:
         return summary
     newer, consistency = read_head_file(later)
@@ -176,3 +213,38 @@ def verify_receipt_ledger(content: dict[str, Any], keys: dict[str, Any], later: 
             f"{head.tree_size}): the ledger was rewritten after this receipt ({exc})"
         ) from None
     return f"{summary}, and the later head of size {newer.tree_size} extends it"
+
+
+def _named_entry(content: dict[str, Any], entry: AuditEntry) -> dict[str, Any] | None:
+    """Where the receipt names the entry its proof is about (``seq``, ``record_hash``,
+    ``prev_hash``): ``audit`` for the erasure record, the last of ``reviews`` for a review, which
+    must be the request's and follow the record ``audit`` names. None: another entry."""
+    rid, audit = content.get("request_id"), content["audit"]
+    if entry.kind == REVIEW:
+        reviews = content.get("reviews") or []
+        record = entry.record
+        follows = record.get("follows") or {}
+        if (
+            not reviews
+            or record.get("request_id") != rid
+            or entry.request_id != review_ledger_key(str(rid), record.get("review"))
+            or (follows.get("seq"), follows.get("record_hash")) != (audit["seq"], audit["record_hash"])
+        ):
+            return None
+        named = reviews[-1]
+    elif entry.request_id == rid:
+        named = audit
+    else:
+        return None
+    return named if int(named["seq"]) == entry.seq else None
+
+
+def _states_the_same(content: dict[str, Any], record: dict[str, Any]) -> None:
+    """A receipt of schema 2 states the outcome and what is kept as its latest entry does."""
+    if "kept" not in content:
+        return  # schema 1: completed requests only, nothing kept to compare
+    if (content.get("outcome"), content.get("kept")) != (
+        record.get("outcome") or "completed",
+        [{name: item.get(name) for name in KEPT_FIELDS} for item in record.get("kept") or []],
+    ):
+        raise LedgerError("the receipt states another outcome or other kept objects than its ledger entry")
