@@ -253,8 +253,11 @@ def create_app(
         headers = {"Location": f"{request.scope.get('root_path', '')}{SUBMIT_PATH}/{stored.id}"}
         if not created:
             headers[REPLAYED_HEADER] = "true"
+        kept = await run_in_threadpool(service.kept, stored) if not created else []
         return json_response(
-            state_body(stored, opendsr=submission.opendsr, controller_id=controller_id), 202, headers
+            state_body(stored, opendsr=submission.opendsr, controller_id=controller_id, kept=kept),
+            202,
+            headers,
         )
 
     async def status(request: Request) -> Response:
@@ -265,7 +268,10 @@ def create_app(
             raise IntakeError("request_not_found")
         stored = await run_in_threadpool(service.get, request_id)
         request.state.request_id = stored.id
-        body = state_body(stored, opendsr=stored.source == SOURCE_OPENDSR, controller_id=controller_id)
+        kept = await run_in_threadpool(service.kept, stored)  # what the erasure policy kept, if anything
+        body = state_body(
+            stored, opendsr=stored.source == SOURCE_OPENDSR, controller_id=controller_id, kept=kept
+        )
         return json_response(body, 200)
 
     app.add_api_route(

@@ -257,6 +257,29 @@ class OpenDsrRequestBody(BaseModel):
 # -- answers -------------------------------------------------------------------------------------
 
 
+class KeptObject(BaseModel):
+    """One object the erasure policy kept (GDPR Art. 17(3)), as the request's latest audit entry
+    lists it (docs/policy.md). No identifier: a Stripe customer is named by its keyed tag
+    (``cus#`` and 12 hex of its keyed hash), never by its ``cus_`` id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    system: str = Field(description="Where it is kept, e.g. stripe")
+    kind: str = Field(description="What it is, e.g. stripe.customer")
+    id: str = Field(description="Its keyed id, e.g. cus#0f58afa1ab99 (never the provider's id)")
+    action: str = Field(description="What the policy did: withhold, retain, hold_for_review or redact")
+    reason: str = Field(description="Why it is kept, in one line")
+    legal_basis: str | None = Field(description="The legal basis for keeping it")
+    review_date: datetime | None = Field(description="When it is checked again (then erased if it may be)")
+    retained_until: datetime | None = Field(description="Until when its data is kept (retention period)")
+
+
+_KEPT = (
+    "each object the erasure policy kept, why, on which legal basis and until when: the request is "
+    "done except for these (status completed_with_exemptions, or while a review of them runs)"
+)
+
+
 class ErasureRequestState(BaseModel):
     """A request's state, native shape. Never carries the identifiers."""
 
@@ -267,11 +290,37 @@ class ErasureRequestState(BaseModel):
     received_at: datetime
     expected_completion_at: datetime = Field(description="received_at + 30 days (GDPR Art. 12(3))")
     completed_at: datetime | None
+    kept: list[KeptObject] | None = Field(None, description=f"Present when something is kept: {_KEPT}")
+
+
+#: The key of this processor's extension in OpenDSR answers (OpenDSR 2.0, section 7.1.2, keys
+#: extensions by processor; this intake has no OpenDSR processor domain, so it uses its name).
+OPENDSR_EXTENSION = "gdpr-erasure"
+
+
+class OpenDsrStateExtension(BaseModel):
+    """What this processor adds to an OpenDSR status answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kept: list[KeptObject] = Field(description=_KEPT.capitalize())
+
+
+class OpenDsrStateExtensions(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    gdpr_erasure: OpenDsrStateExtension = Field(alias=OPENDSR_EXTENSION)
 
 
 class OpenDsrRequestState(BaseModel):
     """A request's state, OpenDSR 2.0 shape. Never carries the identifiers (nor
-    ``encoded_request``, which would echo them)."""
+    ``encoded_request``, which would echo them).
+
+    OpenDSR 2.0's status answer (section 8.3) has no field for what a processor kept: a request
+    done except for what the erasure policy kept is ``completed`` (it was fulfilled, with the
+    exemptions Art. 17(3) allows), and the objects kept are in ``extensions``, keyed by this
+    processor as the spec keys a request's extensions (section 7.1.2). ``results_url`` and
+    ``results_count`` are an access request's results, not what an erasure kept."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -281,6 +330,9 @@ class OpenDsrRequestState(BaseModel):
     received_time: datetime
     expected_completion_time: datetime
     api_version: Literal["2.0"]
+    extensions: OpenDsrStateExtensions | None = Field(
+        None, description=f"Under {OPENDSR_EXTENSION!r}: what the erasure policy kept, when anything is"
+    )
 
 
 class ProblemField(BaseModel):
@@ -488,12 +540,19 @@ _OPENDSR_STATUS = {
 }
 
 
-def state_body(request, *, opendsr: bool, controller_id: str) -> dict[str, Any]:
+def state_body(
+    request, *, opendsr: bool, controller_id: str, kept: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The answer for ``request`` (an :class:`~gdpr_erasure.store.ErasureRequest`): ids, status
-    and dates only."""
+    and dates, and what the erasure policy kept, if anything.
+
+    :param kept: the ``kept`` list of the request's latest audit entry (keyed ids only); None or
+        empty leaves the field out, so answers without exemptions are as before.
+    """
     due = request.received_at + COMPLETION_PERIOD
+    listed = [kept_answer(item) for item in kept or []]
     if opendsr:
-        return {
+        body = {
             "controller_id": controller_id,
             "subject_request_id": request.id,
             # in_progress, verifying, failed (retried) and needs_attention (a person is on it)
@@ -503,10 +562,36 @@ def state_body(request, *, opendsr: bool, controller_id: str) -> dict[str, Any]:
             "expected_completion_time": rfc3339(due),
             "api_version": OPENDSR_API_VERSION,
         }
-    return {
+        if listed:
+            body["extensions"] = {OPENDSR_EXTENSION: {"kept": listed}}
+        return body
+    body = {
         "request_id": request.id,
         "status": request.status.value,
         "received_at": rfc3339(request.received_at),
         "expected_completion_at": rfc3339(due),
         "completed_at": rfc3339(request.completed_at) if request.completed_at else None,
+    }
+    if listed:
+        body["kept"] = listed
+    return body
+
+
+def kept_answer(item: dict[str, Any]) -> dict[str, Any]:
+    """A kept object of an audit entry in the answer's terms: where, what, which keyed id, what the
+    policy did, why, on which basis, until when. The entry's policy ``cases`` are left out (the
+    reason says them in words), and dates are RFC 3339 like the answer's others."""
+
+    def moment(value: Any) -> str | None:
+        return rfc3339(datetime.fromisoformat(value)) if value else None
+
+    return {
+        "system": item.get("system"),
+        "kind": item.get("kind"),
+        "id": item.get("id"),
+        "action": item.get("action"),
+        "reason": item.get("reason"),
+        "legal_basis": item.get("legal_basis"),
+        "review_date": moment(item.get("review_date")),
+        "retained_until": moment(item.get("retained_until")),
     }

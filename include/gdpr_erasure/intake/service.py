@@ -14,12 +14,14 @@ import hmac
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from gdpr_erasure.hashing import MissingHashKey, identifiers_hash, load_hash_key
 from gdpr_erasure.identifiers import SubjectIdentifiers
 from gdpr_erasure.intake.errors import IntakeError
 from gdpr_erasure.intake.models import Submission
-from gdpr_erasure.store import ComplianceStore, ErasureRequest, RequestNotFound
+from gdpr_erasure.ledger.entries import request_entries
+from gdpr_erasure.store import ComplianceStore, ErasureRequest, RequestNotFound, RequestStatus
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,22 @@ class IntakeService:
         except Exception as exc:
             log.error("intake: store error on get (%s)", type(exc).__name__)
             raise IntakeError("store_unavailable") from None
+
+    def kept(self, request: ErasureRequest) -> list[dict[str, Any]]:
+        """What the erasure policy keeps of ``request``, as its latest audit entry lists it (keyed
+        ids only). Read only for a request closed once that is not plainly ``completed``: done
+        with exemptions, or back in the pipeline for their review; every other answer costs no
+        more than before."""
+        if request.completed_at is None or request.status is RequestStatus.COMPLETED:
+            return []
+        try:
+            entries = request_entries(self.store, request.id, request.attempts)
+        except IntakeError:
+            raise
+        except Exception as exc:
+            log.error("intake: store error reading the ledger (%s)", type(exc).__name__)
+            raise IntakeError("store_unavailable") from None
+        return entries.kept if entries is not None else []
 
     def _same_subject(self, stored: ErasureRequest, given: SubjectIdentifiers) -> bool:
         if stored.identifiers is not None:
