@@ -220,14 +220,15 @@ def _cmd_requests_list(args: argparse.Namespace) -> int:
     statuses = [RequestStatus(s) for s in args.status] if args.status else None
     rows = _open_store(args).list_requests(statuses, limit=args.limit)
     print(
-        f"{'request':<40} {'status':<16} {'attempts':>8} {'failures':>8}  received            "
+        f"{'request':<40} {'status':<25} {'attempts':>8} {'failures':>8}  received            "
         f"  not before (UTC)       reason"
     )
     for r in rows:
         # not_before: a deferred request waits for a provider's quota; no run takes it earlier.
         not_before = f"{r.not_before:%Y-%m-%d %H:%M:%S}" if r.not_before else ""
         print(
-            f"{r.id:<40} {r.status.value:<16} {r.attempts:>8} {r.failures:>8}  "
+            # 25: completed_with_exemptions, the longest status, keeps the columns aligned.
+            f"{r.id:<40} {r.status.value:<25} {r.attempts:>8} {r.failures:>8}  "
             f"{r.received_at:%Y-%m-%d %H:%M:%S}   {not_before:<19}    {r.last_error or ''}"
         )
     print(f"{len(rows)} request(s)")
