@@ -104,22 +104,26 @@ def _demo(stack: LocalStack, started: float) -> int:
         ),
     ]
     if receipts:
-        commands.append(
+        keys = f"--public-key {root}/receipt-public.pem --ledger-public-key {root}/ledger-public.pem"
+        commands += [
             (
                 "a signed receipt, offline (issued into receipts/ with a demo key)",
-                f"receipt verify {root}/receipts/{first}.receipt.json --public-key {root}/receipt-public.pem "
-                f"--ledger-public-key {root}/ledger-public.pem",
-            )
-        )
+                f"receipt verify {root}/receipts/{first}.receipt.json {keys}",
+            ),
+            (
+                "the receipt of the request completed with an exemption: what was erased, what was kept",
+                f"receipt verify {root}/receipts/demo-{EXEMPTED}.receipt.json {keys}",
+            ),
+        ]
     for what, command in commands:
         print(f"  # {what}\n  .venv/bin/gdpr-erasure {command}")
     return 0 if ok else 1
 
 
 def _start_receipts(stack: LocalStack):
-    """Start signing a receipt per completed request into ``receipts/`` with a fresh demo key (its
-    public half in ``receipt-public.pem``), as ``gdpr-erasure receipt issue --all`` does in
-    production; :func:`_receipts_issued` waits for it."""
+    """Start signing a receipt per completed request (with exemptions or not) into ``receipts/``
+    with a fresh demo key (its public half in ``receipt-public.pem``), as ``gdpr-erasure receipt
+    issue --all`` does in production; :func:`_receipts_issued` waits for it."""
     import json
     import subprocess
 
@@ -153,7 +157,7 @@ def _receipts_issued(issuing, stack: LocalStack, *, discard: bool = False) -> Pa
         say(f"receipts not issued: {errors.strip()}")
         return None
     out = stack.root / "receipts"
-    say(f"signed receipts for the completed requests in {out}")
+    say(f"signed receipts for the completed requests (with exemptions too) in {out}")
     return out
 
 

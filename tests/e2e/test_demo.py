@@ -41,6 +41,7 @@ def test_the_demo_succeeds_and_its_printed_commands_work_when_pasted(tmp_path):
         "audit export",
         "audit export",
         "receipt verify",
+        "receipt verify",
     ], printed
 
     # The summary: the held request and the one completed with an exemption, and why.
@@ -98,6 +99,7 @@ def test_the_demo_succeeds_and_its_printed_commands_work_when_pasted(tmp_path):
     assert (report["failed"], report["needs_attention"], report["open_and_overdue"]) == (0, 0, 0)
     assert report["kept_by_action"]["withhold"] == 1
     assert [r["request_id"] for r in report["next_reviews"]] == ["demo-open_dispute"]
+    assert kept.group(1) in shown("receipt verify .demo/receipts/demo-open_dispute")
     assert report["on_hold_requests"] == [
         {"request_id": "demo-person-004", "reason": f"on hold: {hold.group(1)}"}
     ]
