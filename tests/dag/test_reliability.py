@@ -56,7 +56,9 @@ def test_under_rate_limits_server_errors_and_latency_everything_completes_once(p
     knobs = {"rate_429": 0.2, "retry_after": 0, "rate_5xx": 0.05, "latency_ms": 2, "latency_jitter_ms": 40}
     pipeline.sandbox.set_faults(dict.fromkeys(APIS, knobs))
 
-    assert pipeline.run().state == "success"
+    # One batch, a backlog's shape: each task works on eight requests at a time, so retries
+    # and backoffs under the faults run concurrently, as they do at scale.
+    assert pipeline.run(batch_size=50).state == "success"
 
     _assert_all_completed(pipeline, ids)
     _assert_each_effect_once(pipeline, expected)
