@@ -27,6 +27,7 @@ from gdpr_erasure.auditor.app import create_app
 from gdpr_erasure.cli import main as cli
 from gdpr_erasure.hashing import load_hash_key, stripe_tag
 from gdpr_erasure.identifiers import SubjectIdentifiers
+from gdpr_erasure.ledger.export import period_figures
 from gdpr_erasure.receipts import generate_signing_key, sign_receipt
 from gdpr_erasure.store import ComplianceStore, RequestStatus
 
@@ -142,6 +143,15 @@ def test_records_with_exemptions_have_a_badge_and_reviews_are_rows_of_their_requ
     assert "review%2F2" not in page and "request/req-reviewed/review" not in page
     # The record of the reviewed request still shows what it kept then: records are never rewritten.
     assert "1 kept" in rows[str(first)]
+
+    # The period's figures count the exemptions apart from plain completions.
+    cards = dict(
+        (label, int(value)) for value, label in re.findall(r"<b>(\d+)</b><span>([^<]+)</span>", page)
+    )
+    figures = period_figures(store)
+    assert cards["Completed with exemptions"] == figures["completed_with_exemptions"] >= 1
+    assert cards["Objects kept"] == figures["kept_objects"] >= 1
+    assert cards["Completed"] == figures["completed"]
 
     api = requests.get(f"{site}/api/records", timeout=10).json()["records"]
     as_review = next(r for r in api if r["kind"] == "review")

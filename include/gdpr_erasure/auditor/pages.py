@@ -169,6 +169,10 @@ def cards(summary: dict[str, Any]) -> str:
     facts = [
         ("Received", summary["received"]),
         ("Completed", summary["completed"]),
+        # Answered too, with what the erasure policy kept (docs/policy.md): never "completed" plain.
+        ("Completed with exemptions", summary.get("completed_with_exemptions", 0)),
+        ("Objects kept", summary.get("kept_objects", 0)),
+        ("On legal hold", summary.get("on_hold", 0)),
         ("Failed", summary["failed"]),
         ("Needs attention", summary["needs_attention"]),
         ("Median time to complete (h)", summary["median_time_to_complete_hours"]),
