@@ -315,10 +315,12 @@ def _cmd_requests_show(args: argparse.Namespace) -> int:
         print(json.dumps(shown, indent=2, default=str))
         return 0
     print(f"request {view.request_id}: {status}")
-    print(
-        f"  identifiers: {', '.join(view.identifier_types) or 'none'}; keyed hash "
-        f"{(view.identifiers_hash or '')[:16]}… (key {view.hash_key_id or '?'})"
+    hashed = (
+        f"keyed hash {view.identifiers_hash[:16]}… (key {view.hash_key_id or 'unknown'})"
+        if view.identifiers_hash
+        else "not hashed yet (the store keeps them until the request is closed)"
     )
+    print(f"  identifiers: {', '.join(view.identifier_types) or 'none'}; {hashed}")
     print("timeline")
     for e, shown_event in zip(view.timeline, shown["timeline"], strict=True):
         at = f"{e.at:%Y-%m-%d %H:%M:%S}" if e.at else " " * 19

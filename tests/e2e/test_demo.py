@@ -90,7 +90,11 @@ def test_the_demo_succeeds_and_its_printed_commands_work_when_pasted(tmp_path):
     exempted = shown("requests show demo-open_dispute")
     assert exempted.startswith("request demo-open_dispute: completed_with_exemptions")
     assert kept.group(1) in exempted and "withhold" in exempted and "open_dispute" in exempted
-    assert shown("requests show demo-person-004").startswith("request demo-person-004: on_hold")
+    assert "Completed: completed_with_exemptions" in exempted
+    held = shown("requests show demo-person-004")
+    assert held.startswith("request demo-person-004: on_hold")
+    assert f"On legal hold: on_hold  (on hold: {hold.group(1)})" in held
+    assert "not hashed yet" in held
     listed = shown("hold list")
     assert re.search(rf"^{hold.group(1)} +active +demo-person-004 +- +1 ", listed, re.M), listed
     assert "reason: DEMO-1 litigation hold" in listed

@@ -281,8 +281,14 @@ def _timeline(
             )
         if status in ("in_progress", "verifying", "pending"):
             timed.append(Event(request.updated_at, "Now", status, request.attempts))
+        if status == "on_hold":  # last_error names the hold (docs/holds.md), never the person
+            timed.append(
+                Event(request.updated_at, "On legal hold", status, None, text.free(request.last_error))
+            )
         if request.completed_at:
-            timed.append(Event(request.completed_at, "Completed", "completed", request.attempts))
+            # completed, or completed_with_exemptions (which keeps its first completion time)
+            closed = status if status.startswith("completed") else "completed"
+            timed.append(Event(request.completed_at, "Completed", closed, request.attempts))
         if request.pii_erased_at:
             timed.append(Event(request.pii_erased_at, "Identifiers replaced by their keyed hash", "erased"))
     if entry is not None:
