@@ -10,6 +10,7 @@ import time
 
 import pytest
 import requests
+from support.stripe_hook import FAST, OTHER_ACCOUNT_KEY
 
 from gdpr_erasure.hooks import stripe as stripe_hook
 from gdpr_erasure.hooks.errors import PermanentApiError, TransientApiError
@@ -23,24 +24,15 @@ from gdpr_erasure.hooks.stripe import (
 from gdpr_erasure.proofs.stripe import StripeCustomerDeletedCheck
 from sandbox.ids import STRIPE_ACCOUNT_ID, STRIPE_OTHER_ACCOUNT_ID
 
-FAST = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05)
 SUPPORT = "Please see https://stripe.com/docs or we can help at https://support.stripe.com/."
-OTHER_ACCOUNT_KEY = "sk_test_other_project_key"  # the sandbox: a valid key of another account
 
 
-@pytest.fixture(autouse=True)
-def fresh_process():
-    """Each test starts like a new process: no account proven, no server trusted yet."""
-    stripe_hook._verified_accounts.clear()
-    stripe_hook._trusted_bases.clear()
-    yield
-    stripe_hook._verified_accounts.clear()
-    stripe_hook._trusted_bases.clear()
+pytestmark = pytest.mark.usefixtures("fresh_stripe_process")
 
 
 @pytest.fixture
-def hook(api_connections):
-    return StripeHook(retry_policy=FAST)
+def hook(stripe_hook_fast):
+    return stripe_hook_fast
 
 
 def test_retrieve_and_list_by_email(hook, sandbox):

@@ -9,10 +9,10 @@ import json
 import threading
 
 import pytest
+from support.stripe_hook import FAST, OTHER_ACCOUNT_KEY
 
 from gdpr_erasure.hooks import stripe as stripe_hook
 from gdpr_erasure.hooks.errors import PermanentApiError
-from gdpr_erasure.hooks.retry import RetryPolicy
 from gdpr_erasure.hooks.stripe import (
     ACTIVE_SUBSCRIPTION,
     CUSTOMER_BALANCE,
@@ -25,23 +25,12 @@ from gdpr_erasure.hooks.stripe import (
 )
 from sandbox.ids import STRIPE_ACCOUNT_ID, STRIPE_OTHER_ACCOUNT_ID
 
-FAST = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05)
-OTHER_ACCOUNT_KEY = "sk_test_other_project_key"  # the sandbox: a valid key of another account
-
-
-@pytest.fixture(autouse=True)
-def fresh_process():
-    """Each test starts like a new process: no account proven, no server trusted yet."""
-    stripe_hook._verified_accounts.clear()
-    stripe_hook._trusted_bases.clear()
-    yield
-    stripe_hook._verified_accounts.clear()
-    stripe_hook._trusted_bases.clear()
+pytestmark = pytest.mark.usefixtures("fresh_stripe_process")
 
 
 @pytest.fixture
-def hook(api_connections):
-    return StripeHook(retry_policy=FAST)
+def hook(stripe_hook_fast):
+    return stripe_hook_fast
 
 
 def _customer(sandbox, key: str) -> str:
