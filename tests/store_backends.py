@@ -50,3 +50,18 @@ def throwaway_database(backend: str, directory: Path, prefix: str = "gdpr_test")
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@contextmanager
+def initialised_store(backend: str, directory: Path):
+    """A compliance store with its tables, on a throwaway database of ``backend``."""
+    from gdpr_erasure.store import ComplianceStore
+    from gdpr_erasure.store.engine import create_store_engine
+
+    with throwaway_database(backend, directory) as url:
+        store = ComplianceStore(create_store_engine(url))
+        store.init_db()
+        try:
+            yield store
+        finally:
+            store.dispose()

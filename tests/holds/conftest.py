@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from store_backends import backends, throwaway_database
+from store_backends import backends, initialised_store
 
 from gdpr_erasure.hashing import load_hash_key
-from gdpr_erasure.store import ComplianceStore
-from gdpr_erasure.store.engine import create_store_engine
 
 
 @pytest.fixture(params=backends())
 def store(request, tmp_path):
-    with throwaway_database(request.param, tmp_path) as url:
-        store = ComplianceStore(create_store_engine(url))
-        store.init_db()
+    with initialised_store(request.param, tmp_path) as store:
         yield store
-        store.dispose()
 
 
 @pytest.fixture
