@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pytest
 
 from devstack.localstack import LocalStack, local_stack
-from gdpr_erasure.receipts import generate_signing_key
+from gdpr_erasure.receipts import SigningKey, generate_signing_key
 
 PEOPLE = ("person-002", "multi_stripe", "many_messages", "no_segment")
 
@@ -28,17 +30,24 @@ class FinishedStack:
         self.code, self.counts, self.public_pem = code, counts, public_pem
 
 
-@pytest.fixture(scope="session")
-def finished_stack(tmp_path_factory) -> FinishedStack:
-    root = tmp_path_factory.mktemp("e2e") / "stack"
+@contextmanager
+def signing_stack(root: Path) -> Iterator[tuple[LocalStack, SigningKey]]:
+    """The local stack with a fresh key that signs its receipts and the ledger's tree heads (one
+    key here; they may differ in production), and regulations that finish within a second."""
     key, private_pem = generate_signing_key("test-receipts")
     conn = json.dumps({"conn_type": "generic", "login": "test-receipts", "password": private_pem})
     with local_stack(
         root,
         sandbox_args=["--regulation-seconds", "1"],
-        # One key signs receipts and the ledger's tree heads here (they may differ in production).
         extra_env={"AIRFLOW_CONN_GDPR_RECEIPT_KEY": conn, "AIRFLOW_CONN_GDPR_LEDGER_KEY": conn},
     ) as stack:
+        yield stack, key
+
+
+@pytest.fixture(scope="session")
+def finished_stack(tmp_path_factory) -> FinishedStack:
+    root = tmp_path_factory.mktemp("e2e") / "stack"
+    with signing_stack(root) as (stack, key):
         # Stripe cus_ ids are identifiers too (they link to charges that keep PII).
         identifiers = {
             key_: [

@@ -14,11 +14,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from e2e_support import forms
+from e2e_support import forms, signing_stack
 
-from devstack.localstack import local_stack
 from gdpr_erasure.hashing import stripe_tag
-from gdpr_erasure.receipts import generate_signing_key
 from gdpr_erasure.store import RequestStatus
 from gdpr_erasure.store.schema import erasure_requests
 
@@ -50,14 +48,7 @@ def verify(stack, path, *more: str) -> subprocess.CompletedProcess:
 def reviewed(tmp_path_factory):
     """Both runs, with a receipt issued after each; what the tests read."""
     root = tmp_path_factory.mktemp("e2e-exemptions") / "stack"
-    key, private_pem = generate_signing_key("test-receipts")
-    conn = json.dumps({"conn_type": "generic", "login": "test-receipts", "password": private_pem})
-    with local_stack(
-        root,
-        sandbox_args=["--regulation-seconds", "1"],
-        # One key signs receipts and the ledger's tree heads here (they may differ in production).
-        extra_env={"AIRFLOW_CONN_GDPR_RECEIPT_KEY": conn, "AIRFLOW_CONN_GDPR_LEDGER_KEY": conn},
-    ) as stack:
+    with signing_stack(root) as (stack, key):
         (root / "receipts.pem").write_text(key.public_pem())
         person = stack.people[PERSON]
         store = stack.store()
