@@ -341,6 +341,21 @@ def v3_store(store_url):
     store.dispose()
 
 
+def first_record(conn, audit, request_id: str, recorded_at, **record) -> None:
+    """The ledger's first record, chained as append_audit chains it, into an older schema's table."""
+    record_json = canonical_json({"request_id": request_id, **record})
+    conn.execute(
+        insert(audit).values(
+            seq=1,
+            request_id=request_id,
+            recorded_at=recorded_at,
+            record=record_json,
+            prev_hash=GENESIS_HASH,
+            record_hash=chain_hash(1, GENESIS_HASH, recorded_at, record_json),
+        )
+    )
+
+
 def store_submit(conn, rid: str, n: int, status: str) -> None:
     conn.execute(
         insert(current.erasure_requests).values(
@@ -512,18 +527,7 @@ def v4_store(store_url):
                         updated_at=RECEIVED + timedelta(minutes=m),
                     )
                 )
-        record_json = canonical_json({"request_id": "r-done", "outcome": "completed", "run_id": V4_RUN})
-        recorded_at = RECEIVED + timedelta(hours=2)
-        conn.execute(
-            insert(audit).values(
-                seq=1,
-                request_id="r-done",
-                recorded_at=recorded_at,
-                record=record_json,
-                prev_hash=GENESIS_HASH,
-                record_hash=chain_hash(1, GENESIS_HASH, recorded_at, record_json),
-            )
-        )
+        first_record(conn, audit, "r-done", RECEIVED + timedelta(hours=2), outcome="completed", run_id=V4_RUN)
     store = ComplianceStore(engine)
     yield store
     store.dispose()
@@ -632,17 +636,7 @@ def v5_store(store_url):
                     try_number=1,
                 )
             )
-        record_json = canonical_json({"request_id": "r-completed", "outcome": "completed"})
-        conn.execute(
-            insert(audit).values(
-                seq=1,
-                request_id="r-completed",
-                recorded_at=RECEIVED,
-                record=record_json,
-                prev_hash=GENESIS_HASH,
-                record_hash=chain_hash(1, GENESIS_HASH, RECEIVED, record_json),
-            )
-        )
+        first_record(conn, audit, "r-completed", RECEIVED, outcome="completed")
     store = ComplianceStore(engine)
     yield store
     store.dispose()
@@ -728,17 +722,7 @@ def v6_store(store_url):
             conn.exec_driver_sql(statement)
         for n, status in enumerate([*V5_STATUSES, "on_hold"], start=1):
             store_submit(conn, f"r-{status}", n, status)
-        record_json = canonical_json({"request_id": "r-completed", "outcome": "completed"})
-        conn.execute(
-            insert(current.audit_log).values(
-                seq=1,
-                request_id="r-completed",
-                recorded_at=RECEIVED,
-                record=record_json,
-                prev_hash=GENESIS_HASH,
-                record_hash=chain_hash(1, GENESIS_HASH, RECEIVED, record_json),
-            )
-        )
+        first_record(conn, current.audit_log, "r-completed", RECEIVED, outcome="completed")
     store = ComplianceStore(engine)
     yield store
     store.dispose()
