@@ -258,7 +258,9 @@ def _timeline(
                 result.updated_at,
                 f"{STEP_LABELS.get(name, name)} ({STEP_TASKS.get(name, name)})",
                 result.status.value,
-                result.attempts,
+                # The Airflow try that last worked on it (the row's own counter counts its writes:
+                # a step saves its progress several times per try).
+                result.ran_in.try_number if result.ran_in else None,
                 _step_detail(name, result.result, text),
                 result.ran_in,
             )
