@@ -28,6 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="fault knob, e.g. stripe:rate_429=0.2 or twilio:latency_ms=100 (repeatable)",
     )
     run.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="API:LIMIT=VALUE",
+        help="provider limit, e.g. stripe:rate=25 (per second) or twilio:concurrency=10 (repeatable)",
+    )
+    run.add_argument(
         "--regulation-seconds",
         type=float,
         default=3.0,
@@ -51,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         faults=args.fault,
         regulation_seconds=args.regulation_seconds,
         allow_non_loopback=args.allow_non_loopback,
+        limits=args.limit,
     )
 
 

@@ -97,6 +97,18 @@ class SandboxClient:
         """
         return self.control("PUT", "/faults", json=faults)
 
+    def limits(self) -> dict[str, Any]:
+        """The provider limits and their counts: ``{"limits": {...}, "counts": {api: {"admitted",
+        "refused_rate", "refused_concurrency", "peak_concurrency"}}}``."""
+        return self.control("GET", "/limits")
+
+    def set_limits(self, limits: dict[str, Any]) -> dict[str, Any]:
+        """Replace the provider limits (APIs and limits not named have none) and zero the counts.
+
+        :param limits: ``{"stripe": {"rate": 25, "burst": 25, "concurrency": 5}, ...}``.
+        """
+        return self.control("PUT", "/limits", json=limits)
+
     def set_dispute_status(self, dispute_id: str, status: str) -> dict[str, Any]:
         """Move a Stripe dispute to ``status`` (``won``, ``lost``, ...), as Stripe does when it is
         decided: what closes an ``open_dispute`` case.

@@ -242,6 +242,22 @@ async def put_faults(request: Request) -> Response:
     return json_response(state.faults.as_dict())
 
 
+async def get_limits(request: Request) -> Response:
+    """The provider limits (see :mod:`sandbox.limits`) and what they admitted and refused."""
+    limits = request.app.state.limits
+    return json_response({"limits": limits.as_dict(), "counts": limits.counts_dict()})
+
+
+async def put_limits(request: Request) -> Response:
+    """Replace the limits (APIs and limits not named have none) and zero their counts."""
+    limits = request.app.state.limits
+    try:
+        limits.replace(await _json_body(request) or {})
+    except ValueError as exc:
+        return _bad_request(str(exc))
+    return json_response({"limits": limits.as_dict(), "counts": limits.counts_dict()})
+
+
 async def reset(request: Request) -> Response:
     """Re-seed from the server's start settings, with the body's overrides applied."""
     state = _state(request)
@@ -256,6 +272,7 @@ async def reset(request: Request) -> Response:
     if settings.people > MAX_PEOPLE:
         return _bad_request(f"people must be at most {MAX_PEOPLE}")
     state.reset(settings)
+    request.app.state.limits.replace(request.app.state.initial_limits)
     return json_response({"status": "reset", "settings": vars(settings), "people": len(state.people)})
 
 
@@ -312,6 +329,8 @@ routes = [
     Route("/_sandbox/state/person/{key}", person_state, methods=["GET"]),
     Route("/_sandbox/faults", get_faults, methods=["GET"]),
     Route("/_sandbox/faults", put_faults, methods=["PUT"]),
+    Route("/_sandbox/limits", get_limits, methods=["GET"]),
+    Route("/_sandbox/limits", put_limits, methods=["PUT"]),
     Route("/_sandbox/reset", reset, methods=["POST"]),
     Route("/_sandbox/stripe/disputes/{dispute}", put_dispute, methods=["PUT"]),
     Route("/_sandbox/requests", get_requests, methods=["GET"]),

@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import TextIO
 
 import uvicorn
@@ -27,13 +28,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox import control
+from sandbox.limits import Limits, retry_after_header
 from sandbox.segment_api import ProfileService, PublicApiService
 from sandbox.state import SandboxState, Settings
 from sandbox.stripe_api import StripeService
 from sandbox.twilio_api import TwilioApiService
 from sandbox.twilio_conversations import ConversationsService
 from sandbox.twilio_memory import MemoryService
-from sandbox.web import ApiFamily, dispatch
+from sandbox.web import UNMATCHED_ROUTE, ApiFamily, Call, Service, dispatch, relative_raw_path
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 #: The first line ``serve`` prints on stdout, followed by its base URL: launchers read the real
@@ -52,21 +54,63 @@ def api_families() -> list[ApiFamily]:
 
 def _family_route(family: ApiFamily) -> Route:
     async def endpoint(request: Request) -> Response:
-        return await dispatch(family, request, request.app.state.sandbox)
+        state: SandboxState = request.app.state.sandbox
+        limits: Limits = request.app.state.limits
+        service, path = family.service_for(relative_raw_path(request, family.prefix))
+        refused, wait = limits.admit(service.api)
+        if refused is not None:
+            return _over_limit(service, request, state, path, refused, wait)
+        try:
+            return await dispatch(family, request, state)
+        finally:
+            limits.release(service.api)
 
     return Route(family.prefix + "/{path:path}", endpoint, methods=ALL_METHODS)
 
 
-def create_app(state: SandboxState | None = None, initial_settings: Settings | None = None) -> Starlette:
+def _over_limit(
+    service: Service, request: Request, state: SandboxState, path: str, reason: str, wait: float
+) -> Response:
+    """The provider's own 429 for a call over a limit (the body its fault knobs give), answered at
+    once and logged like any call, with ``limited`` saying which limit refused it."""
+    route, _ = service.match(request.method, path)
+    call = Call(request, state, service, path, route=route)
+    retry_after = retry_after_header(wait)
+    response = service.fault(call, 429, retry_after)
+    response.headers["Retry-After"] = retry_after
+    response = service.finish(call, response)
+    state.log_request(
+        {
+            "api": service.api,
+            "service": service.name,
+            "method": request.method,
+            "route": route.template if route else UNMATCHED_ROUTE,
+            "status": response.status_code,
+            "faulted": False,
+            "limited": reason,
+            "at": datetime.now(tz=UTC).isoformat(timespec="milliseconds"),
+        }
+    )
+    return response
+
+
+def create_app(
+    state: SandboxState | None = None,
+    initial_settings: Settings | None = None,
+    limits: Limits | None = None,
+) -> Starlette:
     """The ASGI app serving ``state`` (a freshly seeded one by default).
 
     ``initial_settings`` is what ``POST /_sandbox/reset`` starts from; it defaults to the
-    state's current settings.
+    state's current settings. ``limits`` are the run's provider limits (none by default); a reset
+    goes back to them, with their counts at zero.
     """
     state = state or SandboxState()
     app = Starlette(routes=[*control.routes, *(_family_route(f) for f in api_families())])
     app.state.sandbox = state
     app.state.initial_settings = initial_settings or state.settings
+    app.state.limits = limits or Limits()
+    app.state.initial_limits = app.state.limits.as_dict()
     return app
 
 
@@ -121,6 +165,7 @@ def serve(
     faults: list[str] | None = None,
     regulation_seconds: float = 3.0,
     allow_non_loopback: bool = False,
+    limits: list[str] | None = None,
 ) -> int:
     """Run the sandbox until interrupted; returns the process exit code.
 
@@ -147,6 +192,9 @@ def serve(
         state = SandboxState(settings)
         for spec in faults or []:
             state.faults.apply_spec(spec)
+        run_limits = Limits()
+        for spec in limits or []:
+            run_limits.apply_spec(spec)
     except ValueError as exc:
         print(f"sandbox: {exc}", file=sys.stderr)
         return 2
@@ -155,7 +203,7 @@ def serve(
     except OSError as exc:
         print(f"sandbox: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 1
-    app = create_app(state, initial_settings=settings)
+    app = create_app(state, initial_settings=settings, limits=run_limits)
     with _stop_on_sigterm():
         try:
             asyncio.run(_serve(app, sock, sys.stdout))
