@@ -31,6 +31,7 @@ def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
         faults=args.fault,
         regulation_seconds=args.regulation_seconds,
         allow_non_loopback=args.allow_non_loopback,
+        limits=args.limit,
     )
 
 
@@ -834,6 +835,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="API:KNOB=VALUE",
         help="fault knob, e.g. stripe:rate_429=0.2 or twilio:latency_ms=100 (repeatable)",
+    )
+    serve.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="API:LIMIT=VALUE",
+        help="provider limit, e.g. stripe:rate=25 (per second) or twilio:concurrency=10 (repeatable)",
     )
     serve.add_argument(
         "--regulation-seconds",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 import requests
@@ -164,9 +165,17 @@ def test_the_limit_flag_sets_the_runs_limits_and_a_reset_keeps_them():
         process.stop()
 
 
-def test_a_bad_limit_flag_is_one_line_and_exit_2():
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "-m", "sandbox", "serve"],
+        [str(Path(sys.executable).parent / "gdpr-erasure"), "sandbox", "serve"],
+    ],
+    ids=["python -m sandbox", "gdpr-erasure sandbox"],
+)
+def test_a_bad_limit_flag_is_one_line_and_exit_2(command):
     result = subprocess.run(
-        [sys.executable, "-m", "sandbox", "serve", "--port", "0", "--limit", "stripe:rate=fast"],
+        [*command, "--port", "0", "--limit", "stripe:rate=fast"],
         capture_output=True,
         text=True,
         timeout=60,
