@@ -1,0 +1,354 @@
+"""Client-side limits shared by every process that calls one provider account (issue 16).
+
+Two budgets per (provider, account): a **rate** (calls per second, a moving window) and a
+**concurrency** limit (calls in flight, Twilio's only documented limit, error 20429). Both sit
+below the provider's own limit (``fraction`` of it, docs/api-notes.md "Rate and concurrency
+limits"), and the rate adapts: a 429 halves it, sustained success adds it back (AIMD).
+
+What the maintained ``limits`` library does, and we use: the moving-window counting, atomic in
+Redis (a Lua script over a list of timestamps) and in memory, and the window's reset time, which
+is what :meth:`ProviderLimiter.acquire` sleeps until (it never spins). Its timestamps are the
+callers' clocks, so workers on several hosts need synchronised clocks (NTP's milliseconds only
+shift the window by as much).
+
+What is ours, and why:
+
+* **The adaptive rate.** ``limits`` takes a fixed limit per call; the shared effective rate, its
+  halving and its recovery live in two Redis keys (or a process-local dict) next to the window.
+  The window's key leaves the amount out (:class:`_AdaptiveRate`), so a rate change keeps the
+  calls already made in the window instead of starting a fresh, empty one.
+* **The concurrency leases.** ``limits`` counts events in time, not calls in flight. A Redis
+  sorted set of leases scored by their expiry (Redis server time, so hosts' clocks do not
+  matter) lets a killed process lose its slot after ``lease_ttl`` instead of leaking it.
+* **Waiting.** ``limits`` only answers yes/no; the sleep until the window frees is ours.
+
+The local fallback (``memory://``, for the LocalExecutor/SQLite setup without Redis) shares the
+budget among the threads of **one process only**: ``limits`` has no cross-process storage without
+a server, and each Airflow task runs in its own process. Two local tasks on one account may then
+together reach twice the budget; the hooks' 429 retry loop (``retry.py``) is what still protects
+the account there. Use Redis (compose has it) where tasks run in parallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import limits
+from limits.storage import MemoryStorage, RedisStorage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+log = logging.getLogger(__name__)
+
+# Documented limits (docs/api-notes.md, "Rate and concurrency limits", checked 2026-11-29):
+# Stripe https://docs.stripe.com/rate-limits 25 operations/s in a sandbox (test mode), 100/s live;
+# Segment Profile API https://segment.com/docs/profiles/profile-api-limits/ 100 requests/s per space;
+# Twilio https://www.twilio.com/docs/api/errors/20429 a per-account concurrency limit with no
+# published number, so we stay well below the third-party figure of 100 (not verified).
+DOCUMENTED_LIMITS: dict[str, dict[str, float | None]] = {
+    "stripe_test": {"rate_per_second": 25, "concurrency": None},
+    "stripe_live": {"rate_per_second": 100, "concurrency": None},
+    "segment": {"rate_per_second": 100, "concurrency": None},
+    "twilio": {"rate_per_second": None, "concurrency": 10},
+}
+DEFAULT_FRACTION = 0.8
+KEY_PREFIX = "gdpr_erasure:limiter"
+
+
+class LimiterTimeout(TimeoutError):
+    """No budget came free within the time the caller was willing to wait."""
+
+
+@dataclass(frozen=True)
+class LimiterConfig:
+    """
+    The budget of one provider account.
+
+    :param rate_per_second: ceiling of the adaptive rate (already scaled by ``fraction``), or None
+    :param concurrency: calls in flight at once (already scaled), or None for no limit
+    :param min_rate_per_second: the floor AIMD never halves below
+    :param recover_after: successes needed for one additive step back up
+    :param recover_step: calls per second added per step
+    :param decrease_cooldown: seconds in which further 429s do not halve again (one burst of
+        429s answers one overload, not ten)
+    :param lease_ttl: seconds a concurrency slot lives unless released (a killed holder's slot
+        frees after this)
+    """
+
+    rate_per_second: float | None
+    concurrency: int | None
+    min_rate_per_second: float = 1.0
+    recover_after: int = 20
+    recover_step: float = 1.0
+    decrease_cooldown: float = 1.0
+    lease_ttl: float = 120.0
+
+    @classmethod
+    def from_extras(cls, provider: str, extras: Mapping[str, Any] | None = None) -> LimiterConfig:
+        """
+        Build the budget from a connection's extras, defaulting to a fraction of the documented limit.
+
+        ``rate_per_second`` and ``concurrency`` in the extras are the provider's limits (for an
+        account with a raised limit); ``fraction`` (default 0.8) of them is what we use.
+
+        :param provider: one of :data:`DOCUMENTED_LIMITS` (``stripe_test``, ``stripe_live``, ...)
+        :param extras: the connection's extras, or None
+        """
+        extras = dict(extras or {})
+        if provider not in DOCUMENTED_LIMITS:
+            raise ValueError(
+                f"No documented limits for provider {provider!r}; pass one of {sorted(DOCUMENTED_LIMITS)}"
+            )
+        documented = DOCUMENTED_LIMITS[provider]
+        fraction = float(extras.get("fraction", DEFAULT_FRACTION))
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        rate = extras.get("rate_per_second", documented["rate_per_second"])
+        concurrency = extras.get("concurrency", documented["concurrency"])
+        optional = {
+            k: type(getattr(cls, k))(extras[k])
+            for k in (
+                "min_rate_per_second",
+                "recover_after",
+                "recover_step",
+                "decrease_cooldown",
+                "lease_ttl",
+            )
+            if k in extras
+        }
+        return cls(
+            rate_per_second=None if rate is None else float(rate) * fraction,
+            concurrency=None if concurrency is None else max(1, math.floor(float(concurrency) * fraction)),
+            **optional,
+        )
+
+
+class _AdaptiveRate(limits.RateLimitItemPerSecond):
+    """A per-second limit whose window key leaves out the amount, so changing the rate keeps the window."""
+
+    def key_for(self, *identifiers: bytes | str | int | float) -> str:
+        return "/".join([self.namespace, *(str(i) for i in identifiers), str(self.multiples), "second"])
+
+
+def _rate_item(rate: float) -> _AdaptiveRate:
+    """A moving window for ``rate`` calls/s: ``rate`` per second, or one per ``1/rate`` s below 1/s."""
+    if rate >= 1:
+        return _AdaptiveRate(math.floor(rate), 1)
+    return _AdaptiveRate(1, math.ceil(1 / rate))
+
+
+# KEYS: rate, successes, last_decrease. ARGV: ceiling, floor, cooldown. Server time, atomic. The lowered
+# rate lives an hour without new 429s or successes: an account idle that long starts at the ceiling.
+_THROTTLED_LUA = """
+local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local rate = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
+local last = tonumber(redis.call('GET', KEYS[3]) or '-1e18')
+redis.call('SET', KEYS[2], 0)
+if now - last < tonumber(ARGV[3]) then return tostring(rate) end
+rate = math.max(tonumber(ARGV[2]), rate / 2)
+redis.call('SET', KEYS[1], tostring(rate), 'EX', 3600); redis.call('SET', KEYS[3], tostring(now), 'EX', 3600)
+return tostring(rate)
+"""
+# KEYS: rate, successes. ARGV: ceiling, recover_after, step.
+_SUCCESS_LUA = """
+local rate = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
+if rate >= tonumber(ARGV[1]) then redis.call('SET', KEYS[2], 0); return tostring(rate) end
+local n = redis.call('INCR', KEYS[2])
+if n < tonumber(ARGV[2]) then return tostring(rate) end
+rate = math.min(tonumber(ARGV[1]), rate + tonumber(ARGV[3]))
+redis.call('SET', KEYS[1], tostring(rate), 'EX', 3600); redis.call('SET', KEYS[2], 0)
+return tostring(rate)
+"""
+# KEYS: leases. ARGV: limit, ttl, token. Returns 1 when leased, else the seconds until the next expiry.
+_LEASE_LUA = """
+local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) * 1000))
+  return {1, '0'}
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, tostring(tonumber(first[2]) - now)}
+"""
+
+
+class ProviderLimiter:
+    """
+    The rate and concurrency budget of one provider account, shared through ``storage_uri``.
+
+    :param provider: a key of :data:`DOCUMENTED_LIMITS`; also part of the storage key
+    :param account_id: the provider account (Stripe ``acct_``, Twilio ``AC``, Segment space); only a
+        hash of it is stored, so a key passed by mistake does not end up in Redis
+    :param config: the budget, usually :meth:`LimiterConfig.from_extras`
+    :param storage_uri: ``redis://host:port/db`` to share across processes and hosts, or
+        ``memory://`` for one process (see the module docstring)
+    :param poll_interval: longest sleep between two looks at a full concurrency set (a slot freed
+        by a release is noticed within this); rate waits sleep exactly until the window frees
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        account_id: str,
+        config: LimiterConfig,
+        storage_uri: str = "memory://",
+        poll_interval: float = 0.05,
+    ) -> None:
+        self.provider = provider
+        self.config = config
+        self.poll_interval = poll_interval
+        account_tag = hashlib.sha256(account_id.encode()).hexdigest()[:16]
+        self._ids = (provider, account_tag)
+        self._key = f"{KEY_PREFIX}:{provider}:{account_tag}"
+        self._storage = storage_from_string(storage_uri)
+        self._window = MovingWindowRateLimiter(self._storage)
+        self._redis = self._storage.storage if isinstance(self._storage, RedisStorage) else None
+        if self._redis is not None:
+            self._throttled_script = self._redis.register_script(_THROTTLED_LUA)
+            self._success_script = self._redis.register_script(_SUCCESS_LUA)
+            self._lease_script = self._redis.register_script(_LEASE_LUA)
+        else:
+            if not isinstance(self._storage, MemoryStorage):
+                raise ValueError("storage_uri must be redis://... or memory://")
+            self._lock = threading.Lock()
+            self._local: dict[str, float] = {}
+            self._semaphore = threading.BoundedSemaphore(config.concurrency) if config.concurrency else None
+        #: how many times this instance slept waiting for budget (tests prove there is no spinning)
+        self.sleeps = 0
+
+    # -- the adaptive rate -------------------------------------------------------------------
+
+    def current_rate(self) -> float | None:
+        """The effective calls per second all processes use now, or None when there is no rate limit."""
+        ceiling = self.config.rate_per_second
+        if ceiling is None:
+            return None
+        if self._redis is not None:
+            value = self._redis.get(f"{self._key}:rate")
+            # min(): a process configured with a lower ceiling than the stored rate keeps to its own.
+            return ceiling if value is None else min(ceiling, float(value))
+        with self._lock:
+            return self._local.get("rate", ceiling)
+
+    def on_throttled(self) -> float | None:
+        """
+        Record a 429: halve the shared rate (not below the floor, once per ``decrease_cooldown``).
+
+        :return: the new effective rate
+        """
+        cfg = self.config
+        if cfg.rate_per_second is None:
+            return None
+        if self._redis is not None:
+            keys = [f"{self._key}:rate", f"{self._key}:successes", f"{self._key}:decreased"]
+            args = [cfg.rate_per_second, cfg.min_rate_per_second, cfg.decrease_cooldown]
+            rate = float(self._throttled_script(keys=keys, args=args))
+        else:
+            with self._lock:
+                rate = self._local.get("rate", cfg.rate_per_second)
+                self._local["successes"] = 0
+                now = time.monotonic()
+                if now - self._local.get("decreased", -math.inf) >= cfg.decrease_cooldown:
+                    rate = max(cfg.min_rate_per_second, rate / 2)
+                    self._local.update(rate=rate, decreased=now)
+        log.info("%s rate limited by the provider; client rate now %.2f/s", self.provider, rate)
+        return rate
+
+    def on_success(self) -> float | None:
+        """
+        Record a call that was not throttled: every ``recover_after`` of them add ``recover_step``.
+
+        :return: the new effective rate
+        """
+        cfg = self.config
+        if cfg.rate_per_second is None:
+            return None
+        if self._redis is not None:
+            keys = [f"{self._key}:rate", f"{self._key}:successes"]
+            args = [cfg.rate_per_second, cfg.recover_after, cfg.recover_step]
+            return float(self._success_script(keys=keys, args=args))
+        with self._lock:
+            rate = self._local.get("rate", cfg.rate_per_second)
+            if rate >= cfg.rate_per_second:
+                return rate
+            self._local["successes"] = self._local.get("successes", 0) + 1
+            if self._local["successes"] >= cfg.recover_after:
+                rate = min(cfg.rate_per_second, rate + cfg.recover_step)
+                self._local.update(rate=rate, successes=0)
+            return rate
+
+    def acquire(self, timeout: float | None = None) -> None:
+        """
+        Take one call from the rate budget, sleeping until the moving window frees a slot.
+
+        :param timeout: seconds to wait at most; None waits as long as it takes
+        :raises LimiterTimeout: the budget did not free within ``timeout``
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            rate = self.current_rate()
+            if rate is None:
+                return
+            item = _rate_item(rate)
+            if self._window.hit(item, *self._ids):
+                return
+            # The window's oldest call leaves at reset_time: sleep until then, not in a loop.
+            wait = max(0.001, self._window.get_window_stats(item, *self._ids).reset_time - time.time())
+            self._sleep(wait, deadline)
+
+    # -- the concurrency leases --------------------------------------------------------------
+
+    @contextmanager
+    def concurrency_slot(self, timeout: float | None = None) -> Iterator[None]:
+        """
+        Hold one of the account's ``concurrency`` slots for the duration of the block.
+
+        :param timeout: seconds to wait for a slot at most; None waits as long as it takes
+        :raises LimiterTimeout: no slot freed within ``timeout``
+        """
+        if self.config.concurrency is None:
+            yield
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._redis is None:
+            assert self._semaphore is not None
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._semaphore.acquire(timeout=wait):
+                raise LimiterTimeout(f"no {self.provider} concurrency slot within {timeout}s")
+            try:
+                yield
+            finally:
+                self._semaphore.release()
+            return
+        token = uuid.uuid4().hex
+        leases = f"{self._key}:leases"
+        while True:
+            leased, until_next = self._lease_script(
+                keys=[leases], args=[self.config.concurrency, self.config.lease_ttl, token]
+            )
+            if int(leased):
+                break
+            # A release does not wake us; look again after a short sleep or when the oldest lease expires.
+            self._sleep(max(0.001, min(self.poll_interval, float(until_next))), deadline)
+        try:
+            yield
+        finally:
+            self._redis.zrem(leases, token)
+
+    def _sleep(self, seconds: float, deadline: float | None) -> None:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LimiterTimeout(f"no {self.provider} budget within the timeout")
+            seconds = min(seconds, left)
+        self.sleeps += 1
+        time.sleep(seconds)
