@@ -18,7 +18,6 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import TextIO
 
 import uvicorn
@@ -35,7 +34,7 @@ from sandbox.stripe_api import StripeService
 from sandbox.twilio_api import TwilioApiService
 from sandbox.twilio_conversations import ConversationsService
 from sandbox.twilio_memory import MemoryService
-from sandbox.web import UNMATCHED_ROUTE, ApiFamily, Call, Service, dispatch, relative_raw_path
+from sandbox.web import ApiFamily, Call, Service, dispatch, log_call, relative_raw_path
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 #: The first line ``serve`` prints on stdout, followed by its base URL: launchers read the real
@@ -79,18 +78,7 @@ def _over_limit(
     response = service.fault(call, 429, retry_after)
     response.headers["Retry-After"] = retry_after
     response = service.finish(call, response)
-    state.log_request(
-        {
-            "api": service.api,
-            "service": service.name,
-            "method": request.method,
-            "route": route.template if route else UNMATCHED_ROUTE,
-            "status": response.status_code,
-            "faulted": False,
-            "limited": reason,
-            "at": datetime.now(tz=UTC).isoformat(timespec="milliseconds"),
-        }
-    )
+    log_call(state, call, response, faulted=False, limited=reason)
     return response
 
 

@@ -200,6 +200,22 @@ def _serve_call(service: Service, call: Call) -> Response:
         return service.fault(call, 500, "1")
 
 
+def log_call(state: SandboxState, call: Call, response: Response, **fields: Any) -> None:
+    """One entry of the request log for ``call`` and its answer (``fields``: what else to say)."""
+    route = call.route
+    state.log_request(
+        {
+            "api": call.service.api,
+            "service": call.service.name,
+            "method": call.request.method,
+            "route": route.template if route else UNMATCHED_ROUTE,
+            "status": response.status_code,
+            "at": datetime.now(tz=UTC).isoformat(timespec="milliseconds"),
+            **fields,
+        }
+    )
+
+
 async def dispatch(family: ApiFamily, request: Request, state: SandboxState) -> Response:
     """Serve one call to an emulated API and record it in the request log."""
     service, path = family.service_for(relative_raw_path(request, family.prefix))
@@ -220,16 +236,5 @@ async def dispatch(family: ApiFamily, request: Request, state: SandboxState) -> 
     else:
         response = _serve_call(service, call)
     response = service.finish(call, response)
-    state.log_request(
-        {
-            "api": service.api,
-            "service": service.name,
-            "method": request.method,
-            "route": route.template if route else UNMATCHED_ROUTE,
-            "status": response.status_code,
-            "faulted": injected is not None,
-            "at": datetime.now(tz=UTC).isoformat(timespec="milliseconds"),
-            **call.log,
-        }
-    )
+    log_call(state, call, response, faulted=injected is not None, **call.log)
     return response
