@@ -98,8 +98,9 @@ class SandboxClient:
         return self.control("PUT", "/faults", json=faults)
 
     def limits(self) -> dict[str, Any]:
-        """The provider limits and their counts: ``{"limits": {...}, "counts": {api: {"admitted",
-        "refused_rate", "refused_concurrency", "peak_concurrency"}}}``."""
+        """The provider limits, their counts and the calls in flight now: ``{"limits": {...},
+        "counts": {api: {"admitted", "refused_rate", "refused_concurrency", "peak_concurrency"}},
+        "in_flight": {api: n}}``."""
         return self.control("GET", "/limits")
 
     def set_limits(self, limits: dict[str, Any]) -> dict[str, Any]:
@@ -125,5 +126,10 @@ class SandboxClient:
         """Exact totals per route and status (the log keeps only the newest calls)."""
         return self.control("GET", "/requests/counts")
 
-    def requests_log(self) -> list[dict[str, Any]]:
-        return self.control("GET", "/requests")
+    def requests_log(self, after: int | None = None) -> list[dict[str, Any]]:
+        """The calls served, oldest first, each numbered (``seq``); the log keeps the newest 10,000.
+
+        :param after: only the calls numbered above this ``seq`` (what a reader of a long run has
+            not seen yet).
+        """
+        return self.control("GET", "/requests", params=None if after is None else {"after": after})

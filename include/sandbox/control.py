@@ -245,7 +245,9 @@ async def put_faults(request: Request) -> Response:
 async def get_limits(request: Request) -> Response:
     """The provider limits (see :mod:`sandbox.limits`) and what they admitted and refused."""
     limits = request.app.state.limits
-    return json_response({"limits": limits.as_dict(), "counts": limits.counts_dict()})
+    return json_response(
+        {"limits": limits.as_dict(), "counts": limits.counts_dict(), "in_flight": limits.in_flight_dict()}
+    )
 
 
 async def put_limits(request: Request) -> Response:
@@ -296,7 +298,22 @@ async def put_dispute(request: Request) -> Response:
 
 
 async def get_requests(request: Request) -> Response:
-    return json_response(list(_state(request).requests))
+    """The request log, oldest first; ``?after=N``: only the calls numbered (``seq``) above N."""
+    entries = _state(request).requests
+    after = request.query_params.get("after")
+    if after is None:
+        return json_response(list(entries))
+    try:
+        last = int(after)
+    except ValueError:
+        return _bad_request("after must be an integer (a seq of the log)")
+    # Newest last: walk back only over the calls not yet seen.
+    newer = []
+    for entry in reversed(entries):
+        if entry["seq"] <= last:
+            break
+        newer.append(entry)
+    return json_response(newer[::-1])
 
 
 async def request_counts(request: Request) -> Response:

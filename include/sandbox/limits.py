@@ -136,6 +136,11 @@ class Limits:
         with self._lock:
             return {api: asdict(counts) for api, counts in self.counts.items()}
 
+    def in_flight_dict(self) -> dict[str, int]:
+        """Per API: calls admitted and not yet answered, now (a benchmark samples it)."""
+        with self._lock:
+            return dict(self.in_flight)
+
     def apply_spec(self, spec: str) -> None:
         """Apply one command-line spec: ``stripe:rate=25``, ``twilio:concurrency=10`` or several
         limits of one API at once, ``stripe:rate=100,burst=100,concurrency=20``.

@@ -364,6 +364,10 @@ class SandboxState:
         self.wall = wall
         self.faults = Faults(seed=0)
         self.requests: deque[dict[str, Any]] = deque(maxlen=self.REQUEST_LOG_LIMIT)
+        # Numbers every logged call, never restarted by a clear: a reader of a long run fetches
+        # only the calls after the last one it saw (GET /_sandbox/requests?after=N) before the
+        # log drops them.
+        self.request_seq = 0
         # Exact totals, unlike the log above, which keeps only the newest calls.
         self.request_counts: Counter[tuple[str, str, str, int, bool]] = Counter()
         # Successful Stripe writes per customer (the customer or one of its objects), replays
@@ -428,7 +432,9 @@ class SandboxState:
         return datetime.fromtimestamp(self.wall(), tz=UTC)
 
     def log_request(self, entry: dict[str, Any]) -> None:
-        """Append one served call. Callers pass route templates only, never raw paths."""
+        """Append one served call, numbered (``seq``). Callers pass route templates only, never raw paths."""
+        self.request_seq += 1
+        entry["seq"] = self.request_seq
         self.requests.append(entry)
         key = (
             entry["api"],

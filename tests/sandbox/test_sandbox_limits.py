@@ -106,6 +106,22 @@ def test_within_the_rate_nothing_is_refused(sandbox, api):
     assert sandbox.limits()["counts"]["stripe"] == {**NO_COUNTS, "admitted": 30, "peak_concurrency": 1}
 
 
+def test_a_long_runs_reader_gets_each_call_once_and_the_calls_in_flight(sandbox, api):
+    # A benchmark reads the log while it runs (it keeps only the newest 10,000 calls) and samples
+    # the calls in flight: ?after=N answers only the calls numbered above N.
+    customer_id = _customer(sandbox)
+    for _ in range(3):
+        api.stripe("GET", f"/v1/customers/{customer_id}")
+    first = sandbox.requests_log(after=0)  # the numbers go on across resets
+    n = first[0]["seq"]
+    assert [e["seq"] for e in first] == [n, n + 1, n + 2]
+    api.stripe("GET", f"/v1/customers/{customer_id}")
+    assert [e["seq"] for e in sandbox.requests_log(after=n + 2)] == [n + 3]
+    assert sandbox.requests_log(after=n + 3) == []
+    assert requests.get(f"{sandbox.base_url}/_sandbox/requests?after=x", timeout=10).status_code == 400
+    assert sandbox.limits()["in_flight"] == {"stripe": 0, "twilio": 0, "segment": 0}
+
+
 def test_calls_over_the_concurrency_limit_are_refused_at_once(sandbox, api):
     limit = 3
     sandbox.set_faults({"stripe": {"latency_ms": 800}})
