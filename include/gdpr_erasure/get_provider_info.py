@@ -56,6 +56,11 @@ CONNECTION_TYPES: dict[str, dict[str, Any]] = {
                 "Preview API version",
                 "Stripe-Version sent on redaction-job calls. Empty: the version the hook was tested with.",
             ),
+            "rate_per_second": _text(
+                "Rate limit (operations/s)",
+                "The account's Stripe rate limit, if Stripe raised it. Empty: 25 for test keys, 100 for "
+                "live (docs.stripe.com/rate-limits). The pipeline uses 0.8 of it (extra fraction).",
+            ),
         },
         "ui-field-behaviour": {
             # api_base (sandbox only) stays in the Extra JSON, never a form field.
@@ -76,6 +81,11 @@ CONNECTION_TYPES: dict[str, dict[str, Any]] = {
             "memory_store_id": _text(
                 "Memory store id",
                 "The Twilio Memory store (mem_store_...) holding the unified profiles.",
+            ),
+            "concurrency": _text(
+                "Concurrent requests limit",
+                "The account's limit on concurrent REST requests (error 20429), if Twilio told you. "
+                "Empty: 10. The pipeline uses 0.8 of it (extra fraction).",
             ),
         },
         "ui-field-behaviour": {
@@ -115,6 +125,11 @@ CONNECTION_TYPES: dict[str, dict[str, Any]] = {
                 "Check profile user_id",
                 "user_id of a test profile with an email and a phone: Test and the preflight read it "
                 "to prove the space, the token, the region and both id types. Never erase it.",
+            ),
+            "rate_per_second": _text(
+                "Profile API rate limit (requests/s)",
+                "The space's Profile API limit. Empty: 100 (Segment's documented limit). The pipeline "
+                "uses 0.8 of it (extra fraction).",
             ),
         },
         "ui-field-behaviour": {

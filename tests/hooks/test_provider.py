@@ -31,9 +31,9 @@ CONN_IDS = {"stripe": "stripe_default", "twilio": "twilio_default", "segment": "
 # What each hook reads from the extra: the form must offer these names and no others (api_base is
 # for the sandbox only and stays in the Extra JSON).
 EXTRAS = {
-    "stripe": {"account_id", "redaction_method", "preview_api_version"},
-    "twilio": {"account_sid", "memory_store_id"},
-    "segment": set(_CONFIG_KEYS),
+    "stripe": {"account_id", "redaction_method", "preview_api_version", "rate_per_second"},
+    "twilio": {"account_sid", "memory_store_id", "concurrency"},
+    "segment": {*_CONFIG_KEYS, "rate_per_second"},
 }
 
 

@@ -34,18 +34,24 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import limits
+from limits.errors import ConfigurationError, StorageError
 from limits.storage import MemoryStorage, RedisStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+from redis.exceptions import RedisError
 
+from gdpr_erasure.hooks.errors import ApiConfigurationError, PermanentApiError, TransientApiError
+
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 # Documented limits (docs/api-notes.md, "Rate and concurrency limits", checked 2026-11-29):
@@ -61,6 +67,13 @@ DOCUMENTED_LIMITS: dict[str, dict[str, float | None]] = {
 }
 DEFAULT_FRACTION = 0.8
 KEY_PREFIX = "gdpr_erasure:limiter"
+#: Where budgets are shared: ``redis://host:port/db`` (compose sets it), else ``memory://``.
+LIMITER_URL_ENV = "GDPR_ERASURE_LIMITER_URL"
+#: Longest a call waits for budget before it counts as a transient error (the retry loop's).
+DEFAULT_BUDGET_WAIT = 60.0
+_TUNING = ("min_rate_per_second", "recover_after", "recover_step", "decrease_cooldown", "lease_ttl")
+#: The connection extras the budget reads (:meth:`LimiterConfig.from_extras`).
+LIMIT_EXTRAS = ("rate_per_second", "concurrency", "fraction", *_TUNING)
 
 
 class LimiterTimeout(TimeoutError):
@@ -102,33 +115,37 @@ class LimiterConfig:
         :param provider: one of :data:`DOCUMENTED_LIMITS` (``stripe_test``, ``stripe_live``, ...)
         :param extras: the connection's extras, or None
         """
-        extras = dict(extras or {})
+        # A connection form saves its empty fields as "" or null: those are unset.
+        extras = {k: v for k, v in (extras or {}).items() if v not in (None, "")}
         if provider not in DOCUMENTED_LIMITS:
             raise ValueError(
                 f"No documented limits for provider {provider!r}; pass one of {sorted(DOCUMENTED_LIMITS)}"
             )
         documented = DOCUMENTED_LIMITS[provider]
-        fraction = float(extras.get("fraction", DEFAULT_FRACTION))
+        fraction = _number(extras, "fraction", DEFAULT_FRACTION)
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-        rate = extras.get("rate_per_second", documented["rate_per_second"])
-        concurrency = extras.get("concurrency", documented["concurrency"])
-        optional = {
-            k: type(getattr(cls, k))(extras[k])
-            for k in (
-                "min_rate_per_second",
-                "recover_after",
-                "recover_step",
-                "decrease_cooldown",
-                "lease_ttl",
-            )
-            if k in extras
-        }
+        rate = _number(extras, "rate_per_second", documented["rate_per_second"])
+        concurrency = _number(extras, "concurrency", documented["concurrency"])
+        for name, value in (("rate_per_second", rate), ("concurrency", concurrency)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be a positive number, got {value}")
+        optional = {k: type(getattr(cls, k))(_number(extras, k, None)) for k in _TUNING if k in extras}
         return cls(
-            rate_per_second=None if rate is None else float(rate) * fraction,
-            concurrency=None if concurrency is None else max(1, math.floor(float(concurrency) * fraction)),
+            rate_per_second=None if rate is None else rate * fraction,
+            concurrency=None if concurrency is None else max(1, math.floor(concurrency * fraction)),
             **optional,
         )
+
+
+def _number(extras: Mapping[str, Any], name: str, default: float | None) -> float | None:
+    """A number from the extras (the form saves strings); ``default`` when absent."""
+    if name not in extras:
+        return default
+    try:
+        return float(extras[name])
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {extras[name]!r}") from None
 
 
 class _AdaptiveRate(limits.RateLimitItemPerSecond):
@@ -224,6 +241,54 @@ class ProviderLimiter:
             self._semaphore = threading.BoundedSemaphore(config.concurrency) if config.concurrency else None
         #: how many times this instance slept waiting for budget (tests prove there is no spinning)
         self.sleeps = 0
+
+    # -- one provider call -------------------------------------------------------------------
+
+    def run(self, call: Callable[[], T], *, api: str, operation: str, wait: float = DEFAULT_BUDGET_WAIT) -> T:
+        """
+        Make one provider call within the budget, and tell the budget how the provider answered.
+
+        A 429 (:class:`TransientApiError` with status 429: Stripe ``rate_limit``, Twilio 20429,
+        Segment) lowers the shared rate; any other answer, a provider's refusal included, counts
+        as a call that was not throttled. No budget within ``wait``, or the shared storage
+        unreachable, is a :class:`TransientApiError`: the retry loop waits and tries again, and
+        a storage that stays down fails the task instead of calling the provider unlimited.
+
+        :param call: the provider call, without arguments
+        :param api: ``stripe``, ``twilio`` or ``segment``, for the error
+        :param operation: what the call does, for the error
+        :param wait: seconds to wait for budget at most
+        """
+        with ExitStack() as held:
+            try:
+                self.acquire(wait)
+                held.enter_context(self.concurrency_slot(wait))
+            except LimiterTimeout:
+                raise TransientApiError(
+                    api, operation, detail=f"no client budget within {wait:.0f}s"
+                ) from None
+            except (RedisError, StorageError) as exc:
+                raise TransientApiError(
+                    api, operation, detail=f"limiter storage ({LIMITER_URL_ENV}) failed: {type(exc).__name__}"
+                ) from None
+            try:
+                result = call()
+            except TransientApiError as exc:
+                if exc.status == 429:
+                    self._feedback(self.on_throttled)
+                raise
+            except PermanentApiError:
+                self._feedback(self.on_success)
+                raise
+        self._feedback(self.on_success)
+        return result
+
+    def _feedback(self, record: Callable[[], float | None]) -> None:
+        # The call is made; a storage hiccup while recording its answer must not undo it.
+        try:
+            record()
+        except (RedisError, StorageError) as exc:
+            log.warning("%s limiter: could not record a call's answer: %s", self.provider, type(exc).__name__)
 
     # -- the adaptive rate -------------------------------------------------------------------
 
@@ -342,7 +407,10 @@ class ProviderLimiter:
         try:
             yield
         finally:
-            self._redis.zrem(leases, token)
+            try:
+                self._redis.zrem(leases, token)
+            except RedisError as exc:  # the lease expires after lease_ttl anyway
+                log.warning("%s limiter: could not release a slot: %s", self.provider, type(exc).__name__)
 
     def _sleep(self, seconds: float, deadline: float | None) -> None:
         if deadline is not None:
@@ -352,3 +420,41 @@ class ProviderLimiter:
             seconds = min(seconds, left)
         self.sleeps += 1
         time.sleep(seconds)
+
+
+_registry: dict[tuple[Any, ...], ProviderLimiter] = {}
+_registry_lock = threading.Lock()
+
+
+def limiter_for(
+    provider: str, account_id: str, extras: Mapping[str, Any] | None, conn_id: str
+) -> ProviderLimiter:
+    """
+    The process's limiter of one provider account, shared by every hook in the process.
+
+    One instance per (provider, account, storage, budget): the ``memory://`` budget is shared
+    only among holders of the same instance, and a Redis client is one connection pool.
+
+    :param provider: a key of :data:`DOCUMENTED_LIMITS`
+    :param account_id: the provider account (hashed before it is stored)
+    :param extras: the connection's extras (``rate_per_second``, ``concurrency``, ``fraction``...)
+    :param conn_id: the connection, named in a configuration error
+    :raises ApiConfigurationError: the extras' limits, or ``$GDPR_ERASURE_LIMITER_URL``, are invalid
+    """
+    storage_uri = os.environ.get(LIMITER_URL_ENV) or "memory://"
+    try:
+        config = LimiterConfig.from_extras(provider, extras)
+    except ValueError as exc:
+        raise ApiConfigurationError(f"connection {conn_id}: {exc}") from None
+    key = (provider, hashlib.sha256(account_id.encode()).hexdigest(), storage_uri, config)
+    with _registry_lock:
+        limiter = _registry.get(key)
+        if limiter is None:
+            try:
+                limiter = ProviderLimiter(provider, account_id, config, storage_uri)
+            except (ConfigurationError, ValueError) as exc:
+                raise ApiConfigurationError(
+                    f"{LIMITER_URL_ENV} must be redis://host:port/db or memory:// ({type(exc).__name__})"
+                ) from None
+            _registry[key] = limiter
+        return limiter

@@ -44,6 +44,7 @@ from requests.auth import AuthBase, HTTPBasicAuth
 from gdpr_erasure.hooks.checks import CheckFailed, CheckResult, connection_test, run_check
 from gdpr_erasure.hooks.connections import cached_connection, form_widgets, ui_field_behaviour
 from gdpr_erasure.hooks.errors import ApiConfigurationError, PermanentApiError, TransientApiError
+from gdpr_erasure.hooks.limiter import LIMIT_EXTRAS, ProviderLimiter, limiter_for
 from gdpr_erasure.hooks.retry import DEFAULT_POLICY, RetryPolicy, call_with_retries, parse_retry_after
 from gdpr_erasure.pii import quiet_identifier_loggers, scrub
 
@@ -135,7 +136,8 @@ class SegmentApiHttpHook(HttpHook):
 
     def _configure_session_from_extra(self, session, connection, extra_options):
         session = super()._configure_session_from_extra(session, connection, extra_options)
-        for key in _CONFIG_KEYS:
+        # HttpHook sends a connection's extras as headers: ours are settings, not headers.
+        for key in (*_CONFIG_KEYS, *LIMIT_EXTRAS):
             session.headers.pop(key, None)
         return session
 
@@ -322,6 +324,11 @@ class SegmentHook(BaseHook):
 
     # -- plumbing ----------------------------------------------------------------------------
 
+    @cached_property
+    def limiter(self) -> ProviderLimiter:
+        """The space's Profile API budget: 100 requests/s per space (docs/limits.md)."""
+        return limiter_for("segment", self.space_id, self.extra, self.segment_conn_id)
+
     def _request(
         self,
         api: SegmentApi,
@@ -352,6 +359,13 @@ class SegmentHook(BaseHook):
                 raise TransientApiError("segment", operation, detail=type(exc).__name__) from None
             return _interpret(response, operation, missing_ok)
 
+        if api == "profiles":
+            return call_with_retries(
+                lambda: self.limiter.run(attempt, api="segment", operation=operation),
+                policy=self.retry_policy,
+            )
+        # The Public API publishes no rate; its few calls (a regulation per request, its proof)
+        # are paced by the 429 and X-RateLimit-Reset it sends.
         return call_with_retries(attempt, policy=self.retry_policy)
 
 

@@ -59,6 +59,7 @@ from airflow.sdk import BaseHook
 from gdpr_erasure.hooks.checks import CheckFailed, CheckResult, connection_test, run_check
 from gdpr_erasure.hooks.connections import cached_connection, form_widgets, ui_field_behaviour
 from gdpr_erasure.hooks.errors import ApiConfigurationError, PermanentApiError, TransientApiError
+from gdpr_erasure.hooks.limiter import ProviderLimiter, limiter_for
 from gdpr_erasure.hooks.retry import DEFAULT_POLICY, RetryPolicy, call_with_retries, parse_retry_after
 from gdpr_erasure.pii import quiet_identifier_loggers, scrub
 
@@ -236,6 +237,14 @@ class StripeHook(BaseHook):
 
     def get_conn(self) -> stripe.StripeClient:
         return self.client
+
+    @cached_property
+    def limiter(self) -> ProviderLimiter:
+        """The account's call budget: Stripe limits operations per second per account and mode
+        (docs/limits.md); without an ``account_id`` the key stands for its account."""
+        key = self._conn.password or ""
+        provider = "stripe_live" if key_mode(key) == "live" else "stripe_test"
+        return limiter_for(provider, self.account_id or f"key:{key}", self.extra, self.stripe_conn_id)
 
     @cached_property
     def client(self) -> stripe.StripeClient:
@@ -738,7 +747,9 @@ class StripeHook(BaseHook):
                 raise _translate(exc, operation) from None
             return result.to_dict() if hasattr(result, "to_dict") else result
 
-        return call_with_retries(attempt, policy=self.retry_policy)
+        return call_with_retries(
+            lambda: self.limiter.run(attempt, api="stripe", operation=operation), policy=self.retry_policy
+        )
 
     def _customer_not_found(self, exc: stripe.StripeError, operation: str) -> bool:
         """Whether ``exc`` (from a call on the customer's own path) says the customer is not there."""

@@ -39,6 +39,7 @@ from gdpr_erasure.hooks.errors import (
     PermanentApiError,
     TransientApiError,
 )
+from gdpr_erasure.hooks.limiter import ProviderLimiter, limiter_for
 from gdpr_erasure.hooks.retry import DEFAULT_POLICY, RetryPolicy, call_with_retries, parse_retry_after
 from gdpr_erasure.pii import quiet_identifier_loggers, scrub
 
@@ -131,6 +132,11 @@ class TwilioHook(BaseHook):
 
     def get_conn(self) -> Client:
         return self.client
+
+    @cached_property
+    def limiter(self) -> ProviderLimiter:
+        """The account's budget of concurrent requests (error 20429; docs/limits.md)."""
+        return limiter_for("twilio", self.account_sid, self.extra, self.twilio_conn_id)
 
     @cached_property
     def client(self) -> Client:
@@ -388,7 +394,9 @@ class TwilioHook(BaseHook):
                 return None
             raise self._translate(operation, status, code, message) from None
 
-        return call_with_retries(attempt, policy=self.retry_policy)
+        return call_with_retries(
+            lambda: self.limiter.run(attempt, api="twilio", operation=operation), policy=self.retry_policy
+        )
 
     def _translate(self, operation: str, status: int, code: int | None, message: str) -> ExternalApiError:
         last = getattr(self.client.http_client, "last_response", None)

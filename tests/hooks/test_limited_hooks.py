@@ -1,0 +1,164 @@
+"""The hooks call within their accounts' budgets, against the sandbox enforcing the providers' limits.
+
+The sandbox answers over-limit calls as the providers do (429 ``rate_limit``, 20429) and counts
+them; these tests prove the hooks' client-side budget (hooks/limiter.py) keeps those counts at
+zero, that a process's budget is shared through Redis with another process, and that a 429
+lowers the shared rate. A missing Redis fails them (``GDPR_TEST_REDIS_URL``), never skips.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+from support.stripe_hook import FAST
+
+from gdpr_erasure.hooks import limiter as limiter_module
+from gdpr_erasure.hooks.errors import ApiConfigurationError
+from gdpr_erasure.hooks.limiter import LIMITER_URL_ENV
+from gdpr_erasure.hooks.stripe import StripeHook
+from gdpr_erasure.hooks.twilio import TwilioHook
+from sandbox.connections import sandbox_connections
+
+REDIS_URL = os.environ.get("GDPR_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
+MISSING = "cus_NoSuchCustomer"
+
+# One process of the sharing test: ``calls`` retrievals on the Stripe hook, starting at ``start``.
+_CALLER = """
+import sys, time
+from gdpr_erasure.hooks.stripe import StripeHook
+calls, start = int(sys.argv[1]), float(sys.argv[2])
+hook = StripeHook()
+hook.verify_account()
+time.sleep(max(0.0, start - time.time()))
+for _ in range(calls):
+    hook.retrieve_customer("cus_NoSuchCustomer")
+"""
+
+
+@pytest.fixture
+def limited(sandbox, monkeypatch):
+    """Set the sandbox's limits and connections that declare them; clear both afterwards."""
+    monkeypatch.setenv(LIMITER_URL_ENV, "memory://")
+    limiter_module._registry.clear()
+
+    def apply(limits: dict, fraction: float = 0.8) -> dict[str, dict]:
+        sandbox.set_limits(limits)
+        connections = sandbox_connections(sandbox.base_url, sandbox.accounts(), limits, fraction)
+        for conn_id, conn in connections.items():
+            monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+        return connections
+
+    yield apply
+    sandbox.set_limits({})
+    limiter_module._registry.clear()
+
+
+@pytest.fixture
+def shared_budget(sandbox):
+    """The Redis the budget is shared through, with the sandbox's Stripe account's keys gone
+    before and after (a lowered rate would otherwise outlive the test by an hour)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()  # unreachable is an error, not a skip
+    tag = hashlib.sha256(sandbox.accounts()["stripe"]["account_id"].encode()).hexdigest()[:16]
+
+    def forget() -> None:
+        for key in client.scan_iter(f"*{tag}*"):
+            client.delete(key)
+
+    forget()
+    yield REDIS_URL
+    forget()
+    client.close()
+
+
+def _stripe_counts(sandbox) -> dict[str, int]:
+    return sandbox.limits()["counts"]["stripe"]
+
+
+def test_threads_of_one_process_keep_to_the_stripe_rate(sandbox, limited, fresh_stripe_process):
+    limited({"stripe": {"rate": 10, "burst": 10}})
+    hook = StripeHook(retry_policy=FAST)
+    hook.verify_account()
+    started = time.monotonic()
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: hook.retrieve_customer(MISSING), range(24)))
+    took = time.monotonic() - started
+    counts = _stripe_counts(sandbox)
+    assert answers == [None] * 24
+    assert counts["refused_rate"] == 0, counts
+    # 8 calls/s (0.8 of 10) in any second: the 24 calls, after the account check's, need 2 s more.
+    assert took >= 2.0, took
+    assert hook.limiter.current_rate() == 8.0
+
+
+def test_twilio_calls_in_flight_stay_within_the_concurrency_limit(sandbox, limited):
+    limited({"twilio": {"concurrency": 3}}, fraction=1.0)
+    sandbox.set_faults({"twilio": {"latency_ms": 150}})
+    hook = TwilioHook(retry_policy=FAST)
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(lambda _: hook.memory_profile_exists("mem_profile_00000000000000000000000000"), range(16)))
+    counts = sandbox.limits()["counts"]["twilio"]
+    assert found == [False] * 16
+    assert counts["refused_concurrency"] == 0, counts
+    assert counts["peak_concurrency"] == 3, counts
+
+
+def test_a_429_lowers_the_rate_and_every_call_still_succeeds(
+    sandbox, limited, monkeypatch, fresh_stripe_process
+):
+    """The connection claims 20/s, the account allows 4/s: the sandbox's 429s halve the budget."""
+    limited({"stripe": {"rate": 4, "burst": 4}}, fraction=1.0)
+    connections = sandbox_connections(sandbox.base_url, sandbox.accounts(), {"stripe": {"rate": 20}}, 1.0)
+    monkeypatch.setenv("AIRFLOW_CONN_STRIPE_DEFAULT", json.dumps(connections["stripe_default"]))
+    hook = StripeHook(retry_policy=FAST)
+    answers = [hook.retrieve_customer(MISSING) for _ in range(16)]
+    counts = _stripe_counts(sandbox)
+    assert answers == [None] * 16
+    assert counts["refused_rate"] > 0, counts
+    assert hook.limiter.current_rate() <= 5.0
+
+
+def _callers(sandbox, storage: str, calls: int) -> tuple[dict[str, int], float]:
+    """Two processes making ``calls`` each at once through ``storage``; the sandbox's counts."""
+    env = {**os.environ, LIMITER_URL_ENV: storage}
+    start = time.time() + 8.0  # both have imported Airflow and proven the account by then
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _CALLER, str(calls), str(start)], env=env) for _ in range(2)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0
+    return _stripe_counts(sandbox), time.time() - start
+
+
+def test_two_processes_share_one_budget_through_redis(sandbox, limited, shared_budget):
+    """Each process alone keeps to 8/s; two through Redis keep to 8/s together, against a sandbox
+    allowing 10/s. Two with process-local budgets make 16/s, and the sandbox refuses some."""
+    limited({"stripe": {"rate": 10, "burst": 10}})
+    shared, shared_took = _callers(sandbox, shared_budget, 16)
+    limited({"stripe": {"rate": 10, "burst": 10}})
+    local, _ = _callers(sandbox, "memory://", 16)
+    assert shared["refused_rate"] == 0, shared
+    assert shared_took >= 3.0, shared_took  # 32 calls at 8/s
+    assert local["refused_rate"] > 0, local
+
+
+def test_invalid_limit_settings_fail_loud(sandbox, limited, monkeypatch, fresh_stripe_process):
+    connections = limited({})
+    conn = connections["stripe_default"]
+    conn["extra"]["fraction"] = "most"
+    monkeypatch.setenv("AIRFLOW_CONN_STRIPE_DEFAULT", json.dumps(conn))
+    with pytest.raises(ApiConfigurationError, match="stripe_default: fraction must be a number"):
+        StripeHook(retry_policy=FAST).retrieve_customer(MISSING)
+    conn["extra"]["fraction"] = ""  # an empty form field is unset
+    monkeypatch.setenv("AIRFLOW_CONN_STRIPE_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv(LIMITER_URL_ENV, "memcached://nowhere")
+    with pytest.raises(ApiConfigurationError, match=LIMITER_URL_ENV):
+        StripeHook(retry_policy=FAST).retrieve_customer(MISSING)
