@@ -47,7 +47,10 @@ demo: $(STAMP)
 	$(PY) -m devstack.demo
 
 # Throughput benchmark on the LocalExecutor stack (local PostgreSQL and Redis): prints a table
-# and writes it with a plot into docs/benchmarks.md and docs/benchmarks.png (~12 min here).
+# and writes it with a plot into docs/benchmarks.md and docs/benchmarks.png (~12 min here). Then
+# the runs at the providers' limits (include/bench/limits_bench.py, LocalExecutor and Celery with
+# two workers, ~45 min): docs/benchmarks.json, its section and docs/benchmarks-limits.png.
+# BENCH_ARGS="--parts limits --limit-sizes 100" for a quick one.
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt

@@ -14,6 +14,9 @@ a sample, extrapolated linearly. Then the two shapes of ``batch_size: auto``: fo
 ``--shape-sizes``, the DAG drains that many requests with one mapped group per request and again
 in batches of 50 (the numbers behind the default ``per_request_up_to``). Prints the tables,
 writes them into docs/benchmarks.md and plots docs/benchmarks.png.
+
+``--parts limits`` (in the default parts) runs include/bench/limits_bench.py: the DAG against the
+providers' enforced limits on the LocalExecutor and the Celery stacks (docs/benchmarks.json).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import limits_bench  # include/bench/limits_bench.py, next to this script
 import psutil
 
 from devstack import REPO_ROOT
@@ -328,21 +332,32 @@ def main() -> int:
         "--shape-sizes", default="8,16,32,64,128", help="requests per run for the two shapes of auto"
     )
     parser.add_argument(
-        "--parts", default="throughput,shapes", help="what to run: throughput, shapes or both"
+        "--parts",
+        default="throughput,shapes,limits",
+        help="what to run, comma-separated: throughput, shapes, limits (the providers' limits)",
     )
     parser.add_argument("--parallelism", type=int, default=8, help="[core] parallelism (LocalExecutor)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests at a time per task")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/ alone")
     parser.add_argument("--replot", action="store_true", help="redraw the plot from the last results")
+    limits_bench.add_arguments(parser)
     args = parser.parse_args()
     if args.replot:
         saved = json.loads((ROOT / "results.json").read_text())
         plot([Result(**r) for r in saved], args.latency_ms, PLOT)
         return 0
+    parts = set(args.parts.split(","))
+    if parts & {"throughput", "shapes"}:
+        run_throughput(args, parts)
+    if "limits" in parts:
+        limits_bench.run_all(args)
+    return 0
+
+
+def run_throughput(args: argparse.Namespace, parts: set[str]) -> None:
+    """The throughput and shapes parts, on one LocalExecutor stack."""
     sizes = [int(s) for s in args.sizes.split(",")]
     shape_sizes = [int(s) for s in args.shape_sizes.split(",")]
-    parts = set(args.parts.split(","))
-
     dags = ROOT / "dags"
     dags.mkdir(parents=True, exist_ok=True)
     for link, target in (
@@ -422,7 +437,7 @@ def main() -> int:
             write_doc(shapes, "shapes")
     if "throughput" not in parts:
         (ROOT / "shapes.json").write_text(json.dumps([r.__dict__ for r in results], indent=2))
-        return 0
+        return
 
     text = (
         table([r for r in results if r.kind in ("pipeline", "floor", "sequential")])
@@ -441,7 +456,6 @@ def main() -> int:
         write_doc(text)
         plot(results, args.latency_ms, PLOT)
         print(f"wrote {DOC.relative_to(REPO_ROOT)} and {PLOT.relative_to(REPO_ROOT)}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ benchmark (``make bench``) run on it.
 4. starts the API server, scheduler, DAG processor, triggerer and Celery worker with their
    services' ``command`` and ``environment``, each in its own process group, and waits until
    each one is up. With ``executor="LocalExecutor"`` the scheduler runs the tasks itself and
-   no worker is started (the benchmark's setting).
+   no worker is started (the benchmark's setting); ``workers=2`` starts a second Celery worker
+   (as ``docker compose up --scale airflow-worker=2`` would), its own hostname on the same queue.
 
 What differs from the containers is listed in :func:`local_overrides` and :data:`EXTRA_ARGS`:
 an Airflow home, DAG and plugin folders in the work tree, free ports on 127.0.0.1, a Celery queue
@@ -290,11 +291,12 @@ class ComposeStack:
     variables: dict[str, str]
     env: dict[str, dict[str, str]]  # per service
     queue: str
-    worker_name: str | None
+    worker_name: str | None  # the first worker's
     store_url: str
     airflow_db_url: str
     sandbox: SandboxClient
     people: dict[str, dict[str, Any]] = field(default_factory=dict)
+    worker_names: list[str] = field(default_factory=list)  # every worker's Celery hostname
     logs: dict[str, Path] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     _token: str | None = None
@@ -540,6 +542,7 @@ def compose_stack(
     regulation_seconds: float = 2.0,
     sandbox_args: list[str] | None = None,
     extra_env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> Iterator[ComposeStack]:
     """Run the compose file's Airflow services as local processes for the ``with`` block.
 
@@ -552,7 +555,11 @@ def compose_stack(
     :param regulation_seconds: how long the sandbox takes to finish a Segment regulation.
     :param sandbox_args: more ``gdpr-erasure sandbox serve`` arguments (``--people 1000``).
     :param extra_env: more settings for every Airflow process (after the compose file's).
+    :param workers: Celery workers to start (CeleryExecutor only), each with its own hostname,
+        log and process group, all reading the stack's queue.
     """
+    if workers < 1 or (workers > 1 and executor != "CeleryExecutor"):
+        raise ValueError(f"workers={workers}: at least 1, and more than 1 only with the CeleryExecutor")
     pg = make_url(pg_url or _default_pg_url())
     redis_url = redis_url or os.environ.get("GDPR_TEST_REDIS_URL") or DEFAULT_REDIS_URL
     check_services(pg.render_as_string(hide_password=False), redis_url)
@@ -617,6 +624,9 @@ def compose_stack(
             env=envs,
             queue=queue,
             worker_name=f"{queue}@{socket.gethostname()}" if "airflow-worker" in services else None,
+            worker_names=[_worker_name(queue, n) for n in range(1, workers + 1)]
+            if "airflow-worker" in services
+            else [],
             store_url=compliance.render_as_string(hide_password=False),
             airflow_db_url=pg_airflow.render_as_string(hide_password=False),
             sandbox=sandbox.client,
@@ -627,6 +637,8 @@ def compose_stack(
         cleanup.callback(lambda: _stop_groups(list(stack.processes.values())))
         for service in services:
             _start_service(stack, compose, service, variables)
+        for n in range(2, len(stack.worker_names) + 1):
+            _start_service(stack, compose, "airflow-worker", variables, instance=n)
 
         _wait_until_up(stack)
         stack.people = stack.sandbox.people_by_key()
@@ -661,15 +673,26 @@ def _run_init(stack: ComposeStack, compose: dict[str, Any], variables: dict[str,
         raise StackError(f"{INIT_SERVICE} failed (exit {code})\n{stack.diagnostics(60)}")
 
 
+def _worker_name(queue: str, n: int) -> str:
+    """The Celery hostname of worker ``n`` (1 is the compose file's one): unique per stack and worker."""
+    return f"{queue}@{socket.gethostname()}" if n == 1 else f"{queue}-{n}@{socket.gethostname()}"
+
+
 def _start_service(
-    stack: ComposeStack, compose: dict[str, Any], service: str, variables: dict[str, str]
+    stack: ComposeStack, compose: dict[str, Any], service: str, variables: dict[str, str], instance: int = 1
 ) -> subprocess.Popen:
+    """Start one service's process; ``instance`` > 1 is a further replica (``airflow-worker-2``)
+    with the service's command and environment."""
+    name = service if instance == 1 else f"{service}-{instance}"
+    stack.env.setdefault(name, stack.env[service])
     command = [sys.executable, "-m", "airflow", *service_command(compose, service, variables)]
     command += EXTRA_ARGS.get(service, [])
     if service == "airflow-worker":
-        command += ["--celery-hostname", stack.worker_name]
-    process = _launch(stack, service, command)
-    stack.processes[service] = process
+        command += ["--celery-hostname", stack.worker_names[instance - 1]]
+    if instance > 1:  # the replicas share the Airflow home: a pid file each
+        command += ["--pid", str(stack.root / f"{name}.pid")]
+    process = _launch(stack, name, command)
+    stack.processes[name] = process
     return process
 
 
@@ -704,9 +727,12 @@ def _wait_until_up(stack: ComposeStack) -> None:
         return {"SchedulerJob", "TriggererJob", "DagProcessorJob"} <= kinds
 
     def worker_ready() -> bool:
-        if stack.worker_name is None:  # LocalExecutor: the scheduler runs the tasks
-            return True
-        return f"{stack.worker_name} ready." in stack.logs["airflow-worker"].read_text(errors="replace")
+        # None with the LocalExecutor: the scheduler runs the tasks.
+        for n, name in enumerate(stack.worker_names, start=1):
+            log = stack.logs["airflow-worker" if n == 1 else f"airflow-worker-{n}"]
+            if f"{name} ready." not in log.read_text(errors="replace"):
+                return False
+        return True
 
     def dag_parsed() -> bool:
         return stack.api("GET", "/dags/gdpr_erasure").status_code == 200
@@ -716,7 +742,7 @@ def _wait_until_up(stack: ComposeStack) -> None:
         ("the API server", api_healthy),
         ("the scheduler's health check", scheduler_healthy),
         ("scheduler, triggerer and DAG processor jobs", jobs_alive),
-        ("the Celery worker", worker_ready),
+        ("the Celery workers", worker_ready),
         ("the gdpr_erasure DAG to be parsed", dag_parsed),
     ):
         stack.wait_for(what, probe, max(1.0, deadline - time.monotonic()))
