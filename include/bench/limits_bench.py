@@ -296,31 +296,28 @@ def sandbox_limits(spec: RunSpec, twilio_concurrency: int, segment_rate: int) ->
     }
 
 
-def limiter_extras(limits: dict[str, dict[str, Any]], fraction: float) -> dict[str, dict[str, Any]]:
-    """The limiter's settings in each connection's extras: the provider's limit for the account
-    (the sandbox's) and the fraction of it the pipeline uses (docs/limits.md)."""
-    return {
-        "stripe_default": {"rate_per_second": limits["stripe"]["rate"], "fraction": fraction},
-        "twilio_default": {"concurrency": limits["twilio"]["concurrency"], "fraction": fraction},
-        "segment_default": {"rate_per_second": limits["segment"]["rate"], "fraction": fraction},
-    }
-
-
-def configure_connections(stack, extras: dict[str, dict[str, Any]]) -> None:
+def configure_connections(stack, limits: dict[str, dict[str, Any]], fraction: float) -> dict[str, Any]:
     """Give the stack's provider connections the run's limits (``PATCH /connections``): tasks read
-    their connection when they start, so no process restarts. The extras are rebuilt from
-    sandbox_connections (what ``deploy init`` wrote), since the API answers secrets masked."""
+    their connection when they start, so no process restarts. The extras are rebuilt with
+    sandbox_connections (what ``deploy init`` wrote, there without limits), since the API answers
+    secrets masked.
+
+    :return: the limiter's extras per connection (the provider's limit and ``fraction``).
+    """
     from sandbox.connections import sandbox_connections
 
-    base = sandbox_connections(stack.sandbox_url, stack.sandbox.accounts())
-    for conn_id, limits in extras.items():
-        conn = base[conn_id]
-        body = {
-            "connection_id": conn_id,
-            "conn_type": conn["conn_type"],
-            "extra": json.dumps(conn["extra"] | limits),
-        }
+    connections = sandbox_connections(stack.sandbox_url, stack.sandbox.accounts(), limits, fraction)
+    budgets = {}
+    for conn_id, conn in connections.items():
+        body = {"connection_id": conn_id, "conn_type": conn["conn_type"], "extra": json.dumps(conn["extra"])}
         stack.api("PATCH", f"/connections/{conn_id}", params={"update_mask": "extra"}, json=body, expect=200)
+        budgets[conn_id] = {
+            k: conn["extra"][k] for k in ("rate_per_second", "concurrency", "fraction") if k in conn["extra"]
+        }
+        stored = json.loads(stack.api("GET", f"/connections/{conn_id}", expect=200).json()["extra"])
+        if {k: stored.get(k) for k in budgets[conn_id]} != budgets[conn_id]:
+            raise RuntimeError(f"{conn_id}: the limits did not reach the connection ({stored})")
+    return budgets
 
 
 def clear_limiter_state(redis_url: str) -> None:
@@ -347,9 +344,8 @@ def run_at_limits(
 
     people = _seed(stack, spec.requests, args.latency_ms)  # resets the sandbox, limits included
     limits = sandbox_limits(spec, args.twilio_concurrency, args.segment_rate)
-    extras = limiter_extras(limits, args.limit_fraction)
     clear_limiter_state(args.limiter_url)
-    configure_connections(stack, extras)
+    extras = configure_connections(stack, limits, args.limit_fraction)
     stack.sandbox.set_limits(limits)  # and zero their counts
     ids = stack.submit(
         [p["key"] for p in people], prefix=f"limits-{spec.executor}-{spec.stripe_rate}-{spec.requests}"
