@@ -506,11 +506,32 @@ def settings_line(args: argparse.Namespace) -> str:
         f" {os.cpu_count()} cores shared. Steady state: the middle {STEADY_MIDDLE:.0%} of the time"
         " span of each provider's calls; Twilio's utilisation is its mean calls in flight (sampled"
         " every 0.25 s) over its concurrency limit. JSON: docs/benchmarks.json.\n"
+        + _code_line(getattr(args, "checkout", None))
     )
+
+
+def _code_line(code: dict[str, Any] | None) -> str:
+    if not code:
+        return ""
+    changed = code["uncommitted_changes"]
+    extra = f" with uncommitted changes to {len(changed)} files (listed in the JSON)" if changed else ""
+    return f"Code measured: commit {code['commit']}{extra}.\n"
+
+
+def checkout() -> dict[str, Any]:
+    """The code measured: the commit and the files changed on top of it (the working tree runs)."""
+    import subprocess
+
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True, check=False).stdout
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted_changes": changed}
 
 
 def settings_dict(args: argparse.Namespace) -> dict[str, Any]:
     return {
+        "code": getattr(args, "checkout", None) or checkout(),
         "latency_ms": args.latency_ms,
         "twilio_concurrency": args.twilio_concurrency,
         "segment_rate": args.segment_rate,
@@ -654,6 +675,7 @@ def run_all(args: argparse.Namespace) -> list[RunResult]:
 
     sizes = [int(s) for s in args.limit_sizes.split(",")]
     specs = parse_runs(args.limit_runs, sizes)
+    args.checkout = checkout()  # at the start: what the runs measure
     groups: list[list[RunSpec]] = []
     for spec in specs:
         if groups and groups[-1][0].executor == spec.executor:
