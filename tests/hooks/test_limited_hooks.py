@@ -30,15 +30,15 @@ from sandbox.connections import sandbox_connections
 REDIS_URL = os.environ.get("GDPR_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
 MISSING = "cus_NoSuchCustomer"
 
-# One process of the sharing test: ``calls`` retrievals on the Stripe hook, starting at ``start``.
+# One process of the sharing test: ``calls`` retrievals on the Stripe hook, once told to go.
 _CALLER = """
-import sys, time
+import sys
 from gdpr_erasure.hooks.stripe import StripeHook
-calls, start = int(sys.argv[1]), float(sys.argv[2])
 hook = StripeHook()
 hook.verify_account()
-time.sleep(max(0.0, start - time.time()))
-for _ in range(calls):
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(int(sys.argv[1])):
     hook.retrieve_customer("cus_NoSuchCustomer")
 """
 
@@ -104,7 +104,11 @@ def test_twilio_calls_in_flight_stay_within_the_concurrency_limit(sandbox, limit
     sandbox.set_faults({"twilio": {"latency_ms": 150}})
     hook = TwilioHook(retry_policy=FAST)
     with ThreadPoolExecutor(8) as pool:
-        found = list(pool.map(lambda _: hook.memory_profile_exists("mem_profile_00000000000000000000000000"), range(16)))
+        found = list(
+            pool.map(
+                lambda _: hook.memory_profile_exists("mem_profile_00000000000000000000000000"), range(16)
+            )
+        )
     counts = sandbox.limits()["counts"]["twilio"]
     assert found == [False] * 16
     assert counts["refused_concurrency"] == 0, counts
@@ -127,27 +131,48 @@ def test_a_429_lowers_the_rate_and_every_call_still_succeeds(
 
 
 def _callers(sandbox, storage: str, calls: int) -> tuple[dict[str, int], float]:
-    """Two processes making ``calls`` each at once through ``storage``; the sandbox's counts."""
+    """Two processes making ``calls`` each at once through ``storage``; the sandbox's counts and
+    how long the calls took."""
     env = {**os.environ, LIMITER_URL_ENV: storage}
-    start = time.time() + 8.0  # both have imported Airflow and proven the account by then
     procs = [
-        subprocess.Popen([sys.executable, "-c", _CALLER, str(calls), str(start)], env=env) for _ in range(2)
+        subprocess.Popen(
+            [sys.executable, "-c", _CALLER, str(calls)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(2)
     ]
-    for proc in procs:
-        assert proc.wait(timeout=120) == 0
-    return _stripe_counts(sandbox), time.time() - start
+    try:
+        for proc in procs:  # both have imported Airflow and proven the account
+            assert proc.stdout.readline() == b"ready\n"
+        started = time.monotonic()
+        for proc in procs:
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+        for proc in procs:
+            assert proc.wait(timeout=120) == 0
+        return _stripe_counts(sandbox), time.monotonic() - started
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
 
 
-def test_two_processes_share_one_budget_through_redis(sandbox, limited, shared_budget):
-    """Each process alone keeps to 8/s; two through Redis keep to 8/s together, against a sandbox
-    allowing 10/s. Two with process-local budgets make 16/s, and the sandbox refuses some."""
+@pytest.mark.parametrize("shared", ["redis", "sqlite"])
+def test_two_processes_share_one_budget(sandbox, limited, shared_budget, tmp_path, shared):
+    """Each process alone keeps to 8/s; two sharing Redis, or the local fallback's SQLite file,
+    keep to 8/s together, against a sandbox allowing 10/s. Two with process-local budgets
+    (``memory://``) make 16/s, and the sandbox refuses some."""
+    storage = shared_budget if shared == "redis" else f"sqlite:///{tmp_path / 'limiter.sqlite'}"
     limited({"stripe": {"rate": 10, "burst": 10}})
-    shared, shared_took = _callers(sandbox, shared_budget, 16)
-    limited({"stripe": {"rate": 10, "burst": 10}})
-    local, _ = _callers(sandbox, "memory://", 16)
-    assert shared["refused_rate"] == 0, shared
-    assert shared_took >= 3.0, shared_took  # 32 calls at 8/s
-    assert local["refused_rate"] > 0, local
+    counts, took = _callers(sandbox, storage, 16)
+    assert counts["refused_rate"] == 0, counts
+    assert took >= 3.0, took  # 32 calls at 8/s
+    if shared == "redis":
+        limited({"stripe": {"rate": 10, "burst": 10}})
+        local, _ = _callers(sandbox, "memory://", 16)
+        assert local["refused_rate"] > 0, local
 
 
 def test_invalid_limit_settings_fail_loud(sandbox, limited, monkeypatch, fresh_stripe_process):

@@ -1,4 +1,5 @@
-"""The provider limiter against a real Redis: one shared budget, adaptive, leak-free, no spinning.
+"""The provider limiter against a real Redis and the local SQLite file: one shared budget,
+adaptive, leak-free, no spinning.
 
 A missing Redis fails these tests (``GDPR_TEST_REDIS_URL``, default 127.0.0.1:6379/0), it never skips them.
 """
@@ -12,6 +13,7 @@ import signal
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
@@ -33,6 +35,14 @@ def redis_url():
     client.ping()
     client.close()
     return REDIS_URL
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def shared_url(request, tmp_path):
+    """A storage every process shares: the real Redis, or the local fallback's SQLite file."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'limiter.sqlite'}"
+    return request.getfixturevalue("redis_url")
 
 
 @pytest.fixture
@@ -71,7 +81,9 @@ def _acquire_worker(url, account, rate, ready, go, seconds, results):
     limiter = _limiter(url, account, rate_per_second=rate)
     ready.set()
     go.wait()
-    results.put(len(_count_acquisitions(limiter, seconds)))
+    started = time.time()
+    granted = len(_count_acquisitions(limiter, seconds))
+    results.put((granted, started, time.time()))
 
 
 def _throttle_worker(url, account, rate, done):
@@ -90,12 +102,12 @@ def _lease_holder(url, account, ttl, holding):
         time.sleep(3600)
 
 
-def test_two_processes_stay_under_one_shared_budget(redis_url, account):
+def test_two_processes_stay_under_one_shared_budget(shared_url, account):
     rate, seconds = 10, 3.0
     ready = [SPAWN.Event(), SPAWN.Event()]
     go, results = SPAWN.Event(), SPAWN.Queue()
     workers = [
-        SPAWN.Process(target=_acquire_worker, args=(redis_url, account, rate, r, go, seconds, results))
+        SPAWN.Process(target=_acquire_worker, args=(shared_url, account, rate, r, go, seconds, results))
         for r in ready
     ]
     for w in workers:
@@ -104,30 +116,34 @@ def test_two_processes_stay_under_one_shared_budget(redis_url, account):
         for r in ready:
             assert r.wait(60), "worker process did not start"
         go.set()
-        counts = [results.get(timeout=60) for _ in workers]
+        outcomes = [results.get(timeout=60) for _ in workers]
     finally:
         for w in workers:
             w.join(10)
             if w.is_alive():
                 w.kill()
+    counts = [granted for granted, _, _ in outcomes]
     total = sum(counts)
     # One moving window of `rate` per second: at most rate*T, plus one window's burst at the edge.
     assert total <= rate * seconds + rate, counts
-    # Both processes were really taking (each alone could have had rate*T), and the budget was used.
+    # The budget was used, by both processes taking at once (each alone could have had rate*T).
+    # Which of them gets a freed burst is by lot (the window frees a burst at once), so the split
+    # is not asserted, only that both were taking the whole time.
     assert total >= 0.8 * rate * seconds, counts
-    assert min(counts) >= 0.2 * total, counts
+    overlap = min(end for _, _, end in outcomes) - max(start for _, start, _ in outcomes)
+    assert overlap >= seconds - 0.5, outcomes
 
 
-def test_429s_halve_the_shared_rate_and_success_restores_it(redis_url, account):
+def test_429s_halve_the_shared_rate_and_success_restores_it(shared_url, account):
     ceiling = 20
     limiter = _limiter(
-        redis_url, account, rate_per_second=ceiling, min_rate_per_second=2, recover_after=5, recover_step=5
+        shared_url, account, rate_per_second=ceiling, min_rate_per_second=2, recover_after=5, recover_step=5
     )
     full = len(_count_acquisitions(limiter, 2.0))
 
     # Another process sees two 429s (cooldown 0, so each halves): the rate here drops with it.
     done = SPAWN.Event()
-    proc = SPAWN.Process(target=_throttle_worker, args=(redis_url, account, ceiling, done))
+    proc = SPAWN.Process(target=_throttle_worker, args=(shared_url, account, ceiling, done))
     proc.start()
     assert done.wait(60)
     proc.join(10)
@@ -143,25 +159,25 @@ def test_429s_halve_the_shared_rate_and_success_restores_it(redis_url, account):
     assert restored >= full * 0.8, (full, throttled, restored)
 
 
-def test_a_burst_of_429s_halves_once_per_cooldown_and_never_below_the_floor(redis_url, account):
-    limiter = _limiter(redis_url, account, rate_per_second=16, min_rate_per_second=3, decrease_cooldown=0.5)
+def test_a_burst_of_429s_halves_once_per_cooldown_and_never_below_the_floor(shared_url, account):
+    limiter = _limiter(shared_url, account, rate_per_second=16, min_rate_per_second=3, decrease_cooldown=0.5)
     assert [limiter.on_throttled() for _ in range(10)] == [8.0] * 10
     time.sleep(0.55)
     assert limiter.on_throttled() == 4.0
     time.sleep(0.55)
     assert limiter.on_throttled() == 3.0  # the floor, not 2
-    other = _limiter(redis_url, account, rate_per_second=16)
+    other = _limiter(shared_url, account, rate_per_second=16)
     assert other.current_rate() == 3.0
     # A process configured with a lower ceiling keeps to its own, whatever the shared rate says.
-    assert _limiter(redis_url, account, rate_per_second=2).current_rate() == 2
+    assert _limiter(shared_url, account, rate_per_second=2).current_rate() == 2
 
 
-def test_a_killed_holder_loses_its_slot_after_the_lease_ttl(redis_url, account):
+def test_a_killed_holder_loses_its_slot_after_the_lease_ttl(shared_url, account):
     ttl = 1.5
     holding = SPAWN.Event()
-    holder = SPAWN.Process(target=_lease_holder, args=(redis_url, account, ttl, holding))
+    holder = SPAWN.Process(target=_lease_holder, args=(shared_url, account, ttl, holding))
     holder.start()
-    limiter = _limiter(redis_url, account, concurrency=1, lease_ttl=ttl)
+    limiter = _limiter(shared_url, account, concurrency=1, lease_ttl=ttl)
     try:
         assert holding.wait(60)
         with pytest.raises(LimiterTimeout), limiter.concurrency_slot(timeout=0.3):
@@ -177,8 +193,8 @@ def test_a_killed_holder_loses_its_slot_after_the_lease_ttl(redis_url, account):
     assert waited <= ttl + 0.2
 
 
-def test_concurrency_slots_bound_calls_in_flight_and_free_on_release(redis_url, account):
-    limiter = _limiter(redis_url, account, concurrency=2)
+def test_concurrency_slots_bound_calls_in_flight_and_free_on_release(shared_url, account):
+    limiter = _limiter(shared_url, account, concurrency=2)
     in_flight, peak, lock = [0], [0], threading.Lock()
 
     def call():
@@ -198,7 +214,10 @@ def test_concurrency_slots_bound_calls_in_flight_and_free_on_release(redis_url, 
         t.join()
     assert peak[0] == 2
     assert time.monotonic() - started < 1.0  # released slots were reused, not waited out to the TTL
-    assert redis.Redis.from_url(redis_url).zcard(f"{limiter._key}:leases") == 0
+    # Nothing leaked: another process's limiter gets both slots at once.
+    other = _limiter(shared_url, account, concurrency=2)
+    with other.concurrency_slot(timeout=0.05), other.concurrency_slot(timeout=0.05):
+        pass
 
 
 def test_acquire_sleeps_until_the_window_frees_and_never_spins(redis_url, account):
@@ -253,9 +272,14 @@ def test_config_defaults_to_a_fraction_of_the_documented_limits():
         LimiterConfig.from_extras("mailchimp")
 
 
-def test_only_a_hash_of_the_account_reaches_the_storage(redis_url, account):
-    limiter = _limiter(redis_url, account, rate_per_second=5)
+def test_only_a_hash_of_the_account_reaches_the_storage(shared_url, account):
+    limiter = _limiter(shared_url, account, rate_per_second=5)
     limiter.acquire(timeout=1)
     limiter.on_throttled()
-    keys = [k.decode() for k in redis.Redis.from_url(redis_url).scan_iter(f"*{account}*")]
-    assert keys == []
+    with limiter.concurrency_slot(timeout=1):
+        pass
+    if shared_url.startswith("redis"):
+        assert [k.decode() for k in redis.Redis.from_url(shared_url).scan_iter(f"*{account}*")] == []
+    else:
+        stored = b"".join(p.read_bytes() for p in Path(shared_url[len("sqlite:///") :]).parent.iterdir())
+        assert stored and account.encode() not in stored

@@ -14,19 +14,22 @@ shift the window by as much).
 What is ours, and why:
 
 * **The adaptive rate.** ``limits`` takes a fixed limit per call; the shared effective rate, its
-  halving and its recovery live in two Redis keys (or a process-local dict) next to the window.
+  halving and its recovery live next to the window (Redis keys, a SQLite table, or a process's
+  own state).
   The window's key leaves the amount out (:class:`_AdaptiveRate`), so a rate change keeps the
   calls already made in the window instead of starting a fresh, empty one.
-* **The concurrency leases.** ``limits`` counts events in time, not calls in flight. A Redis
-  sorted set of leases scored by their expiry (Redis server time, so hosts' clocks do not
-  matter) lets a killed process lose its slot after ``lease_ttl`` instead of leaking it.
-* **Waiting.** ``limits`` only answers yes/no; the sleep until the window frees is ours.
+* **The concurrency leases.** ``limits`` counts events in time, not calls in flight. Leases
+  that expire (a Redis sorted set scored by Redis server time; a SQLite table) let a killed
+  process lose its slot after ``lease_ttl`` instead of leaking it.
+* **Waiting.** ``limits`` only answers yes/no; the sleep until the window frees is ours. The
+  window frees a burst at once, and which waiting process takes it is by lot (a few random
+  milliseconds on each wake), so no process is always first.
 
-The local fallback (``memory://``, for the LocalExecutor/SQLite setup without Redis) shares the
-budget among the threads of **one process only**: ``limits`` has no cross-process storage without
-a server, and each Airflow task runs in its own process. Two local tasks on one account may then
-together reach twice the budget; the hooks' 429 retry loop (``retry.py``) is what still protects
-the account there. Use Redis (compose has it) where tasks run in parallel.
+Where budgets live (``$GDPR_ERASURE_LIMITER_URL``): ``redis://...`` shares them across hosts
+(compose sets it to its Redis); unset, a SQLite file in the Airflow home
+(:mod:`.limiter_sqlite`, a ``limits`` storage of ours, since ``limits`` has no storage that
+processes share without a server) shares them among the processes of one host, which is what
+the LocalExecutor runs; ``memory://`` keeps them in one process (tests).
 """
 
 from __future__ import annotations
@@ -35,12 +38,15 @@ import hashlib
 import logging
 import math
 import os
+import random
+import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import limits
@@ -50,6 +56,7 @@ from limits.strategies import MovingWindowRateLimiter
 from redis.exceptions import RedisError
 
 from gdpr_erasure.hooks.errors import ApiConfigurationError, PermanentApiError, TransientApiError
+from gdpr_erasure.hooks.limiter_sqlite import SQLiteState, SQLiteStorage
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -71,6 +78,10 @@ KEY_PREFIX = "gdpr_erasure:limiter"
 LIMITER_URL_ENV = "GDPR_ERASURE_LIMITER_URL"
 #: Longest a call waits for budget before it counts as a transient error (the retry loop's).
 DEFAULT_BUDGET_WAIT = 60.0
+#: Seconds of random delay added to a rate wait, so waiters share freed calls fairly.
+WAKE_JITTER = 0.005
+#: What a failing shared storage raises: the call fails transient, not unlimited.
+_STORAGE_ERRORS = (RedisError, StorageError, sqlite3.Error)
 _TUNING = ("min_rate_per_second", "recover_after", "recover_step", "decrease_cooldown", "lease_ttl")
 #: The connection extras the budget reads (:meth:`LimiterConfig.from_extras`).
 LIMIT_EXTRAS = ("rate_per_second", "concurrency", "fraction", *_TUNING)
@@ -198,6 +209,85 @@ return {0, tostring(tonumber(first[2]) - now)}
 """
 
 
+class _RedisState:
+    """The adaptive rate and the leases in Redis: atomic Lua scripts, Redis server time."""
+
+    def __init__(self, client: Any, key: str) -> None:
+        self.client = client
+        self.key = key
+        self._throttled = client.register_script(_THROTTLED_LUA)
+        self._success = client.register_script(_SUCCESS_LUA)
+        self._lease = client.register_script(_LEASE_LUA)
+
+    def rate(self, ceiling: float) -> float:
+        value = self.client.get(f"{self.key}:rate")
+        # min(): a process configured with a lower ceiling than the stored rate keeps to its own.
+        return ceiling if value is None else min(ceiling, float(value))
+
+    def throttled(self, ceiling: float, floor: float, cooldown: float) -> float:
+        keys = [f"{self.key}:rate", f"{self.key}:successes", f"{self.key}:decreased"]
+        return min(ceiling, float(self._throttled(keys=keys, args=[ceiling, floor, cooldown])))
+
+    def succeeded(self, ceiling: float, recover_after: int, step: float) -> float:
+        keys = [f"{self.key}:rate", f"{self.key}:successes"]
+        return min(ceiling, float(self._success(keys=keys, args=[ceiling, recover_after, step])))
+
+    def lease(self, limit: int, ttl: float, token: str) -> float | None:
+        leased, until_next = self._lease(keys=[f"{self.key}:leases"], args=[limit, ttl, token])
+        return None if int(leased) else float(until_next)
+
+    def release(self, token: str) -> None:
+        self.client.zrem(f"{self.key}:leases", token)
+
+
+class _ProcessState:
+    """The adaptive rate and the leases of one process (``memory://``), under a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rate: float | None = None
+        self._successes = 0
+        self._decreased = -math.inf
+        self._leases: dict[str, float] = {}
+
+    def rate(self, ceiling: float) -> float:
+        with self._lock:
+            return ceiling if self._rate is None else min(ceiling, self._rate)
+
+    def throttled(self, ceiling: float, floor: float, cooldown: float) -> float:
+        with self._lock:
+            rate = ceiling if self._rate is None else min(ceiling, self._rate)
+            self._successes = 0
+            now = time.monotonic()
+            if now - self._decreased >= cooldown:
+                rate, self._decreased = max(floor, rate / 2), now
+            self._rate = rate
+            return rate
+
+    def succeeded(self, ceiling: float, recover_after: int, step: float) -> float:
+        with self._lock:
+            rate = ceiling if self._rate is None else min(ceiling, self._rate)
+            if rate < ceiling:
+                self._successes += 1
+                if self._successes >= recover_after:
+                    rate, self._successes = min(ceiling, rate + step), 0
+                self._rate = rate
+            return rate
+
+    def lease(self, limit: int, ttl: float, token: str) -> float | None:
+        with self._lock:
+            now = time.monotonic()
+            self._leases = {t: until for t, until in self._leases.items() if until > now}
+            if len(self._leases) < limit:
+                self._leases[token] = now + ttl
+                return None
+            return min(self._leases.values()) - now
+
+    def release(self, token: str) -> None:
+        with self._lock:
+            self._leases.pop(token, None)
+
+
 class ProviderLimiter:
     """
     The rate and concurrency budget of one provider account, shared through ``storage_uri``.
@@ -228,17 +318,16 @@ class ProviderLimiter:
         self._key = f"{KEY_PREFIX}:{provider}:{account_tag}"
         self._storage = storage_from_string(storage_uri)
         self._window = MovingWindowRateLimiter(self._storage)
-        self._redis = self._storage.storage if isinstance(self._storage, RedisStorage) else None
-        if self._redis is not None:
-            self._throttled_script = self._redis.register_script(_THROTTLED_LUA)
-            self._success_script = self._redis.register_script(_SUCCESS_LUA)
-            self._lease_script = self._redis.register_script(_LEASE_LUA)
+        if isinstance(self._storage, RedisStorage):
+            self._state: _RedisState | SQLiteState | _ProcessState = _RedisState(
+                self._storage.storage, self._key
+            )
+        elif isinstance(self._storage, SQLiteStorage):
+            self._state = SQLiteState(self._storage.file, self._key)
+        elif isinstance(self._storage, MemoryStorage):
+            self._state = _ProcessState()
         else:
-            if not isinstance(self._storage, MemoryStorage):
-                raise ValueError("storage_uri must be redis://... or memory://")
-            self._lock = threading.Lock()
-            self._local: dict[str, float] = {}
-            self._semaphore = threading.BoundedSemaphore(config.concurrency) if config.concurrency else None
+            raise ValueError("storage_uri must be redis://..., sqlite:////path or memory://")
         #: how many times this instance slept waiting for budget (tests prove there is no spinning)
         self.sleeps = 0
 
@@ -267,7 +356,7 @@ class ProviderLimiter:
                 raise TransientApiError(
                     api, operation, detail=f"no client budget within {wait:.0f}s"
                 ) from None
-            except (RedisError, StorageError) as exc:
+            except _STORAGE_ERRORS as exc:
                 raise TransientApiError(
                     api, operation, detail=f"limiter storage ({LIMITER_URL_ENV}) failed: {type(exc).__name__}"
                 ) from None
@@ -287,7 +376,7 @@ class ProviderLimiter:
         # The call is made; a storage hiccup while recording its answer must not undo it.
         try:
             record()
-        except (RedisError, StorageError) as exc:
+        except _STORAGE_ERRORS as exc:
             log.warning("%s limiter: could not record a call's answer: %s", self.provider, type(exc).__name__)
 
     # -- the adaptive rate -------------------------------------------------------------------
@@ -295,14 +384,7 @@ class ProviderLimiter:
     def current_rate(self) -> float | None:
         """The effective calls per second all processes use now, or None when there is no rate limit."""
         ceiling = self.config.rate_per_second
-        if ceiling is None:
-            return None
-        if self._redis is not None:
-            value = self._redis.get(f"{self._key}:rate")
-            # min(): a process configured with a lower ceiling than the stored rate keeps to its own.
-            return ceiling if value is None else min(ceiling, float(value))
-        with self._lock:
-            return self._local.get("rate", ceiling)
+        return None if ceiling is None else self._state.rate(ceiling)
 
     def on_throttled(self) -> float | None:
         """
@@ -313,18 +395,7 @@ class ProviderLimiter:
         cfg = self.config
         if cfg.rate_per_second is None:
             return None
-        if self._redis is not None:
-            keys = [f"{self._key}:rate", f"{self._key}:successes", f"{self._key}:decreased"]
-            args = [cfg.rate_per_second, cfg.min_rate_per_second, cfg.decrease_cooldown]
-            rate = float(self._throttled_script(keys=keys, args=args))
-        else:
-            with self._lock:
-                rate = self._local.get("rate", cfg.rate_per_second)
-                self._local["successes"] = 0
-                now = time.monotonic()
-                if now - self._local.get("decreased", -math.inf) >= cfg.decrease_cooldown:
-                    rate = max(cfg.min_rate_per_second, rate / 2)
-                    self._local.update(rate=rate, decreased=now)
+        rate = self._state.throttled(cfg.rate_per_second, cfg.min_rate_per_second, cfg.decrease_cooldown)
         log.info("%s rate limited by the provider; client rate now %.2f/s", self.provider, rate)
         return rate
 
@@ -337,19 +408,7 @@ class ProviderLimiter:
         cfg = self.config
         if cfg.rate_per_second is None:
             return None
-        if self._redis is not None:
-            keys = [f"{self._key}:rate", f"{self._key}:successes"]
-            args = [cfg.rate_per_second, cfg.recover_after, cfg.recover_step]
-            return float(self._success_script(keys=keys, args=args))
-        with self._lock:
-            rate = self._local.get("rate", cfg.rate_per_second)
-            if rate >= cfg.rate_per_second:
-                return rate
-            self._local["successes"] = self._local.get("successes", 0) + 1
-            if self._local["successes"] >= cfg.recover_after:
-                rate = min(cfg.rate_per_second, rate + cfg.recover_step)
-                self._local.update(rate=rate, successes=0)
-            return rate
+        return self._state.succeeded(cfg.rate_per_second, cfg.recover_after, cfg.recover_step)
 
     def acquire(self, timeout: float | None = None) -> None:
         """
@@ -366,8 +425,11 @@ class ProviderLimiter:
             item = _rate_item(rate)
             if self._window.hit(item, *self._ids):
                 return
-            # The window's oldest call leaves at reset_time: sleep until then, not in a loop.
-            wait = max(0.001, self._window.get_window_stats(item, *self._ids).reset_time - time.time())
+            # The window's oldest call leaves at reset_time: sleep until then, not in a loop. Every
+            # waiter wakes for that one freed call; a few random milliseconds decide which one gets
+            # it by lot, not always the process the OS happens to wake first.
+            reset = self._window.get_window_stats(item, *self._ids).reset_time
+            wait = max(0.001, reset - time.time()) + random.uniform(0, WAKE_JITTER)
             self._sleep(wait, deadline)
 
     # -- the concurrency leases --------------------------------------------------------------
@@ -384,32 +446,18 @@ class ProviderLimiter:
             yield
             return
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._redis is None:
-            assert self._semaphore is not None
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self._semaphore.acquire(timeout=wait):
-                raise LimiterTimeout(f"no {self.provider} concurrency slot within {timeout}s")
-            try:
-                yield
-            finally:
-                self._semaphore.release()
-            return
         token = uuid.uuid4().hex
-        leases = f"{self._key}:leases"
-        while True:
-            leased, until_next = self._lease_script(
-                keys=[leases], args=[self.config.concurrency, self.config.lease_ttl, token]
-            )
-            if int(leased):
-                break
+        while (
+            until_next := self._state.lease(self.config.concurrency, self.config.lease_ttl, token)
+        ) is not None:
             # A release does not wake us; look again after a short sleep or when the oldest lease expires.
-            self._sleep(max(0.001, min(self.poll_interval, float(until_next))), deadline)
+            self._sleep(max(0.001, min(self.poll_interval, until_next)), deadline)
         try:
             yield
         finally:
             try:
-                self._redis.zrem(leases, token)
-            except RedisError as exc:  # the lease expires after lease_ttl anyway
+                self._state.release(token)
+            except _STORAGE_ERRORS as exc:  # the lease expires after lease_ttl anyway
                 log.warning("%s limiter: could not release a slot: %s", self.provider, type(exc).__name__)
 
     def _sleep(self, seconds: float, deadline: float | None) -> None:
@@ -420,6 +468,13 @@ class ProviderLimiter:
             seconds = min(seconds, left)
         self.sleeps += 1
         time.sleep(seconds)
+
+
+def default_storage_uri() -> str:
+    """Where budgets are shared without ``$GDPR_ERASURE_LIMITER_URL``: a file in the Airflow home
+    that every process of the host uses (the LocalExecutor's tasks, the triggerer)."""
+    home = Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
+    return f"sqlite:///{(home / 'gdpr-erasure-limiter.sqlite').resolve()}"
 
 
 _registry: dict[tuple[Any, ...], ProviderLimiter] = {}
@@ -441,7 +496,7 @@ def limiter_for(
     :param conn_id: the connection, named in a configuration error
     :raises ApiConfigurationError: the extras' limits, or ``$GDPR_ERASURE_LIMITER_URL``, are invalid
     """
-    storage_uri = os.environ.get(LIMITER_URL_ENV) or "memory://"
+    storage_uri = os.environ.get(LIMITER_URL_ENV) or default_storage_uri()
     try:
         config = LimiterConfig.from_extras(provider, extras)
     except ValueError as exc:
