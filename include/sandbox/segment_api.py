@@ -161,6 +161,7 @@ def _cursor(profile: SegmentProfile, kind: str, has_more: bool, next_cursor: str
 def get_external_ids(call: Call) -> Response:
     profile = _find_profile(call)
     limit, offset = _limit(call, 25, 100), _offset(call, "map_")
+    call.log["page_size"] = limit  # introspection: what page size the client asked for
     include = {t.strip() for t in call.query.get("include", "").split(",") if t.strip()}
     ids = [x for x in profile.external_ids if not include or x["type"] in include]
     page = ids[offset : offset + limit]

@@ -972,6 +972,7 @@ def _listed(call: Call, items: list[Any], params: dict[str, Any], kind: str, url
     """One page of ``items`` (newest first), in Stripe's list envelope."""
     ordered = sorted(items, key=lambda item: (-item.created, item.id))
     page, has_more = _page(ordered, params, lambda item: item.id, kind)
+    call.log["page_size"] = _limit(params)  # introspection: what page size the client asked for
     return json_response(
         {"object": "list", "data": [body(i) for i in page], "has_more": has_more, "url": url}
     )

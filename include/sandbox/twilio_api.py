@@ -163,6 +163,7 @@ def paginate(
 def list_2010(call: Call, key: str, ordered: list[T], visible: Callable[[T], bool], sid, render) -> Response:
     """The 2010 list envelope around one page (``key`` names the items, e.g. ``messages``)."""
     size, index = page_size(call), page_index(call)
+    call.log["page_size"] = size  # introspection: what page size the client asked for
     page, next_token, previous_token = paginate(call, ordered, visible, sid, size)
     filters = [(k, v) for k, v in call.query.multi_items() if k not in PAGING_PARAMS]
     path = call.path

@@ -120,6 +120,7 @@ def list_participant_conversations(call: Call) -> Response:
         reverse=True,
     )
     size = _page_size(call)
+    call.log["page_size"] = size  # introspection: what page size the client asked for
     page, next_token, previous_token = paginate(call, ordered, visible, lambda p: p.sid, size)
     filters = [("Address", address)] if address is not None else [("Identity", identity or "")]
     meta = _page_meta(call, "conversations", filters, size, next_token, previous_token)
@@ -249,6 +250,7 @@ def service_body(call: Call, service: ConversationService) -> dict[str, Any]:
 def list_services(call: Call) -> Response:
     """Every Conversation Service of the account, the default one included, paged like v1."""
     size = _page_size(call, maximum=SERVICES_PAGE_SIZE_MAX)
+    call.log["page_size"] = size  # introspection: what page size the client asked for
     ordered = sorted(call.state.conversation_services.values(), key=lambda s: (s.date_created, s.sid))
     page, next_token, previous_token = paginate(call, ordered, lambda s: True, lambda s: s.sid, size)
     meta = _page_meta(call, "services", [], size, next_token, previous_token)
