@@ -114,6 +114,47 @@ def test_our_settings_are_not_sent_as_http_headers(api_connections):
     assert profiles.base_url.endswith("/segment/profiles")
 
 
+def test_one_session_serves_the_calls_of_a_thread(api_connections, sandbox, monkeypatch):
+    """providers-http's ``HttpHook.run`` builds a ``requests.Session`` (a new connection, with
+    TLS a new handshake) per call; the Segment hooks of a thread share one per API instead, and
+    a thread of a batch gets its own."""
+    import threading
+
+    import requests
+
+    built: list[int] = []
+    original = requests.Session.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(threading.get_ident())
+        original(self, *args, **kwargs)
+
+    person = sandbox.person("person-002")
+    SegmentHook(retry_policy=FAST).get_profile("email", person["email"])  # this thread's session
+    monkeypatch.setattr(requests.Session, "__init__", counting)
+    for _ in range(3):  # a hook per request, as the operators build them
+        hook = SegmentHook(retry_policy=FAST)
+        assert hook.get_profile("email", person["email"]).segment_id == person["segment_id"]
+        assert hook.get_profile("user_id", "nobody-at-all") is None
+    assert built == []
+    other = threading.Thread(
+        target=lambda: SegmentHook(retry_policy=FAST).get_profile("phone", person["phone"])
+    )
+    other.start()
+    other.join()
+    assert len(built) == 1 and built[0] != threading.get_ident()
+
+
+def test_a_changed_connection_gets_a_new_session(api_connections, sandbox, monkeypatch):
+    person = sandbox.person("person-002")
+    before = SegmentHook(retry_policy=FAST)._http("profiles", "GET")
+    assert SegmentHook(retry_policy=FAST)._http("profiles", "GET") is before
+    hook = _segment_extra(monkeypatch, api_connections, profile_api_url=f"{sandbox.base_url}/nowhere")
+    assert hook._http("profiles", "GET") is not before
+    with pytest.raises(PermanentApiError):
+        hook.get_profile("email", person["email"])
+
+
 def _segment_extra(monkeypatch, api_connections, **extra):
     conn = dict(api_connections["segment_default"])
     conn["extra"] = dict(conn["extra"], **extra)

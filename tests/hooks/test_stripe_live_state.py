@@ -89,11 +89,27 @@ def test_reads_use_the_spec_routes_and_the_largest_page(hook, sandbox):
         "/v1/account",
         "/v1/customers/{customer}",
         "/v1/subscriptions",
-        "/v1/invoices",  # status=open
-        "/v1/invoices",  # status=uncollectible
+        "/v1/invoices",  # every status in one listing, open and uncollectible kept
         "/v1/charges",
         "/v1/disputes",  # only for the charge marked disputed
     ]
+    lists = [r for r in sandbox.requests_log() if r["route"] in routes[2:]]
+    assert {r["page_size"] for r in lists} == {100}  # Stripe's largest limit
+
+
+def test_open_invoices_are_one_listing_filtered_by_status(hook, sandbox):
+    """One call instead of one per status, and the same answer: only open or uncollectible
+    invoices, the customer's paid one left out."""
+    customer = _customer(sandbox, "unpaid_invoice")
+    seeded = {i["id"]: i["status"] for i in sandbox.state("unpaid_invoice")["stripe"]["invoices"]}
+    hook.verify_account()
+    sandbox.clear_requests_log()
+    open_ids = [i["id"] for i in hook.list_invoices(customer)]
+    assert open_ids == [i for i, status in seeded.items() if status in ("open", "uncollectible")] != []
+    assert [route for _, route, _ in _routes(sandbox)] == ["/v1/invoices"]
+    paid = _customer(sandbox, "active_subscription")  # its current period's invoice is paid
+    assert [i["status"] for i in hook.list_invoices(paid, ["paid"])] == ["paid"]
+    assert hook.list_invoices(paid) == []
 
 
 def test_every_page_is_read(hook, sandbox, monkeypatch):

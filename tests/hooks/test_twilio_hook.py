@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from gdpr_erasure.hooks import twilio as twilio_hook
 from gdpr_erasure.hooks.errors import PermanentApiError, TransientApiError
 from gdpr_erasure.hooks.retry import RetryPolicy
 from gdpr_erasure.hooks.twilio import RoutingHttpClient, TwilioHook
@@ -43,11 +44,12 @@ def test_memory_delete_is_asynchronous_and_then_gone(hook, sandbox):
     assert hook.delete_memory_profile(profile_id) == "already_absent"
 
 
-def test_messages_to_and_from_are_listed_across_pages_and_deleted(hook, sandbox):
+def test_messages_to_and_from_are_listed_across_pages_and_deleted(hook, sandbox, monkeypatch):
+    monkeypatch.setattr(twilio_hook, "PAGE_SIZE", 50)  # the seeded person fills one page of 1000
     person = sandbox.person("many_messages")
     before = sandbox.state("many_messages")["twilio"]["messages"]
     sids = hook.list_message_sids(person["phone"])
-    assert len(sids) == before > 100  # more than one page of 100
+    assert len(sids) == before > 100  # more than one page of 50 each way
     assert len(set(sids)) == len(sids)
     assert hook.delete_message(sids[0]) == "deleted"
     assert hook.delete_message(sids[0]) == "already_absent"
@@ -122,6 +124,53 @@ def test_conversations_are_found_and_deleted_in_every_service(hook, sandbox):
     assert hook.delete_conversation(found[0]["chat_service_sid"], found[0]["conversation_sid"]) == (
         "already_absent"
     )
+
+
+def test_lists_ask_for_the_largest_page_the_api_allows(hook, sandbox):
+    """One page per query for all but the longest histories: PageSize 1000 on the 2010 API's lists
+    (1-1000), 50 on ParticipantConversations (1-50), each the spec's maximum."""
+    person = sandbox.person("many_messages")
+    sandbox.clear_requests_log()
+    calls = hook.list_call_sids(person["phone"])
+    assert hook.list_message_sids(person["phone"]) and calls
+    hook.list_recording_sids(calls[0])
+    hook.list_participant_conversations(
+        address=person["phone"], chat_service_sids=hook.conversation_services()
+    )
+    sizes = {
+        (r["route"].rsplit("/", 1)[-1], r["page_size"])
+        for r in sandbox.requests_log()
+        if r["method"] == "GET"
+    }
+    assert sizes >= {("Messages.json", 1000), ("Calls.json", 1000), ("Recordings.json", 1000)}
+    assert ("ParticipantConversations", 50) in sizes
+    messages = [r for r in sandbox.requests_log() if r["route"].endswith("/Messages.json")]
+    assert len(messages) == 2  # To, then From: 65 each fit one page
+
+
+def test_messages_and_calls_are_listed_one_direction_at_a_time(hook, sandbox):
+    phone = sandbox.person("many_messages")["phone"]
+    to, from_ = (hook.list_message_sids_by_direction(phone, d) for d in ("to", "from"))
+    assert to and from_ and not set(to) & set(from_)
+    assert hook.list_message_sids(phone) == to + from_
+    assert hook.list_message_sids(phone, directions=["from"]) == from_
+    calls = [hook.list_call_sids_by_direction(phone, d) for d in ("to", "from")]
+    assert hook.list_call_sids(phone) == [sid for part in calls for sid in part]
+
+
+def test_the_service_list_is_shared_for_a_minute_and_a_check_lists_afresh(api_connections, sandbox):
+    """The account's Conversation Services are listed once for the requests of a batch (each
+    builds its own hook); ``max_age=0`` and the preflight ask Twilio again."""
+    first = TwilioHook(retry_policy=FAST).conversation_services(max_age=0)
+    sandbox.clear_requests_log()
+    for _ in range(3):
+        assert TwilioHook(retry_policy=FAST).conversation_services() == first
+    listed = lambda: [r for r in sandbox.requests_log() if r["route"] == "/v1/Services"]  # noqa: E731
+    assert listed() == []
+    assert TwilioHook(retry_policy=FAST).conversation_services(max_age=0) == first
+    assert len(listed()) == 1
+    assert TwilioHook(retry_policy=FAST).test_connection()[0]
+    assert len(listed()) == 2
 
 
 def test_unknown_conversation_service_is_an_error_not_an_absence(hook):

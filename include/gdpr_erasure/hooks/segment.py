@@ -30,6 +30,7 @@ documented 404 body, and :meth:`SegmentHook.checks` proves the configuration (it
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -76,6 +77,9 @@ REGULATION_FINAL = frozenset({"FINISHED", "FAILED", "PARTIAL_SUCCESS", "INVALID"
 _NOT_FOUND_CODES = frozenset({"not_found", "not-found", "NotFound"})
 
 _SEGMENT_ID_IN_URL = re.compile(r"/profiles/(use_[A-Za-z0-9]+)/")
+
+#: Per thread: (conn_id, api, method) -> (the connection it was built from, the API's HttpHook).
+_thread_http = threading.local()
 
 
 @dataclass
@@ -133,6 +137,33 @@ class SegmentApiHttpHook(HttpHook):
         if not connection.password:
             raise ApiConfigurationError(f"connection {self.http_conn_id} has no Public API token (password)")
         return _Bearer(connection.password)
+
+    def get_conn(self, headers: dict[str, Any] | None = None, extra_options: dict[str, Any] | None = None):
+        """One configured session for every call of this hook: providers-http builds a new
+        ``requests.Session`` (a new TCP and TLS connection) on each call, which costs a handshake
+        per Profile API read. The per-call ``headers`` are not merged into it: :meth:`run` sends
+        them with each request.
+
+        :param headers: unused here (``run`` sends them per request).
+        :param extra_options: as :meth:`HttpHook.get_conn`; a session is kept per set of options.
+        """
+        options = dict(extra_options or {})
+        key = repr(sorted(options.items()))
+        if key not in self._sessions:
+            session = super().get_conn(None, options)  # sets base_url and merged_extra
+            self._sessions[key] = (session, getattr(self, "merged_extra", {}))
+        session, self.merged_extra = self._sessions[key]  # run() reads merged_extra
+        return session
+
+    @cached_property
+    def _sessions(self) -> dict[str, tuple[requests.Session, dict[str, Any]]]:
+        return {}
+
+    def close(self) -> None:
+        """Close the sessions (their pooled connections)."""
+        for session, _ in self._sessions.values():
+            session.close()
+        self._sessions.clear()
 
     def _configure_session_from_extra(self, session, connection, extra_options):
         session = super()._configure_session_from_extra(session, connection, extra_options)
@@ -197,7 +228,22 @@ class SegmentHook(BaseHook):
         return types
 
     def _http(self, api: SegmentApi, method: str) -> SegmentApiHttpHook:
-        return SegmentApiHttpHook(api, method, self.segment_conn_id)
+        """The API's :class:`HttpHook`, kept per thread and reused by every Segment hook of this
+        process while the connection it was built from is the cached one (five minutes; a changed
+        connection builds a new one): its session keeps the TCP and TLS connection open across the
+        calls of a batch. Per thread: a ``requests.Session`` is not documented thread-safe, and a
+        batch works in threads."""
+        connection = cached_connection(self.segment_conn_id)
+        hooks = _thread_http.__dict__.setdefault("hooks", {})
+        key = (self.segment_conn_id, api, method)
+        built_from, http = hooks.get(key, (None, None))
+        if http is not None and built_from is connection:
+            return http
+        if http is not None:
+            http.close()
+        http = SegmentApiHttpHook(api, method, self.segment_conn_id)
+        hooks[key] = (connection, http)
+        return http
 
     # -- Profile API -----------------------------------------------------------------------
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from typing import Any, Literal, TypeVar
 
@@ -46,7 +48,14 @@ from gdpr_erasure.pii import quiet_identifier_loggers, scrub
 T = TypeVar("T")
 DeleteOutcome = Literal["deleted", "already_absent"]
 
-PAGE_SIZE = 100
+#: The 2010 API's largest page (``PageSize`` 1-1000, twilio_api_v2010 spec): fewest list calls.
+PAGE_SIZE = 1000
+#: The two queries that find messages and calls (the 2010 API has no OR filter).
+Direction = Literal["to", "from"]
+DIRECTIONS: tuple[Direction, ...] = ("to", "from")
+#: How long this process reuses the account's Conversation Services list (see
+#: :meth:`TwilioHook.conversation_services`).
+SERVICES_TRUST_SECONDS = 60.0
 CONVERSATIONS_PAGE_SIZE = 50  # ParticipantConversations' maximum (twilio_conversations_v1)
 SERVICES_PAGE_SIZE = 100  # Services' maximum
 _TWILIO_HOST = re.compile(r"^https://(?P<sub>[a-z0-9-]+)(?:\.[a-z0-9-]+)*\.twilio\.com(?P<path>/.*)?$")
@@ -54,6 +63,9 @@ _TWILIO_HOST = re.compile(r"^https://(?P<sub>[a-z0-9-]+)(?:\.[a-z0-9-]+)*\.twili
 _NOT_FOUND_CODES = {20404}
 # 20429 too many requests; 20009 "message cannot be deleted yet" (delivery not final): both pass.
 _TRANSIENT_CODES = {20429, 20009}
+#: (conn_id, account, api_base) -> (when listed, the Conversation Service SIDs).
+_services_listed: dict[tuple[str, str, str | None], tuple[float, tuple[str, ...]]] = {}
+_services_lock = threading.Lock()
 
 
 class RoutingHttpClient(TwilioHttpClient):
@@ -179,22 +191,36 @@ class TwilioHook(BaseHook):
 
     # -- 2010 API: communication history ---------------------------------------------------
 
-    def list_message_sids(self, phone: str) -> list[str]:
-        """SIDs of messages sent to or from ``phone`` (two queries; the API has no OR filter)."""
+    def list_message_sids(self, phone: str, directions: Iterable[Direction] = DIRECTIONS) -> list[str]:
+        """SIDs of messages sent to or from ``phone`` (two queries; the API has no OR filter).
+
+        :param directions: the queries to make (``to``, ``from``): a proof lists again only those
+            that found something.
+        """
+        return _unique([sid for d in directions for sid in self.list_message_sids_by_direction(phone, d)])
+
+    def list_message_sids_by_direction(self, phone: str, direction: Direction) -> list[str]:
+        """SIDs of messages sent ``to`` or ``from`` ``phone``: one query, all pages."""
         messages = self.client.api.v2010.account.messages
-        sids = self._collect("list messages", lambda: messages.page(to=phone, page_size=PAGE_SIZE))
-        sids += self._collect("list messages", lambda: messages.page(from_=phone, page_size=PAGE_SIZE))
-        return _unique(sids)
+        where = {"to": phone} if direction == "to" else {"from_": phone}
+        return self._collect("list messages", lambda: messages.page(**where, page_size=PAGE_SIZE))
 
     def delete_message(self, sid: str) -> DeleteOutcome:
         """Delete a message and its media. Too recent (20009) is retried by the policy."""
         return self._delete("delete message", lambda: self.client.api.v2010.account.messages(sid).delete())
 
-    def list_call_sids(self, phone: str) -> list[str]:
+    def list_call_sids(self, phone: str, directions: Iterable[Direction] = DIRECTIONS) -> list[str]:
+        """SIDs of calls to or from ``phone`` (two queries, as for messages).
+
+        :param directions: the queries to make (``to``, ``from``).
+        """
+        return _unique([sid for d in directions for sid in self.list_call_sids_by_direction(phone, d)])
+
+    def list_call_sids_by_direction(self, phone: str, direction: Direction) -> list[str]:
+        """SIDs of calls ``to`` or ``from`` ``phone``: one query, all pages."""
         calls = self.client.api.v2010.account.calls
-        sids = self._collect("list calls", lambda: calls.page(to=phone, page_size=PAGE_SIZE))
-        sids += self._collect("list calls", lambda: calls.page(from_=phone, page_size=PAGE_SIZE))
-        return _unique(sids)
+        where = {"to": phone} if direction == "to" else {"from_": phone}
+        return self._collect("list calls", lambda: calls.page(**where, page_size=PAGE_SIZE))
 
     def delete_call(self, sid: str) -> DeleteOutcome:
         return self._delete("delete call", lambda: self.client.api.v2010.account.calls(sid).delete())
@@ -233,6 +259,27 @@ class TwilioHook(BaseHook):
         return self._collect(
             "list conversation services", lambda: services.page(page_size=SERVICES_PAGE_SIZE)
         )
+
+    def conversation_services(self, max_age: float = SERVICES_TRUST_SECONDS) -> list[str]:
+        """:meth:`list_conversation_services`, reused by this process for ``max_age`` seconds.
+
+        The list is the account's configuration, not the person's data: every request of a batch
+        (and the requests of the next minute) search the same services, so one listing serves
+        them. A service created after the listing is not searched, exactly as one created a
+        second after a fresh listing would not be; the preflight always lists afresh.
+
+        :param max_age: seconds a listing is reused; 0 lists now (and remembers it).
+        """
+        key = (self.twilio_conn_id, self.account_sid, self.extra.get("api_base"))
+        now = time.monotonic()
+        with _services_lock:
+            cached = _services_listed.get(key)
+        if cached is not None and now - cached[0] < max_age:
+            return list(cached[1])
+        services = self.list_conversation_services()
+        with _services_lock:
+            _services_listed[key] = (now, tuple(services))
+        return services
 
     def list_participant_conversations(
         self,
