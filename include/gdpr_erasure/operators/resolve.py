@@ -109,14 +109,20 @@ class IdentityResolutionOperator(ErasureStepOperator):
         ]
         segment_ids: list[str] = []
         user_ids: list[str] = [ids.user_id] if ids.user_id else []
+        # External ids of the profiles found, by the space's type: one external id belongs to one
+        # profile (it is how the Profile API finds it), so an identifier a found profile already
+        # lists would find that same profile again and is not looked up twice.
+        known: set[tuple[str, str]] = set()
         for id_type, value in lookups:
-            if not value:
+            if not value or (hook.id_types[id_type], value) in known:
                 continue
             profile = hook.get_profile(id_type, value)
             if profile is None:
                 continue
             user_ids.extend(profile.ids_of_type("user_id"))
             segment_ids.append(profile.segment_id or f"unknown-{id_type}-match")
+            if profile.segment_id:  # without its id, a second match could not be told apart
+                known.update((item.get("type"), item.get("id")) for item in profile.external_ids)
         return steps.SegmentIds(segment_ids=sorted(set(segment_ids)), user_ids=sorted(set(user_ids)))
 
     def _resolve_twilio(self, ids) -> steps.TwilioIds:
@@ -139,11 +145,19 @@ class IdentityResolutionOperator(ErasureStepOperator):
         ``deleted: true`` object. Errors (401, a wrong ``api_base``) fail the step instead.
         """
         hook = StripeHook(self.stripe_conn_id)
+        by_email: dict[str, str] = {}
+        if ids.email:
+            # Exact, case-sensitive match: try the spelling the requester gave, then lower case.
+            for spelling in self._email_spellings(ids):
+                for customer in hook.list_customers_by_email(spelling):
+                    by_email.setdefault(customer["id"], "email")
         found: dict[str, str] = {}
         absent: dict[str, steps.AbsentCustomer] = {}
-        if ids.stripe_customer_id:
-            given = ids.stripe_customer_id
-            presence = hook.customer_presence(given)
+        given = ids.stripe_customer_id
+        if given:
+            # A list holds live customers only (deleted ones are never listed), so a given id the
+            # email listing returned is present: retrieving it would only say so again.
+            presence = "present" if given in by_email else hook.customer_presence(given)
             if presence == "present":
                 found[given] = "given"
             else:
@@ -152,9 +166,6 @@ class IdentityResolutionOperator(ErasureStepOperator):
                     evidence=presence,
                     checked_at=datetime.now(UTC).isoformat(),
                 )
-        if ids.email:
-            # Exact, case-sensitive match: try the spelling the requester gave, then lower case.
-            for spelling in self._email_spellings(ids):
-                for customer in hook.list_customers_by_email(spelling):
-                    found.setdefault(customer["id"], "email")
+        for customer_id, how in by_email.items():
+            found.setdefault(customer_id, how)
         return steps.StripeIds(customer_ids=sorted(found), matched_by=found, absent_at_resolve=absent)

@@ -8,7 +8,7 @@ from airflow.sdk import Context
 
 from gdpr_erasure import steps
 from gdpr_erasure.batch import RequestLog, RequestScope
-from gdpr_erasure.hooks.twilio import TwilioHook
+from gdpr_erasure.hooks.twilio import DIRECTIONS, TwilioHook
 from gdpr_erasure.operators.base import ErasureStepOperator
 from gdpr_erasure.pii import mask_identifiers
 from gdpr_erasure.store import StepStatus
@@ -68,7 +68,11 @@ class TwilioHistoryErasureOperator(ErasureStepOperator):
 
     Everything is listed first and then deleted, so a rerun after a crash lists only what is
     left; a resource deleted in between answers 404 and counts as already absent. The counts in
-    the audit record are "found by the first attempt" minus "left at the end".
+    the audit record are "found by the first attempt" minus "left at the end". The proof is a
+    second inventory: each list query that found something (messages to, messages from, calls
+    to, calls from, the person's participations per Conversation Service and per lookup) is asked
+    again and must come back empty; a query that found nothing is not asked twice, its empty
+    answer in this attempt already proves its part.
 
     :param request_ids: the batch of erasure requests (templated).
     :param twilio_conn_id: Twilio connection.
@@ -110,10 +114,12 @@ class TwilioHistoryErasureOperator(ErasureStepOperator):
             return {}
         mask_identifiers(phone, *identities)
         hook = TwilioHook(self.twilio_conn_id)
-        # Conversations live in Conversation Services; the default one is only one of them.
-        services = hook.list_conversation_services() if phone or identities else []
+        # Conversations live in Conversation Services; the default one is only one of them. The
+        # list is the account's, so the requests of a batch share one listing (at most a minute old).
+        services = hook.conversation_services()
 
-        listing = self._inventory(hook, phone, identities, services)
+        queries = _queries(phone, identities, services)
+        listing, answered = self._inventory(hook, queries)
         # The first attempt's inventory is kept: after a crash the rerun lists only what is left,
         # and "found then" minus "left now" is exactly what the pipeline erased.
         found = steps.result_as(steps.TwilioHistoryErasure, request.step(steps.TWILIO_HISTORY)).get("found")
@@ -136,10 +142,10 @@ class TwilioHistoryErasureOperator(ErasureStepOperator):
         )
         self._delete_all(log, lambda where: delete(*where), listing["conversations"], "conversation")
 
-        # The proof: the same inventory again, over every service, must come back empty.
-        left = {
-            kind: len(items) for kind, items in self._inventory(hook, phone, identities, services).items()
-        }
+        # The proof: every query that listed something is asked again and must come back empty.
+        # A query that listed nothing proved its part empty a moment ago, in this attempt, and
+        # nothing was deleted there to prove: asking it again would only repeat that answer.
+        left = {kind: len(items) for kind, items in self._inventory(hook, answered)[0].items()}
         erased = {kind: found[kind] - left.get(kind, 0) for kind in found}
         clean = not any(left.values())
         request.record(
@@ -157,14 +163,17 @@ class TwilioHistoryErasureOperator(ErasureStepOperator):
             raise RuntimeError(f"request {request.id}: Twilio still lists {left} after the erasure")
         return erased
 
-    def _inventory(
-        self, hook: TwilioHook, phone: str | None, identities: list[str], services: list[str]
-    ) -> dict[str, list]:
-        """SIDs of everything that holds the person, per kind; conversations as tuples that
-        start with the service that owns them (the only path whose 404 means gone)."""
-        calls = hook.list_call_sids(phone) if phone else []
+    def _inventory(self, hook: TwilioHook, queries: list[Query]) -> tuple[dict[str, list], list[Query]]:
+        """SIDs of everything that holds the person, per kind, from ``queries`` (see
+        :func:`_queries`), and the queries that listed something. Conversations are tuples that
+        start with the service that owns them (the only path whose 404 means gone); recordings
+        are listed per call found, transcriptions per recording found."""
+        answers = {query: _ask(hook, query) for query in queries}
+        calls = _unique(sid for (kind, *_), found in answers.items() if kind == "calls" for sid in found)
         recordings = [rec for call in calls for rec in hook.list_recording_sids(call)]
-        participations = self._participations(hook, phone, identities, services)
+        participations = [
+            p for (kind, *_), found in answers.items() if kind == "conversations" for p in found
+        ]
         if self.conversations == "delete_conversation":
             conversations: list = list(
                 dict.fromkeys((p["chat_service_sid"], p["conversation_sid"]) for p in participations)
@@ -173,24 +182,16 @@ class TwilioHistoryErasureOperator(ErasureStepOperator):
             conversations = [
                 (p["chat_service_sid"], p["conversation_sid"], p["participant_sid"]) for p in participations
             ]
-        return {
-            "messages": hook.list_message_sids(phone) if phone else [],
+        listing = {
+            "messages": _unique(
+                sid for (kind, *_), found in answers.items() if kind == "messages" for sid in found
+            ),
             "calls": calls,
             "recordings": recordings,
             "transcriptions": [t for rec in recordings for t in hook.list_transcription_sids(rec)],
             "conversations": conversations,
         }
-
-    @staticmethod
-    def _participations(
-        hook: TwilioHook, phone: str | None, identities: list[str], services: list[str]
-    ) -> list[dict[str, Any]]:
-        found = (
-            hook.list_participant_conversations(address=phone, chat_service_sids=services) if phone else []
-        )
-        for identity in identities:
-            found += hook.list_participant_conversations(identity=identity, chat_service_sids=services)
-        return found
+        return listing, [query for query, found in answers.items() if found]
 
     @staticmethod
     def _delete_all(log: RequestLog, delete, sids: list, kind: str) -> int:
@@ -204,3 +205,37 @@ class TwilioHistoryErasureOperator(ErasureStepOperator):
                 "%s: %d listed, %d deleted, %d already gone", kind, len(sids), deleted, len(sids) - deleted
             )
         return deleted
+
+
+#: One list query of the inventory: ``("messages" | "calls", direction, phone)`` or
+#: ``("conversations", service SID, "address" | "identity", value)``. Held in memory only: it
+#: holds the person's identifiers.
+Query = tuple[str, ...]
+
+
+def _queries(phone: str | None, identities: list[str], services: list[str]) -> list[Query]:
+    """Every list query that finds the person's history: messages and calls to and from the phone,
+    and their participations by phone (messaging address) and chat identity in every service."""
+    queries: list[Query] = []
+    if phone:
+        queries += [(kind, direction, phone) for kind in ("messages", "calls") for direction in DIRECTIONS]
+    lookups = [("address", phone)] if phone else []
+    lookups += [("identity", identity) for identity in identities]
+    queries += [("conversations", service, how, value) for how, value in lookups for service in services]
+    return queries
+
+
+def _ask(hook: TwilioHook, query: Query) -> list:
+    """The answer to one query: SIDs, or participations for ``conversations``."""
+    kind = query[0]
+    if kind == "messages":
+        return hook.list_message_sids_by_direction(query[2], query[1])
+    if kind == "calls":
+        return hook.list_call_sids_by_direction(query[2], query[1])
+    _, service, how, value = query
+    return hook.list_participant_conversations(**{how: value}, chat_service_sids=[service])
+
+
+def _unique(items) -> list:
+    """In first-seen order: a message to oneself is listed by both directions."""
+    return list(dict.fromkeys(items))
