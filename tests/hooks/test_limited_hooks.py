@@ -187,3 +187,16 @@ def test_invalid_limit_settings_fail_loud(sandbox, limited, monkeypatch, fresh_s
     monkeypatch.setenv(LIMITER_URL_ENV, "memcached://nowhere")
     with pytest.raises(ApiConfigurationError, match=LIMITER_URL_ENV):
         StripeHook(retry_policy=FAST).retrieve_customer(MISSING)
+
+
+def test_the_preflight_shows_each_budget_and_fails_when_its_storage_is_down(sandbox, limited, monkeypatch):
+    limited({"stripe": {"rate": 25}, "twilio": {"concurrency": 10}})
+    budgets = {
+        hook.conn_type: next(r for r in hook.checks() if r.name == "call budget")
+        for hook in (StripeHook(retry_policy=FAST), TwilioHook(retry_policy=FAST))
+    }
+    assert budgets["stripe"].ok and budgets["stripe"].detail.startswith("20 calls/s, shared in this process")
+    assert budgets["twilio"].ok and budgets["twilio"].detail.startswith("8 calls in flight")
+    monkeypatch.setenv(LIMITER_URL_ENV, "redis://127.0.0.1:1/0")  # nothing listens there
+    [down] = [r for r in StripeHook(retry_policy=FAST).checks() if r.name == "call budget"]
+    assert not down.ok and LIMITER_URL_ENV in down.detail and "ConnectionError" in down.detail

@@ -436,6 +436,7 @@ def test_checks_prove_the_key_reads_customers_and_name_the_mode(hook, sandbox):
     assert [(r.system, r.name, r.ok) for r in results] == [
         ("stripe", "secret key", True),
         ("stripe", "account", True),
+        ("stripe", "call budget", True),
     ]
     assert "test mode" in results[0].detail and "livemode=false" in results[0].detail
     assert "sk_test_sandbox_key" not in results[0].detail
@@ -457,8 +458,9 @@ def test_a_wrong_key_fails_the_check_with_one_line_saying_what_to_do(api_connect
 
 def test_a_publishable_key_fails_the_check_without_calling_stripe(api_connections, sandbox, monkeypatch):
     _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe", key="pk_test_publishable_123")
-    results = StripeHook(retry_policy=FAST).checks()
+    *results, budget = StripeHook(retry_policy=FAST).checks()
     assert [r.name for r in results] == ["secret key", "account"]
+    assert budget.name == "call budget" and budget.ok  # the budget is the connection's, whatever the key
     for result in results:
         assert (
             not result.ok
@@ -470,7 +472,7 @@ def test_a_publishable_key_fails_the_check_without_calling_stripe(api_connection
 
 def test_a_wrong_api_base_fails_the_check(api_connections, sandbox, monkeypatch):
     _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe/v9")
-    results = StripeHook(retry_policy=FAST).checks()
+    *results, _ = StripeHook(retry_policy=FAST).checks()
     assert [(r.name, r.ok) for r in results] == [("secret key", False), ("account", False)]
     assert all("api_base" in r.detail for r in results)
 
@@ -484,6 +486,7 @@ def test_a_redaction_job_connection_also_checks_the_redaction_jobs_endpoint(
         ("secret key", True),
         ("account", True),
         ("redaction jobs", True),
+        ("call budget", True),
     ]
     reads = [(r["method"], r["route"]) for r in sandbox.requests_log()]
     assert reads == [("GET", "/v1/customers"), ("GET", "/v1/account"), ("GET", "/v1/privacy/redaction_jobs")]
@@ -509,6 +512,7 @@ def test_an_unknown_redaction_method_fails_the_check(api_connections, sandbox, m
         ("secret key", True),
         ("account", True),
         ("redaction method", False),
+        ("call budget", True),
     ]
 
 
@@ -530,7 +534,11 @@ def test_a_key_of_another_account_fails_the_check_with_one_line(api_connections,
     """Another project's key is valid and reads customers: only its account tells it apart."""
     _stripe_conn(monkeypatch, f"{sandbox.base_url}/stripe", key=OTHER_ACCOUNT_KEY)
     results = StripeHook(retry_policy=FAST).checks()
-    assert [(r.name, r.ok) for r in results] == [("secret key", True), ("account", False)]
+    assert [(r.name, r.ok) for r in results] == [
+        ("secret key", True),
+        ("account", False),
+        ("call budget", True),
+    ]
     assert _account_result(results).detail == (
         f"connection stripe_default: the key belongs to {STRIPE_OTHER_ACCOUNT_ID}, the connection expects "
         f"{STRIPE_ACCOUNT_ID}: wrong key"
@@ -580,7 +588,11 @@ def test_a_restricted_key_that_may_not_read_its_account_is_told_the_permission(m
     with _fake_stripe(answers) as url:
         _stripe_conn(monkeypatch, url, key="rk_test_restricted_4Ab9")
         results = StripeHook(retry_policy=FAST).checks()
-    assert [(r.name, r.ok) for r in results] == [("secret key", True), ("account", False)]
+    assert [(r.name, r.ok) for r in results] == [
+        ("secret key", True),
+        ("account", False),
+        ("call budget", True),
+    ]
     detail = _account_result(results).detail
     assert detail == (
         "connection stripe_default: the key may not read its account (HTTP 403): give the restricted key "

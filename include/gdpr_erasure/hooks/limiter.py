@@ -379,6 +379,37 @@ class ProviderLimiter:
         except _STORAGE_ERRORS as exc:
             log.warning("%s limiter: could not record a call's answer: %s", self.provider, type(exc).__name__)
 
+    def describe(self) -> str:
+        """
+        The budget in one line, for the preflight and the connection's Test button; reading the
+        current rate and taking a slot prove the shared storage answers.
+
+        :raises TransientApiError: the shared storage did not answer
+        """
+        try:
+            parts = []
+            rate, ceiling = self.current_rate(), self.config.rate_per_second
+            if rate is not None and ceiling is not None:
+                lowered = f"{rate:g} after 429s, up to " if rate < ceiling else ""
+                parts.append(f"{lowered}{ceiling:g} calls/s")
+            if self.config.concurrency is not None:
+                with self.concurrency_slot(timeout=5):
+                    parts.append(f"{self.config.concurrency} calls in flight")
+        except (*_STORAGE_ERRORS, LimiterTimeout) as exc:
+            raise TransientApiError(
+                self.provider, "read the call budget", detail=f"{LIMITER_URL_ENV}: {type(exc).__name__}"
+            ) from None
+        return f"{' and '.join(parts) or 'no limit'}, shared {self.sharing}"
+
+    @property
+    def sharing(self) -> str:
+        """Who shares this budget, as the storage decides."""
+        if isinstance(self._state, _RedisState):
+            return "through Redis by every process and host"
+        if isinstance(self._state, SQLiteState):
+            return "by this host's processes (a SQLite file; use Redis with workers on several hosts)"
+        return "in this process only"
+
     # -- the adaptive rate -------------------------------------------------------------------
 
     def current_rate(self) -> float | None:

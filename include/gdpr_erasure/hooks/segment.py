@@ -324,6 +324,7 @@ class SegmentHook(BaseHook):
             run_check("segment", "Public API token", self._check_public_api),
             run_check("segment", "Profile API token", self._check_profile_api),
             run_check("segment", "external id types", self._check_id_types),
+            run_check("segment", "call budget", lambda: self.limiter.describe()),
         ]
 
     def test_connection(self) -> tuple[bool, str]:

@@ -655,9 +655,11 @@ class StripeHook(BaseHook):
         try:
             method = self.redaction_method
         except ApiConfigurationError as exc:
-            return [*results, CheckResult("stripe", "redaction method", False, str(exc))]
-        if method == "redaction_job":
-            results.append(run_check("stripe", "redaction jobs", self._check_redaction_jobs))
+            results.append(CheckResult("stripe", "redaction method", False, str(exc)))
+        else:
+            if method == "redaction_job":
+                results.append(run_check("stripe", "redaction jobs", self._check_redaction_jobs))
+        results.append(run_check("stripe", "call budget", lambda: self.limiter.describe()))
         return results
 
     def test_connection(self) -> tuple[bool, str]:

@@ -353,6 +353,7 @@ class TwilioHook(BaseHook):
             run_check("twilio", "credentials", self._check_account),
             run_check("twilio", "Memory store", self._check_memory_store),
             run_check("twilio", "Conversation Services", self._check_conversation_services),
+            run_check("twilio", "call budget", lambda: self.limiter.describe()),
         ]
 
     def test_connection(self) -> tuple[bool, str]:
