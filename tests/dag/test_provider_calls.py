@@ -12,6 +12,10 @@ from __future__ import annotations
 import collections
 
 from gdpr_erasure.hooks import twilio as twilio_hook
+from gdpr_erasure.hooks.segment import SegmentHook
+from gdpr_erasure.hooks.stripe import StripeHook
+from gdpr_erasure.hooks.twilio import TwilioHook
+from gdpr_erasure.operators.resolve import IdentityResolutionOperator
 
 MESSAGES = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
 CALLS = "/2010-04-01/Accounts/{AccountSid}/Calls.json"
@@ -90,3 +94,24 @@ def test_stripe_and_segment_reads_are_not_repeated(pipeline):
     assert resolved["segment"]["segment_ids"] == [person["segment_id"]]
     proof = pipeline.store.steps("req-person-002")["verify_stripe"].result
     assert [c["evidence"] for c in proof["customers"].values()] == ["deleted_stub"]
+
+
+def test_a_batchs_requests_share_each_threads_hooks(pipeline, monkeypatch):
+    """The requests a worker thread takes share its hooks, so their SDK client and HTTP
+    connection (one TLS handshake per thread and provider, not per request)."""
+    built = collections.Counter()
+    for hook_class in (StripeHook, TwilioHook, SegmentHook):
+        original = hook_class.__init__
+
+        def counting(self, *args, _original=original, _name=hook_class.__name__, **kwargs):
+            built[_name] += 1
+            _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(hook_class, "__init__", counting)
+    ids = pipeline.submit("person-001", "person-002", "person-003", "person-005", "no_stripe")
+    operator = IdentityResolutionOperator(task_id="resolve_identity", request_ids=ids, max_concurrency=2)
+    assert operator.execute({}) == {"requests": 5, "ok": 5}
+    assert all(pipeline.store.steps(rid)["resolve"].status.value == "done" for rid in ids)
+    assert set(built) == {"StripeHook", "TwilioHook", "SegmentHook"}
+    assert max(built.values()) <= 2, built  # one per thread (two threads), not one per request (five)
+    assert not hasattr(operator, "_thread_hooks")  # they end with the task

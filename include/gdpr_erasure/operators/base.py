@@ -6,9 +6,10 @@ The batch runtime it stands on (request scopes, log groups, threads, dry runs, t
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
@@ -29,6 +30,8 @@ from gdpr_erasure.holds import IdentifierHasher
 from gdpr_erasure.hooks.errors import PermanentApiError
 from gdpr_erasure.store import StepStatus, TaskTry
 from gdpr_erasure.store.engine import DEFAULT_CONN_ID
+
+H = TypeVar("H")
 
 
 class ErasureStepOperator(ComplianceStoreMixin, BaseOperator):
@@ -85,8 +88,34 @@ class ErasureStepOperator(ComplianceStoreMixin, BaseOperator):
         if self.has_side_effects and is_dry_run(context):
             raise AirflowSkipException(f"dry run: {self.task_id} changes nothing for {len(ids)} request(s)")
         ran_in = task_try(context)
-        outcomes = run_batch(ids, lambda rid: self._process_one(rid, context, ran_in), self.max_concurrency)
+        self._thread_hooks = threading.local()
+        try:
+            outcomes = run_batch(
+                ids, lambda rid: self._process_one(rid, context, ran_in), self.max_concurrency
+            )
+        finally:
+            del self._thread_hooks  # the task's hooks go with it (and a lock cannot be deep-copied)
         return self.conclude(ids, outcomes, context)
+
+    def hook(self, hook_class: type[H], conn_id: str) -> H:
+        """This worker thread's ``hook_class(conn_id)`` for this task, built on its first use.
+
+        The requests a thread works on share the hook, so they share its SDK client and that
+        client's HTTP connection: one TCP and TLS handshake per thread and provider in a batch
+        instead of one per request. No hook is shared between threads (an SDK client's session
+        is not documented thread-safe, and the Twilio hook keeps its last response). Outside
+        :meth:`execute` (a test calling :meth:`process`) every call builds a new hook.
+
+        :param hook_class: ``StripeHook``, ``TwilioHook`` or ``SegmentHook``.
+        :param conn_id: its connection.
+        """
+        local = getattr(self, "_thread_hooks", None)
+        if local is None:
+            return hook_class(conn_id)
+        hooks = local.__dict__.setdefault("hooks", {})
+        if (hook_class, conn_id) not in hooks:
+            hooks[(hook_class, conn_id)] = hook_class(conn_id)
+        return hooks[(hook_class, conn_id)]
 
     def process(self, request: RequestScope, context: Context) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError

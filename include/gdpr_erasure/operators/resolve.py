@@ -101,7 +101,7 @@ class IdentityResolutionOperator(ErasureStepOperator):
         return [e for e in dict.fromkeys([ids.email_as_given or ids.email, ids.email]) if e]
 
     def _resolve_segment(self, ids) -> steps.SegmentIds:
-        hook = SegmentHook(self.segment_conn_id)
+        hook = self.hook(SegmentHook, self.segment_conn_id)
         lookups = [
             *(("email", spelling) for spelling in self._email_spellings(ids)),
             ("phone", ids.phone),
@@ -126,7 +126,7 @@ class IdentityResolutionOperator(ErasureStepOperator):
         return steps.SegmentIds(segment_ids=sorted(set(segment_ids)), user_ids=sorted(set(user_ids)))
 
     def _resolve_twilio(self, ids) -> steps.TwilioIds:
-        hook = TwilioHook(self.twilio_conn_id)
+        hook = self.hook(TwilioHook, self.twilio_conn_id)
         profiles: list[str] = []
         lookups = [*(("email", spelling) for spelling in self._email_spellings(ids)), ("phone", ids.phone)]
         for id_type, value in lookups:
@@ -144,7 +144,7 @@ class IdentityResolutionOperator(ErasureStepOperator):
         404 deleted it before: either way not our erasure), ``deleted_before_resolve`` for the
         ``deleted: true`` object. Errors (401, a wrong ``api_base``) fail the step instead.
         """
-        hook = StripeHook(self.stripe_conn_id)
+        hook = self.hook(StripeHook, self.stripe_conn_id)
         by_email: dict[str, str] = {}
         if ids.email:
             # Exact, case-sensitive match: try the spelling the requester gave, then lower case.

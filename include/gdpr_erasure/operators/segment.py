@@ -78,7 +78,7 @@ class SegmentRegulationOperator(ErasureStepOperator):
             failed_before.append(earlier_try["regulation_id"])
             request.log.warning("regulation(s) %s failed: requesting a new one", failed_before)
         try:
-            regulation_id = SegmentHook(self.segment_conn_id).create_regulation(
+            regulation_id = self.hook(SegmentHook, self.segment_conn_id).create_regulation(
                 user_ids, self.regulation_type
             )
         except ProviderQuotaExhausted as exc:

@@ -200,7 +200,7 @@ class StripeCustomerErasureOperator(ErasureStepOperator):
                 request.log.info("no Stripe customer: nothing to erase")
                 return {"customers": 0}
 
-        hook = StripeHook(self.stripe_conn_id)
+        hook = self.hook(StripeHook, self.stripe_conn_id)
         policy = self.erasure_policy()
         previous = request.step(steps.STRIPE)
         state = steps.StripeErasure(**steps.result_as(steps.StripeErasure, previous))

@@ -44,7 +44,7 @@ class TwilioMemoryProfileErasureOperator(ErasureStepOperator):
             )
             request.log.info("no Twilio Memory profile: nothing to delete")
             return {"deleted": 0, "already_absent": 0}
-        hook = TwilioHook(self.twilio_conn_id)
+        hook = self.hook(TwilioHook, self.twilio_conn_id)
         outcomes = {profile_id: hook.delete_memory_profile(profile_id) for profile_id in profile_ids}
         counts = {"deleted": sum(o == "deleted" for o in outcomes.values())}
         counts["already_absent"] = len(outcomes) - counts["deleted"]
@@ -113,7 +113,7 @@ class TwilioHistoryErasureOperator(ErasureStepOperator):
             request.log.info("no phone or chat identity: no Twilio history to search")
             return {}
         mask_identifiers(phone, *identities)
-        hook = TwilioHook(self.twilio_conn_id)
+        hook = self.hook(TwilioHook, self.twilio_conn_id)
         # Conversations live in Conversation Services; the default one is only one of them. The
         # list is the account's, so the requests of a batch share one listing (at most a minute old).
         services = hook.conversation_services()
