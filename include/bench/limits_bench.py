@@ -626,10 +626,13 @@ def plot(results: Sequence[RunResult], path: Path) -> None:
             label="concurrency limit",
         )
         flight.set(title="Twilio calls in flight", xlabel="s", ylabel="calls")
+        # One time axis per run: from the first call to the last of any provider.
+        end = max([len(v) for v in r.series.get("per_second", {}).values()] + [t for t, _ in samples] + [1])
         for ax in (rates, flight):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="upper right")
             ax.set_ylim(bottom=0)
+            ax.set_xlim(0, end)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
