@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -506,8 +507,27 @@ def settings_line(args: argparse.Namespace) -> str:
         f" {os.cpu_count()} cores shared. Steady state: the middle {STEADY_MIDDLE:.0%} of the time"
         " span of each provider's calls; Twilio's utilisation is its mean calls in flight (sampled"
         " every 0.25 s) over its concurrency limit. JSON: docs/benchmarks.json.\n"
+        + _ceiling_line(args)
         + _code_line(getattr(args, "checkout", None))
     )
+
+
+def _ceiling_line(args: argparse.Namespace) -> str:
+    """What the limiter lets through at most: its moving window counts whole calls per second
+    and its concurrency whole slots (both floored), so a limit's utilisation tops out below 100 %."""
+    rates = sorted({int(item.partition(":")[2]) for item in args.limit_runs.split(",")})
+    parts = [
+        f"Stripe {r}/s: {math.floor(r * args.limit_fraction)} calls/s,"
+        f" {math.floor(r * args.limit_fraction) / r:.0%}"
+        for r in rates
+    ]
+    slots = max(1, math.floor(args.twilio_concurrency * args.limit_fraction))
+    parts.append(f"Twilio: {slots} calls in flight, {slots / args.twilio_concurrency:.0%}")
+    parts.append(
+        f"Segment: {math.floor(args.segment_rate * args.limit_fraction)} calls/s,"
+        f" {math.floor(args.segment_rate * args.limit_fraction) / args.segment_rate:.0%}"
+    )
+    return "The most the limiter lets through, i.e. the utilisation's ceiling: " + "; ".join(parts) + ".\n"
 
 
 def _code_line(code: dict[str, Any] | None) -> str:
@@ -557,7 +577,12 @@ def write_outputs(results: Sequence[RunResult], args: argparse.Namespace, total_
 
     runs = [{k: v for k, v in asdict(r).items() if k != "series"} for r in results]
     ROOT.mkdir(parents=True, exist_ok=True)
-    (ROOT / "results.json").write_text(json.dumps({"total_s": total_s, "runs": [asdict(r) for r in results]}))
+    saved = {
+        "total_s": total_s,
+        "checkout": getattr(args, "checkout", None),
+        "runs": [asdict(r) for r in results],
+    }
+    (ROOT / "results.json").write_text(json.dumps(saved))
     text = (
         "Each row: one DAG run draining that many fresh requests against a sandbox that enforces the"
         " limits, every call answered after the latency.\n\n"
@@ -754,6 +779,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.replot:
         saved = json.loads((ROOT / "results.json").read_text())
+        # The code the runs measured, not today's checkout.
+        args.checkout = saved.get("checkout") or json.loads(JSON_OUT.read_text())["settings"]["code"]
         print(write_outputs([RunResult(**r) for r in saved["runs"]], args, saved["total_s"]))
         return 0
     run_all(args)
