@@ -627,11 +627,19 @@ def plot(results: Sequence[RunResult], path: Path) -> None:
     for (rates, flight), r in zip(axes, results, strict=True):
         for api in ("stripe", "segment"):
             series = r.series.get("per_second", {}).get(api, [])
-            rates.plot(range(len(series)), series, lw=0.8, color=colours[api], label=f"{api} calls/s")
+            # Stripe runs at its limit for minutes: its line on top, the limits thin and behind.
+            rates.plot(
+                range(len(series)),
+                series,
+                lw=1.2 if api == "stripe" else 0.7,
+                color=colours[api],
+                label=f"{api} calls/s",
+                zorder=3 if api == "stripe" else 2,
+            )
             limit = r.limits[api].get("rate")
             if limit:
                 rates.axhline(
-                    limit, ls="--", lw=1, color=colours[api], alpha=0.7, label=f"{api} limit {limit}/s"
+                    limit, ls=":", lw=1, color="black", alpha=0.6, label=f"{api} limit {limit}/s", zorder=1
                 )
         rates.set(title=f"{_label(r)}, {r.requests} requests", xlabel="s", ylabel="calls/s")
         samples = r.series.get("in_flight", [])
