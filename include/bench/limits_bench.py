@@ -233,6 +233,8 @@ class RunResult:
     dag_run_state: str
     log_entries_missed: int
     started_at: str
+    # The machine's 1-minute load average during the run (the 2 cores are shared): None if unrecorded.
+    load_avg: float | None = None
     series: dict[str, Any] = field(default_factory=dict)  # for the plot; not in the JSON
 
 
@@ -251,6 +253,7 @@ class LogReader:
         self.read_every = read_every
         self.entries: list[dict[str, Any]] = []
         self.samples: list[tuple[float, dict[str, int]]] = []
+        self.loads: list[float] = []
         self.missed = 0
         self._last_seq = 0
         self._stop = threading.Event()
@@ -276,6 +279,7 @@ class LogReader:
         while not self._stop.wait(self.sample_every):
             try:
                 self.samples.append((time.time(), self.sandbox.limits()["in_flight"]))
+                self.loads.append(os.getloadavg()[0])
                 if time.monotonic() >= next_read:
                     self.read()
                     next_read = time.monotonic() + self.read_every
@@ -401,6 +405,7 @@ def run_at_limits(
         dag_run_state=run["state"],
         log_entries_missed=reader.missed,
         started_at=started_at,
+        load_avg=round(statistics.fmean(reader.loads), 1) if reader.loads else None,
         series=series,
     )
 
@@ -421,8 +426,8 @@ def table(results: Sequence[RunResult]) -> str:
     rows = [
         "| run | requests | wall (s) | requests/s | Airflow CPU s/request | calls/request: Stripe /"
         " Twilio / Segment / all | 429s / calls | bottleneck | its utilisation | Stripe rate / limit"
-        " | Twilio in flight mean / peak / limit | Segment rate / limit |",
-        "|---|---:|---:|---:|---:|---|---:|---|---:|---|---|---|",
+        " | Twilio in flight mean / peak / limit | Segment rate / limit | machine load |",
+        "|---|---:|---:|---:|---:|---|---:|---|---:|---|---|---|---:|",
     ]
     for r in results:
         c, p = r.calls_per_request, r.providers
@@ -436,7 +441,8 @@ def table(results: Sequence[RunResult]) -> str:
             f" | {stripe['achieved_rate'] or 0:.1f} / {stripe['rate_limit']:.0f}"
             f" | {twilio['mean_in_flight'] or 0:.1f} / {twilio['peak_in_flight'] or 0}"
             f" / {twilio['concurrency_limit']}"
-            f" | {segment['achieved_rate'] or 0:.1f} / {segment['rate_limit']:.0f} |"
+            f" | {segment['achieved_rate'] or 0:.1f} / {segment['rate_limit']:.0f}"
+            f" | {'-' if r.load_avg is None else f'{r.load_avg:.1f}'} |"
         )
     return "\n".join(rows) + "\n"
 
@@ -506,9 +512,9 @@ def settings_line(args: argparse.Namespace) -> str:
         f" {args.concurrency} requests at a time per task, Celery {args.celery_workers} workers;"
         f" {os.cpu_count()} cores shared. Steady state: the middle {STEADY_MIDDLE:.0%} of the time"
         " span of each provider's calls; Twilio's utilisation is its mean calls in flight (sampled"
-        " every 0.25 s) over its concurrency limit. JSON: docs/benchmarks.json.\n"
-        + _ceiling_line(args)
-        + _code_line(getattr(args, "checkout", None))
+        " every 0.25 s) over its concurrency limit. Machine load: the mean 1-minute load average"
+        " during the run (other sessions share the cores; - where not recorded). JSON:"
+        " docs/benchmarks.json.\n" + _ceiling_line(args) + _code_line(getattr(args, "checkout", None))
     )
 
 
@@ -546,6 +552,7 @@ def checkout() -> dict[str, Any]:
         return subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True, check=False).stdout
 
     changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    changed = [path for path in changed if not path.startswith("docs/")]  # this benchmark's own output
     return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted_changes": changed}
 
 
@@ -789,6 +796,9 @@ def main() -> int:
         saved = json.loads((ROOT / "results.json").read_text())
         # The code the runs measured, not today's checkout.
         args.checkout = saved.get("checkout") or json.loads(JSON_OUT.read_text())["settings"]["code"]
+        args.checkout["uncommitted_changes"] = [
+            path for path in args.checkout["uncommitted_changes"] if not path.startswith("docs/")
+        ]
         print(write_outputs([RunResult(**r) for r in saved["runs"]], args, saved["total_s"]))
         return 0
     run_all(args)
