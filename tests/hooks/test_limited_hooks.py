@@ -175,7 +175,7 @@ def test_two_processes_share_one_budget(sandbox, limited, shared_budget, tmp_pat
         assert local["refused_rate"] > 0, local
 
 
-def test_invalid_limit_settings_fail_loud(sandbox, limited, monkeypatch, fresh_stripe_process):
+def test_invalid_limit_settings_fail_loud(sandbox, limited, monkeypatch, tmp_path, fresh_stripe_process):
     connections = limited({})
     conn = connections["stripe_default"]
     conn["extra"]["fraction"] = "most"
@@ -186,6 +186,13 @@ def test_invalid_limit_settings_fail_loud(sandbox, limited, monkeypatch, fresh_s
     monkeypatch.setenv("AIRFLOW_CONN_STRIPE_DEFAULT", json.dumps(conn))
     monkeypatch.setenv(LIMITER_URL_ENV, "memcached://nowhere")
     with pytest.raises(ApiConfigurationError, match=LIMITER_URL_ENV):
+        StripeHook(retry_policy=FAST).retrieve_customer(MISSING)
+    # The default file where it cannot be written: a clear line, not sqlite's traceback.
+    not_a_directory = tmp_path / "a-file"
+    not_a_directory.write_text("")
+    monkeypatch.delenv(LIMITER_URL_ENV)
+    monkeypatch.setenv("AIRFLOW_HOME", str(not_a_directory / "home"))
+    with pytest.raises(ApiConfigurationError, match=r"cannot be opened .*make its directory writable"):
         StripeHook(retry_policy=FAST).retrieve_customer(MISSING)
 
 

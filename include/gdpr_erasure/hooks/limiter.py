@@ -540,7 +540,13 @@ def limiter_for(
                 limiter = ProviderLimiter(provider, account_id, config, storage_uri)
             except (ConfigurationError, ValueError) as exc:
                 raise ApiConfigurationError(
-                    f"{LIMITER_URL_ENV} must be redis://host:port/db or memory:// ({type(exc).__name__})"
+                    f"{LIMITER_URL_ENV} must be redis://host:port/db, sqlite:////path or memory:// "
+                    f"({type(exc).__name__})"
+                ) from None
+            except (sqlite3.Error, OSError) as exc:
+                raise ApiConfigurationError(
+                    f"the call budgets' file ({storage_uri}) cannot be opened ({type(exc).__name__}): "
+                    f"make its directory writable, or set {LIMITER_URL_ENV} to a Redis"
                 ) from None
             _registry[key] = limiter
         return limiter
