@@ -62,7 +62,17 @@ class _File:
             str(path), timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
         path.chmod(0o600)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        # Switching to WAL answers "locked" at once, without the busy handler, when another
+        # process opens the new file at the same moment: retry it like a write.
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(random.uniform(0.001, 0.01))
         self._db.execute("PRAGMA synchronous=OFF")
         with self.write() as db:
             for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
