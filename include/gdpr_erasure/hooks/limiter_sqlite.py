@@ -64,15 +64,7 @@ class _File:
         path.chmod(0o600)
         # Switching to WAL answers "locked" at once, without the busy handler, when another
         # process opens the new file at the same moment: retry it like a write.
-        deadline = time.monotonic() + BUSY_TIMEOUT
-        while True:
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-            time.sleep(random.uniform(0.001, 0.01))
+        _while_locked(lambda: self._db.execute("PRAGMA journal_mode=WAL"), pause=(0.001, 0.01))
         self._db.execute("PRAGMA synchronous=OFF")
         with self.write() as db:
             for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
@@ -93,23 +85,29 @@ class _File:
         # Our own busy loop for the write lock, not SQLite's: its handler backs off to 100 ms sleeps,
         # so a process that collides once keeps losing freed slots to one that did not. Reads and
         # the schema keep SQLite's handler (the connection's timeout).
-        deadline = time.monotonic() + BUSY_TIMEOUT
         self._db.execute("PRAGMA busy_timeout = 0")
         try:
-            while True:
-                try:
-                    self._db.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() > deadline:
-                        raise
-                time.sleep(random.uniform(0.0001, 0.001))
+            _while_locked(lambda: self._db.execute("BEGIN IMMEDIATE"), pause=(0.0001, 0.001))
         finally:
             self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
 
     def read(self, sql: str, *args: object) -> list[tuple]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
+
+
+def _while_locked(statement, pause: tuple[float, float]) -> None:
+    """Run ``statement`` again after a short random pause while another process holds the file's
+    lock, for :data:`BUSY_TIMEOUT` at most."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(random.uniform(*pause))
 
 
 _files: dict[Path, _File] = {}
