@@ -153,7 +153,6 @@ def test_messages_and_calls_are_listed_one_direction_at_a_time(hook, sandbox):
     to, from_ = (hook.list_message_sids_by_direction(phone, d) for d in ("to", "from"))
     assert to and from_ and not set(to) & set(from_)
     assert hook.list_message_sids(phone) == to + from_
-    assert hook.list_message_sids(phone, directions=["from"]) == from_
     calls = [hook.list_call_sids_by_direction(phone, d) for d in ("to", "from")]
     assert hook.list_call_sids(phone) == [sid for part in calls for sid in part]
 

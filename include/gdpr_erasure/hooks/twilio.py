@@ -22,7 +22,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import Any, Literal, TypeVar
 
@@ -191,13 +191,9 @@ class TwilioHook(BaseHook):
 
     # -- 2010 API: communication history ---------------------------------------------------
 
-    def list_message_sids(self, phone: str, directions: Iterable[Direction] = DIRECTIONS) -> list[str]:
-        """SIDs of messages sent to or from ``phone`` (two queries; the API has no OR filter).
-
-        :param directions: the queries to make (``to``, ``from``): a proof lists again only those
-            that found something.
-        """
-        return _unique([sid for d in directions for sid in self.list_message_sids_by_direction(phone, d)])
+    def list_message_sids(self, phone: str) -> list[str]:
+        """SIDs of messages sent to or from ``phone`` (two queries; the API has no OR filter)."""
+        return _unique([sid for d in DIRECTIONS for sid in self.list_message_sids_by_direction(phone, d)])
 
     def list_message_sids_by_direction(self, phone: str, direction: Direction) -> list[str]:
         """SIDs of messages sent ``to`` or ``from`` ``phone``: one query, all pages."""
@@ -209,12 +205,9 @@ class TwilioHook(BaseHook):
         """Delete a message and its media. Too recent (20009) is retried by the policy."""
         return self._delete("delete message", lambda: self.client.api.v2010.account.messages(sid).delete())
 
-    def list_call_sids(self, phone: str, directions: Iterable[Direction] = DIRECTIONS) -> list[str]:
-        """SIDs of calls to or from ``phone`` (two queries, as for messages).
-
-        :param directions: the queries to make (``to``, ``from``).
-        """
-        return _unique([sid for d in directions for sid in self.list_call_sids_by_direction(phone, d)])
+    def list_call_sids(self, phone: str) -> list[str]:
+        """SIDs of calls to or from ``phone`` (two queries, as for messages)."""
+        return _unique([sid for d in DIRECTIONS for sid in self.list_call_sids_by_direction(phone, d)])
 
     def list_call_sids_by_direction(self, phone: str, direction: Direction) -> list[str]:
         """SIDs of calls ``to`` or ``from`` ``phone``: one query, all pages."""
