@@ -283,3 +283,25 @@ def test_only_a_hash_of_the_account_reaches_the_storage(shared_url, account):
     else:
         stored = b"".join(p.read_bytes() for p in Path(shared_url[len("sqlite:///") :]).parent.iterdir())
         assert stored and account.encode() not in stored
+
+
+def test_a_release_wakes_a_waiting_thread_of_the_process_at_once(shared_url, account):
+    """The poll for other processes' releases is 5 s here: only the hand-off makes it quick."""
+    limiter = ProviderLimiter(
+        "twilio", account, LimiterConfig(rate_per_second=None, concurrency=1), shared_url, poll_interval=5.0
+    )
+    holding, waited = threading.Event(), []
+
+    def hold():
+        with limiter.concurrency_slot(timeout=5):
+            holding.set()
+            time.sleep(0.2)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(5)
+    started = time.monotonic()
+    with limiter.concurrency_slot(timeout=10):
+        waited.append(time.monotonic() - started)
+    holder.join()
+    assert waited[0] < 0.6, waited
