@@ -296,6 +296,17 @@ def test_a_list_the_server_did_not_filter_or_page_proves_nothing(monkeypatch, an
     assert "api_base" in str(info.value) and CUSTOMER not in str(info.value)
 
 
+@pytest.mark.parametrize("status", [None, "pending_payment"])
+def test_an_invoice_without_a_known_status_proves_nothing(monkeypatch, status):
+    """Invoices are filtered by status here, not by Stripe: one without a status we know must
+    fail loud, never drop out of the list as if nothing were owed."""
+    invoice = {"id": "in_1", "object": "invoice", "customer": CUSTOMER, "status": status}
+    with _server({"GET /v1/invoices": {"object": "list", "data": [invoice], "has_more": False}}) as url:
+        _stripe_conn(monkeypatch, url)
+        with pytest.raises(StripeConfigurationError, match="without a known status"):
+            StripeHook(retry_policy=FAST).list_invoices(CUSTOMER)
+
+
 def test_a_customer_answer_without_an_integer_balance_proves_nothing(monkeypatch):
     with _server(
         {f"GET /v1/customers/{CUSTOMER}": {"id": CUSTOMER, "object": "customer", "balance": "0"}}

@@ -358,7 +358,10 @@ class StripeHook(BaseHook):
             {"customer": customer_id},
             owner=("customer", customer_id),
         )
-        return [invoice for invoice in invoices if invoice.get("status") in wanted]
+        if any(invoice.get("status") not in INVOICE_STATUSES for invoice in invoices):
+            # Filtered here, an invoice without a known status would silently read as "none owed".
+            raise self._unfiltered("list invoices", "held an invoice without a known status")
+        return [invoice for invoice in invoices if invoice["status"] in wanted]
 
     def list_charges(self, customer_id: str) -> list[dict[str, Any]]:
         """Every charge of the customer, all pages."""
